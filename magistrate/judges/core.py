@@ -1,0 +1,165 @@
+"""The judging core shared by batch and online: pairs in, verdict rows out.
+
+It needs an engine (see `Engine`), and knows nothing of where that engine runs: a Ray
+Data actor and a Ray Serve replica both call `Judge.judge` with the same pairs and get
+the same rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Protocol, Sequence
+
+from magistrate.judges.combine import OrderResult, combine
+from magistrate.judges.profile import JudgeProfile, Mode
+from magistrate.judges.registry import get_judge
+from magistrate.judges.render import (
+    OrderMode,
+    final_prompt,
+    injection_suspect,
+    label_token_ids,
+    orders_for,
+    render_messages,
+)
+from magistrate.judges.verdicts import (
+    label_probabilities,
+    p_first_from_probabilities,
+    p_first_from_verdict,
+    verdict_from_probabilities,
+)
+
+
+class Engine(Protocol):
+    """What the core needs from an inference engine (actors/engine.py has the vLLM one)."""
+
+    tokenizer: Any
+    max_model_len: int
+    model: str
+
+    def next_token_logprobs(
+        self, prompts: Sequence[list[int]], candidates: Sequence[int]
+    ) -> list[dict[int, float]]: ...
+
+    def generate(
+        self, prompts: Sequence[list[int]], max_tokens: int
+    ) -> list[tuple[str, int]]: ...
+
+
+@dataclass(frozen=True)
+class JudgeSettings:
+    judge: str = "mt-bench"
+    mode: Mode | None = None  # None: the profile's default
+    order: OrderMode = "both"
+    seed: int = 0
+    max_new_tokens: int | None = None  # None: the profile's
+
+
+@dataclass
+class _Request:
+    pair: int
+    order: str
+    tokens: list[int]
+
+
+class Judge:
+    """A profile bound to an engine and settings."""
+
+    def __init__(self, engine: Engine, settings: JudgeSettings, profile: JudgeProfile | None = None):
+        self.engine = engine
+        self.settings = settings
+        self.profile = profile or get_judge(settings.judge)
+        self.mode: Mode = settings.mode or self.profile.default_mode
+        if self.mode not in self.profile.modes:
+            raise ValueError(
+                f"judge {self.profile.name!r} does not support mode {self.mode!r} "
+                f"(it supports {', '.join(self.profile.modes)})"
+            )
+        self.max_new_tokens = settings.max_new_tokens or self.profile.max_new_tokens
+        self.label_ids = (
+            label_token_ids(self.profile, engine.tokenizer) if self.mode == "logprob" else {}
+        )
+
+    def render(self, pair: Mapping[str, Any], order: str) -> tuple[list[dict], list[int]]:
+        messages = render_messages(
+            self.profile, pair["prompt"], pair["response_a"], pair["response_b"], order
+        )
+        text = final_prompt(self.profile, messages, self.engine.tokenizer, self.mode)
+        return messages, self.engine.tokenizer.encode(text, add_special_tokens=False)
+
+    def _budget(self) -> int:
+        """Tokens the verdict needs after the prompt."""
+        return 1 if self.mode == "logprob" else self.max_new_tokens
+
+    def judge(self, pairs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Verdict fields for each pair (same order). A pair with an `invalid` message
+        becomes an error row without reaching the engine. All orders of all pairs go to
+        the engine in one call, so it batches them and its prefix cache shares the
+        common prompt head of the two orders."""
+        results: list[list[OrderResult]] = [[] for _ in pairs]
+        requests: list[_Request] = []
+        for i, pair in enumerate(pairs):
+            if pair.get("invalid"):
+                continue
+            for order in orders_for(self.settings.order, str(pair["id"]), self.settings.seed):
+                _, tokens = self.render(pair, order)
+                limit = self.engine.max_model_len - self._budget()
+                if len(tokens) > limit:
+                    results[i].append(OrderResult(
+                        order, None, None, prompt_tokens=len(tokens),
+                        error=f"prompt too long: {len(tokens)} tokens, the judge takes "
+                              f"{limit} (context {self.engine.max_model_len}, "
+                              f"{self._budget()} kept for the verdict)"))
+                    continue
+                requests.append(_Request(i, order, tokens))
+
+        prompts = [r.tokens for r in requests]
+        if self.mode == "logprob":
+            by_id = {token: verdict for verdict, token in self.label_ids.items()}
+            outputs = self.engine.next_token_logprobs(prompts, list(by_id)) if prompts else []
+            for request, logprobs in zip(requests, outputs):
+                results[request.pair].append(self._from_logprobs(request, logprobs, by_id))
+        else:
+            outputs = self.engine.generate(prompts, self.max_new_tokens) if prompts else []
+            for request, (text, n_out) in zip(requests, outputs):
+                results[request.pair].append(self._from_text(request, text, n_out))
+
+        rows = []
+        for pair, pair_results in zip(pairs, results):
+            if pair.get("invalid"):
+                row = combine([])
+                row["error"] = str(pair["invalid"])
+            else:
+                row = combine(sorted(pair_results, key=lambda r: r.order))
+            row["injection_suspect"] = (
+                None if pair.get("invalid")
+                else injection_suspect(self.profile, pair["response_a"], pair["response_b"])
+            )
+            rows.append(row)
+        return rows
+
+    def _from_logprobs(self, request: _Request, logprobs: dict[int, float], by_id) -> OrderResult:
+        named = {by_id[t]: lp for t, lp in logprobs.items() if t in by_id}
+        if not named:
+            return OrderResult(request.order, None, None, prompt_tokens=len(request.tokens),
+                               error="the engine returned no probability for any verdict label")
+        probs = label_probabilities(named)
+        return OrderResult(
+            request.order,
+            verdict_from_probabilities(probs),
+            p_first_from_probabilities(probs),
+            prompt_tokens=len(request.tokens),
+            completion_tokens=0,
+        )
+
+    def _from_text(self, request: _Request, text: str, n_out: int) -> OrderResult:
+        reading = self.profile.read(text)
+        return OrderResult(
+            request.order,
+            reading.verdict,
+            None if reading.verdict is None else p_first_from_verdict(reading.verdict),
+            rationale=reading.rationale,
+            raw=text,
+            prompt_tokens=len(request.tokens),
+            completion_tokens=n_out,
+            error=reading.error,
+        )
