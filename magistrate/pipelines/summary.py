@@ -1,0 +1,90 @@
+"""summary.json: the figures of a finished run, read back from what was written."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+
+from magistrate.pipelines.sources import Location
+
+SUMMARY = "summary.json"
+VERDICTS = "verdicts"  # Parquet lives in OUTPUT/verdicts/, so readers of it never meet summary.json
+_COLUMNS = ("id", "winner", "consistent", "label", "error")
+
+
+def verdicts_path(loc: Location) -> str:
+    return f"{loc.path.rstrip('/')}/{VERDICTS}"
+
+
+def verdict_files(loc: Location) -> list[str]:
+    selector = pafs.FileSelector(verdicts_path(loc), recursive=True, allow_not_found=True)
+    infos = loc.filesystem.get_file_info(selector)
+    return sorted(i.path for i in infos if i.is_file and i.path.endswith(".parquet"))
+
+
+def summarise(loc: Location, elapsed: float, **extra) -> dict:
+    """Counts over the output, streamed batch by batch (memory does not grow with it)."""
+    files = verdict_files(loc)
+    dataset = pads.dataset(files, filesystem=loc.filesystem, format="parquet")
+    columns = [c for c in _COLUMNS if c in dataset.schema.names]
+    winners: Counter = Counter()
+    errors: Counter = Counter()
+    pairs = consistent = judged_both = labelled = agree = 0
+    for batch in dataset.to_batches(columns=columns):
+        rows = batch.to_pydict()
+        n = batch.num_rows
+        pairs += n
+        for i in range(n):
+            winner = rows["winner"][i]
+            winners[winner] += 1
+            if winner == "error":
+                errors[(rows["error"][i] or "")[:80]] += 1
+                continue
+            if rows["consistent"][i] is not None:
+                judged_both += 1
+                consistent += bool(rows["consistent"][i])
+            label = rows.get("label", [None] * n)[i]
+            if label in ("A", "B"):
+                labelled += 1
+                agree += winner == label
+    return {
+        "pairs": pairs,
+        "winners": {k: winners.get(k, 0) for k in ("A", "B", "tie", "error")},
+        "errors": winners.get("error", 0),
+        "error_causes": dict(errors.most_common(10)),
+        "label_agreement": agree / labelled if labelled else None,
+        "labelled_pairs": labelled,
+        "position_consistency": consistent / judged_both if judged_both else None,
+        "seconds": round(elapsed, 2),
+        "pairs_per_second": round(pairs / elapsed, 3) if elapsed > 0 else None,
+        "files": len(files),
+        **extra,
+    }
+
+
+def write_summary(loc: Location, summary: dict) -> None:
+    with loc.filesystem.open_output_stream(f"{loc.path.rstrip('/')}/{SUMMARY}") as stream:
+        stream.write(json.dumps(summary, indent=2, sort_keys=True).encode())
+
+
+def summary_table(summary: dict) -> str:
+    """The short table printed at the end of a run."""
+    w = summary["winners"]
+
+    def pct(x):
+        return "n/a" if x is None else f"{100 * x:.1f}%"
+
+    rows = [
+        ("pairs", str(summary["pairs"])),
+        ("winners A / B / tie", f"{w['A']} / {w['B']} / {w['tie']}"),
+        ("errors", str(w["error"])),
+        ("agreement with labels", f"{pct(summary['label_agreement'])} of {summary['labelled_pairs']}"),
+        ("position consistency", pct(summary["position_consistency"])),
+        ("pairs/s", str(summary["pairs_per_second"])),
+        ("wall time", f"{summary['seconds']} s"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
