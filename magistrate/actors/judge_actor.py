@@ -12,7 +12,7 @@ from magistrate.judges.core import Judge, JudgeSettings
 from magistrate.schema import verdict_table
 
 INVALID = "_invalid"
-_PAIR_COLUMNS = ("id", "prompt", "response_a", "response_b", INVALID)
+_PAIR_COLUMNS = ("id", "prompt", "prompt_messages", "response_a", "response_b", INVALID)
 
 
 def actor_resources(tensor_parallel_size: int, use_gpu: bool, gpu_type: str | None) -> dict[str, Any]:
@@ -47,7 +47,8 @@ class JudgeActor:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         pairs = batch.select([c for c in _PAIR_COLUMNS if c in batch.column_names]).to_pylist()
-        pairs = [dict(p, invalid=p.get(INVALID)) for p in pairs]
+        pairs = [dict(p, prompt=p.get("prompt_messages") or p["prompt"], invalid=p.get(INVALID))
+                 for p in pairs]
         verdicts = verdict_table(self.judge.judge(pairs), self.constants)
         kept = batch.drop_columns([INVALID])
         for field in verdicts.schema:

@@ -106,7 +106,8 @@ def render(judge_name, input_, model, mode, order, seed, format_, columns, s3_en
             click.echo(json.dumps({"id": row["id"], "error": row["_invalid"]}, ensure_ascii=False))
             continue
         for o in orders_for(order, row["id"], seed):
-            messages = render_messages(profile, row["prompt"], row["response_a"], row["response_b"], o)
+            prompt = row["prompt_messages"] or row["prompt"]
+            messages = render_messages(profile, prompt, row["response_a"], row["response_b"], o)
             record = {"id": row["id"], "order": o, "judge": profile.name, "mode": mode, "messages": messages}
             if tokenizer is not None:
                 record["prompt"] = final_prompt(profile, messages, tokenizer, mode)

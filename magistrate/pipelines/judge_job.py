@@ -21,6 +21,7 @@ from magistrate.pipelines.sources import (
     file_format,
     list_input_files,
     locate,
+    peek_columns,
     resolve_mapping,
 )
 
@@ -106,16 +107,16 @@ def build_dataset(settings: JobSettings):
     if kind == "parquet":
         ds = ray.data.read_parquet(files, filesystem=src.filesystem)
     elif kind == "json":
-        # pyarrow's JSON reader takes newline-delimited JSON (JSONL) as it is.
-        ds = ray.data.read_json(files, filesystem=src.filesystem)
+        # Lines, parsed in prepare_batch: a malformed line is an error row, not a failed job.
+        ds = ray.data.read_text(files, filesystem=src.filesystem, drop_empty_lines=True)
     else:
         ds = ray.data.read_csv(files, filesystem=src.filesystem)
-    columns = ds.columns() or []
-    mapping, preset = resolve_mapping(columns, settings.format, settings.columns, settings.input)
+    mapping, preset = resolve_mapping(peek_columns(src, files[0], kind), settings.format,
+                                      settings.columns, settings.input)
     if settings.limit:
         ds = ds.limit(settings.limit)
     ds = ds.map_batches(
-        prepare_batch, fn_kwargs={"mapping": mapping, "preset": preset},
+        prepare_batch, fn_kwargs={"mapping": mapping, "preset": preset, "json_lines": kind == "json"},
         batch_format="pyarrow", batch_size=4096,
     )
     return ds, files

@@ -143,3 +143,30 @@ def resolve_mapping(columns: list[str], fmt: Format, spec: str | None, where: st
             "Use --format or --columns prompt=...,response_a=...,response_b=..."
         )
     return mapping, preset
+
+
+def peek_columns(loc: Location, path: str, kind: str, lines: int = 100) -> list[str]:
+    """The columns of an input, from its first file's schema (or first JSON lines)."""
+    fs = loc.filesystem
+    if kind == "parquet":
+        import pyarrow.parquet as pq
+
+        with fs.open_input_file(path) as f:
+            return pq.read_schema(f).names
+    with fs.open_input_stream(path) as f:
+        head = f.read(1 << 20).decode("utf-8", errors="replace").splitlines()
+    if kind == "csv":
+        import csv
+
+        return next(csv.reader(head[:1]), [])
+    import json
+
+    keys: dict[str, None] = {}
+    for line in head[:lines]:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            keys.update(dict.fromkeys(record))
+    return list(keys)

@@ -1,0 +1,117 @@
+"""`magistrate judge` end to end, as a user runs it: a fresh process that starts a local
+Ray, reads JSONL, judges on a Ray Data actor hosting the real vLLM CPU engine, writes
+Parquet and summary.json."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.dataset as pads
+import pytest
+
+from tests.conftest import EXAMPLES, run_cli
+
+pytestmark = pytest.mark.engine
+
+
+def _input_rows() -> list[dict]:
+    with open(EXAMPLES / "llmbar-demo.jsonl") as f:
+        good = [json.loads(line) for line in f][:3]
+    for i, row in enumerate(good):
+        row["extra"] = f"keep-me-{i}"
+    no_id = dict(good[0], extra="no-id")
+    del no_id["id"]
+    no_id["prompt"] = "A different question, so the derived id is new."
+    bad = [
+        {"id": "bad-empty-prompt", "prompt": "   ", "response_a": "x", "response_b": "y", "extra": "e1"},
+        {"id": "bad-missing-b", "prompt": "Why?", "response_a": "x", "response_b": None, "extra": "e2"},
+        {"id": "bad-too-long", "prompt": "word " * 3000, "response_a": "x", "response_b": "y", "extra": "e3"},
+        {"id": "bad-messages", "prompt": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}],
+         "response_a": "x", "response_b": "y", "extra": "e4"},
+    ]
+    return good + [no_id] + bad
+
+
+@pytest.fixture(scope="module")
+def judged(tmp_path_factory, embedded_model):
+    tmp = tmp_path_factory.mktemp("judge")
+    rows = _input_rows()
+    src = tmp / "pairs.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp / "out"
+    result = run_cli("judge", "--input", str(src), "--output", str(out),
+                     "--max-model-len", "2048", "--gpu-memory-utilization", "0.2")
+    return rows, out, result
+
+
+def _read(out) -> list[dict]:
+    return pads.dataset(str(out / "verdicts"), format="parquet").to_table().to_pylist()
+
+
+def test_every_row_exactly_once(judged):
+    rows, out, result = judged
+    assert result.returncode == 0, result.stderr[-3000:]
+    written = _read(out)
+    assert len(written) == len(rows)
+    ids = [r["id"] for r in written]
+    assert len(set(ids)) == len(ids)
+    given = {r["id"] for r in rows if "id" in r}
+    assert given <= set(ids)
+    derived = set(ids) - given
+    assert len(derived) == 1 and next(iter(derived)).startswith("sha256-")
+
+
+def test_verdicts_and_errors(judged):
+    _, out, _ = judged
+    by_id = {r["id"]: r for r in _read(out)}
+    assert "prompt is empty" in by_id["bad-empty-prompt"]["error"]
+    assert "response_b is missing" in by_id["bad-missing-b"]["error"]
+    assert "prompt too long" in by_id["bad-too-long"]["error"]
+    assert "must end with a user message" in by_id["bad-messages"]["error"]
+    for row in by_id.values():
+        assert row["winner"] in {"A", "B", "tie", "error"}
+        if row["winner"] == "error":
+            assert row["error"] and row["p_a"] is None
+        else:
+            assert 0.0 <= row["p_a"] <= 1.0
+            assert row["consistent"] in (True, False)
+            assert row["judge"] == "mt-bench" and row["mode"] == "logprob"
+    good = [r for r in by_id.values() if not r["id"].startswith("bad-")]
+    assert all(r["winner"] != "error" for r in good)
+
+
+def test_passthrough_columns_intact(judged):
+    rows, out, _ = judged
+    by_id = {r["id"]: r for r in _read(out)}
+    for row in rows:
+        if "id" in row:
+            assert by_id[row["id"]]["extra"] == row["extra"]
+            assert by_id[row["id"]].get("subset") == row.get("subset")
+
+
+def test_summary_and_table(judged):
+    rows, out, result = judged
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["pairs"] == len(rows)
+    assert summary["winners"]["error"] == 4
+    assert sum(summary["winners"].values()) == len(rows)
+    assert "agreement with labels" in result.stdout and "pairs/s" in result.stdout
+
+
+def test_existing_output_is_refused_without_overwrite(judged, tmp_path):
+    _, out, _ = judged
+    again = run_cli("judge", "--input", str(EXAMPLES / "llmbar-demo.jsonl"), "--output", str(out))
+    assert again.returncode == 2
+    assert "already holds output" in again.stderr and "--overwrite" in again.stderr
+    assert "Traceback" not in again.stderr
+
+
+def test_input_errors_are_one_clear_line(tmp_path):
+    src = tmp_path / "wrong.jsonl"
+    src.write_text(json.dumps({"question": "q", "answer1": "a", "answer2": "b"}) + "\n")
+    result = run_cli("judge", "--input", str(src), "--output", str(tmp_path / "o"))
+    assert result.returncode == 2
+    assert "no column for prompt" in result.stderr and "--columns" in result.stderr
+    assert "Traceback" not in result.stderr
+    unknown = run_cli("judge", "--input", str(src), "--output", str(tmp_path / "o"), "--judge", "mtbench")
+    assert unknown.returncode == 2 and "Did you mean 'mt-bench'" in unknown.stderr
