@@ -89,5 +89,4 @@ PROFILE = JudgeProfile(
     labels={"A": "1", "B": "2"},
     max_new_tokens=1024,
     markers=("回答1：", "回答2：", f'"{KEY}"'),
-    aliases=("conj",),
 )

@@ -16,12 +16,13 @@ _Entry = Union[JudgeProfile, str]
 _REGISTRY: dict[str, _Entry] = {}
 _ALIASES: dict[str, str] = {}
 
-# Built-in judge families, one module each. Adding one is one line here and one file.
+# Built-in judge families, one module each: name -> (lazy entry, aliases). Adding one is
+# one line here and one file; listing them imports none.
 BUILTIN = {
-    "mt-bench": "magistrate.judges.mt_bench:PROFILE",
-    "mt-bench-tie": "magistrate.judges.mt_bench:TIE_PROFILE",
-    "skywork-critic": "magistrate.judges.skywork_critic:PROFILE",
-    "con-j": "magistrate.judges.con_j:PROFILE",
+    "mt-bench": ("magistrate.judges.mt_bench:PROFILE", ()),
+    "mt-bench-tie": ("magistrate.judges.mt_bench:TIE_PROFILE", ()),
+    "skywork-critic": ("magistrate.judges.skywork_critic:PROFILE", ("skywork",)),
+    "con-j": ("magistrate.judges.con_j:PROFILE", ("conj",)),
 }
 
 
@@ -31,19 +32,18 @@ class UnknownJudge(KeyError):
 
 
 def register(profile: _Entry, name: str | None = None, aliases: tuple[str, ...] = ()) -> None:
-    """Register a profile (or a lazy "module:attr" string) under its name."""
-    if name is None:
-        if not isinstance(profile, JudgeProfile):
-            raise ValueError("a lazy judge entry needs a name")
-        name = profile.name
+    """Register a profile (or a lazy "module:attr" string) under its name and aliases.
+    Nothing is registered unless every name is free."""
+    if isinstance(profile, JudgeProfile):
+        name = name or profile.name
         aliases = tuple(aliases) + tuple(profile.aliases)
-    if name in _REGISTRY or name in _ALIASES:
-        raise ValueError(f"a judge named {name!r} is already registered")
+    elif name is None:
+        raise ValueError("a lazy judge entry needs a name")
+    taken = [n for n in (name, *aliases) if n in _REGISTRY or n in _ALIASES]
+    if taken or len({name, *aliases}) != 1 + len(aliases):
+        raise ValueError(f"a judge named {(taken or [name])[0]!r} is already registered")
     _REGISTRY[name] = profile
-    for alias in aliases:
-        if alias in _REGISTRY or alias in _ALIASES:
-            raise ValueError(f"a judge named {alias!r} is already registered")
-        _ALIASES[alias] = name
+    _ALIASES.update(dict.fromkeys(aliases, name))
 
 
 def unregister(name: str) -> None:
@@ -81,5 +81,5 @@ def judge_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-for _name, _path in BUILTIN.items():
-    register(_path, name=_name)
+for _name, (_path, _aliases) in BUILTIN.items():
+    register(_path, name=_name, aliases=_aliases)

@@ -26,5 +26,4 @@ PROFILE = JudgeProfile(
         "[The Start of Assistant B's Answer]", "[The End of Assistant B's Answer]",
         "[[A]]", "[[B]]",
     ),
-    aliases=("skywork",),
 )
