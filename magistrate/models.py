@@ -67,7 +67,7 @@ def prepare_embedded(force: bool = False) -> Path:
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(
-            str(gguf.parent), gguf_file=gguf.name, torch_dtype=torch.float32
+            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
         )
         # transformers marks a GGUF-loaded model as quantized and refuses to save it;
         # the weights are already dequantized, so copy them into a plain model.
@@ -75,7 +75,7 @@ def prepare_embedded(force: bool = False) -> Path:
         if hasattr(config, "quantization_config"):
             del config.quantization_config
         config.torch_dtype = torch.float32
-        plain = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
+        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         plain.load_state_dict(model.state_dict())
         plain.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any, Sequence
+
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -45,9 +49,14 @@ class VLLMEngine:
         from vllm import LLM
 
         cpu = on_cpu()
+        if cpu and settings.tensor_parallel_size > 1:
+            # The CPU build runs the whole model in this process's engine: the actor may
+            # hold N logical GPUs (placement is still Ray's), the engine uses none.
+            logger.warning("vLLM CPU build: tensor_parallel_size %d runs as 1 on CPU",
+                           settings.tensor_parallel_size)
         kwargs: dict[str, Any] = dict(
             model=settings.model,
-            tensor_parallel_size=settings.tensor_parallel_size,
+            tensor_parallel_size=1 if cpu else settings.tensor_parallel_size,
             enforce_eager=cpu if settings.enforce_eager is None else settings.enforce_eager,
             gpu_memory_utilization=settings.gpu_memory_utilization or (0.3 if cpu else 0.9),
             max_num_seqs=settings.max_num_seqs,
@@ -97,3 +106,26 @@ class VLLMEngine:
         llm, self.llm = getattr(self, "llm", None), None
         if llm is not None:
             del llm
+
+
+class TokenizerEngine:
+    """Stands where an engine would for `--dry-run`: the judge's tokenizer and context
+    length, no model weights and no vLLM. It cannot judge: calling it is a bug."""
+
+    def __init__(self, settings: EngineSettings):
+        from transformers import AutoConfig, AutoTokenizer
+
+        self.settings = settings
+        self.model = settings.model
+        self.tokenizer = AutoTokenizer.from_pretrained(settings.model)
+        config = AutoConfig.from_pretrained(settings.model)
+        self.max_model_len = settings.max_model_len or getattr(
+            config, "max_position_embeddings", None) or self.tokenizer.model_max_length
+
+    def next_token_logprobs(self, prompts, candidates):
+        raise RuntimeError("a dry run never calls the engine")
+
+    generate = next_token_logprobs
+
+    def shutdown(self) -> None:
+        pass

@@ -7,7 +7,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from magistrate.actors.engine import EngineSettings, VLLMEngine
+from magistrate.actors.engine import EngineSettings, TokenizerEngine, VLLMEngine
 from magistrate.judges.core import Judge, JudgeSettings
 from magistrate.schema import verdict_table
 
@@ -32,13 +32,15 @@ def actor_resources(tensor_parallel_size: int, use_gpu: bool, gpu_type: str | No
 class JudgeActor:
     """Callable class for `Dataset.map_batches`."""
 
-    def __init__(self, engine: EngineSettings, judge: JudgeSettings, run_id: str):
-        self.engine = VLLMEngine(engine)
+    def __init__(self, engine: EngineSettings, judge: JudgeSettings, run_id: str,
+                 dry_run: bool = False):
+        self.dry_run = dry_run
+        self.engine = TokenizerEngine(engine) if dry_run else VLLMEngine(engine)
         self.judge = Judge(self.engine, judge)
         self.constants = {
             "judge": self.judge.profile.name,
             "judge_version": self.judge.profile.version,
-            "mode": self.judge.mode,
+            "mode": "dry-run" if dry_run else self.judge.mode,
             "order": judge.order,
             "model": engine.model,
             "run_id": run_id,
@@ -49,7 +51,8 @@ class JudgeActor:
         pairs = batch.select([c for c in _PAIR_COLUMNS if c in batch.column_names]).to_pylist()
         pairs = [dict(p, prompt=p.get("prompt_messages") or p["prompt"], invalid=p.get(INVALID))
                  for p in pairs]
-        verdicts = verdict_table(self.judge.judge(pairs), self.constants)
+        rows = self.judge.count(pairs) if self.dry_run else self.judge.judge(pairs)
+        verdicts = verdict_table(rows, self.constants)
         kept = batch.drop_columns([INVALID])
         for field in verdicts.schema:
             kept = kept.append_column(field, verdicts.column(field.name))

@@ -84,34 +84,48 @@ class Judge:
             self.profile, pair["prompt"], pair["response_a"], pair["response_b"], order
         )
         text = final_prompt(self.profile, messages, self.engine.tokenizer, self.mode)
-        return messages, self.engine.tokenizer.encode(text, add_special_tokens=False)
+        return messages, self.engine.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def _budget(self) -> int:
         """Tokens the verdict needs after the prompt."""
         return 1 if self.mode == "logprob" else self.max_new_tokens
+
+    def plan(self, pairs: Sequence[Mapping[str, Any]]) -> tuple[list[list[OrderResult]], list[_Request]]:
+        """Render and tokenise every order of every valid pair (one batched tokeniser
+        call). Returns per-pair results known already (prompts too long) and the
+        requests for the engine."""
+        results: list[list[OrderResult]] = [[] for _ in pairs]
+        todo = [
+            (i, order)
+            for i, pair in enumerate(pairs) if not pair.get("invalid")
+            for order in orders_for(self.settings.order, str(pair["id"]), self.settings.seed)
+        ]
+        texts = [
+            final_prompt(self.profile, render_messages(
+                self.profile, pairs[i]["prompt"], pairs[i]["response_a"], pairs[i]["response_b"], order
+            ), self.engine.tokenizer, self.mode)
+            for i, order in todo
+        ]
+        encoded = self.engine.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+        limit = self.engine.max_model_len - self._budget()
+        requests: list[_Request] = []
+        for (i, order), tokens in zip(todo, encoded):
+            if len(tokens) > limit:
+                results[i].append(OrderResult(
+                    order, None, None, prompt_tokens=len(tokens),
+                    error=f"prompt too long: {len(tokens)} tokens, the judge takes "
+                          f"{limit} (context {self.engine.max_model_len}, "
+                          f"{self._budget()} kept for the verdict)"))
+            else:
+                requests.append(_Request(i, order, tokens))
+        return results, requests
 
     def judge(self, pairs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """Verdict fields for each pair (same order). A pair with an `invalid` message
         becomes an error row without reaching the engine. All orders of all pairs go to
         the engine in one call, so it batches them and its prefix cache shares the
         common prompt head of the two orders."""
-        results: list[list[OrderResult]] = [[] for _ in pairs]
-        requests: list[_Request] = []
-        for i, pair in enumerate(pairs):
-            if pair.get("invalid"):
-                continue
-            for order in orders_for(self.settings.order, str(pair["id"]), self.settings.seed):
-                _, tokens = self.render(pair, order)
-                limit = self.engine.max_model_len - self._budget()
-                if len(tokens) > limit:
-                    results[i].append(OrderResult(
-                        order, None, None, prompt_tokens=len(tokens),
-                        error=f"prompt too long: {len(tokens)} tokens, the judge takes "
-                              f"{limit} (context {self.engine.max_model_len}, "
-                              f"{self._budget()} kept for the verdict)"))
-                    continue
-                requests.append(_Request(i, order, tokens))
-
+        results, requests = self.plan(pairs)
         prompts = [r.tokens for r in requests]
         if self.mode == "logprob":
             by_id = {token: verdict for verdict, token in self.label_ids.items()}
@@ -122,20 +136,33 @@ class Judge:
             outputs = self.engine.generate(prompts, self.max_new_tokens) if prompts else []
             for request, (text, n_out) in zip(requests, outputs):
                 results[request.pair].append(self._from_text(request, text, n_out))
+        return [self._row(pair, sorted(r, key=lambda x: x.order)) for pair, r in zip(pairs, results)]
 
+    def count(self, pairs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """A dry run: rows with each order's prompt tokens and every error a real run
+        would meet before the engine, but no verdict (winner null unless an error)."""
+        results, requests = self.plan(pairs)
         rows = []
-        for pair, pair_results in zip(pairs, results):
-            if pair.get("invalid"):
-                row = combine([])
-                row["error"] = str(pair["invalid"])
-            else:
-                row = combine(sorted(pair_results, key=lambda r: r.order))
-            row["injection_suspect"] = (
-                None if pair.get("invalid")
-                else injection_suspect(self.profile, pair["response_a"], pair["response_b"])
-            )
+        for i, pair in enumerate(pairs):
+            row = self._row(pair, [r for r in results[i] if r.error])
+            if row["winner"] == "error" and not pair.get("invalid") and not results[i]:
+                row.update(winner=None, error=None)  # nothing failed: the pair is just unjudged
             rows.append(row)
+        for request in requests:
+            rows[request.pair][f"{request.order}_prompt_tokens"] = len(request.tokens)
         return rows
+
+    def _row(self, pair: Mapping[str, Any], results: list[OrderResult]) -> dict[str, Any]:
+        if pair.get("invalid"):
+            row = combine([])
+            row["error"] = str(pair["invalid"])
+        else:
+            row = combine(results)
+        row["injection_suspect"] = (
+            None if pair.get("invalid")
+            else injection_suspect(self.profile, pair["response_a"], pair["response_b"])
+        )
+        return row
 
     def _from_logprobs(self, request: _Request, logprobs: dict[int, float], by_id) -> OrderResult:
         named = {by_id[t]: lp for t, lp in logprobs.items() if t in by_id}

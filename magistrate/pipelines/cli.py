@@ -54,6 +54,9 @@ def main():
 @click.option("--max-new-tokens", type=int, default=None, help="Generate mode; default: the profile's.")
 @click.option("--gpu-memory-utilization", type=float, default=None,
               help="Share of GPU memory per engine (default 0.9); on CPU, share of host RAM for the KV cache (default 0.3).")
+@click.option("--dry-run", is_flag=True,
+              help="Render and count tokens, skip the engine; prints token totals and a GPU-hours estimate.")
+@click.option("--gpu", default="h100", show_default=True, help="GPU for the --dry-run estimate (h100, a100, l4, ...).")
 def judge(input_, format_, **options):
     """Judge pairs in batch on Ray Data and write verdicts."""
     from magistrate.pipelines.judge_job import JobSettings, run

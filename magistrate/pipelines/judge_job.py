@@ -6,7 +6,6 @@ Streaming end to end on Ray Data: memory is bounded by blocks in flight, not inp
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import time
 import uuid
 from typing import Literal
@@ -47,6 +46,8 @@ class JobSettings(BaseModel):
     max_model_len: int | None = None
     gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
     max_new_tokens: int | None = None
+    dry_run: bool = False
+    gpu: str = "h100"  # for the dry run's GPU-hours estimate
 
     @field_validator("replicas")
     @classmethod
@@ -148,7 +149,8 @@ def run(settings: JobSettings, progress=print) -> dict:
     progress(f"magistrate: {len(files)} input file(s), judge {settings.judge}, model {model}, run {run_id}")
 
     low, high = replica_bounds(settings.replicas)
-    resources = actor_resources(settings.tensor_parallel_size, use_gpus(settings.device), settings.gpu_type)
+    gpus = use_gpus(settings.device) and not settings.dry_run
+    resources = actor_resources(settings.tensor_parallel_size, gpus, settings.gpu_type)
     engine = EngineSettings(
         model=model, tensor_parallel_size=settings.tensor_parallel_size,
         max_model_len=settings.max_model_len, seed=settings.seed,
@@ -160,7 +162,8 @@ def run(settings: JobSettings, progress=print) -> dict:
     )
     ds = ds.map_batches(
         JudgeActor,
-        fn_constructor_kwargs={"engine": engine, "judge": judge, "run_id": run_id},
+        fn_constructor_kwargs={"engine": engine, "judge": judge, "run_id": run_id,
+                               "dry_run": settings.dry_run},
         batch_format="pyarrow",
         batch_size=settings.batch_size,
         compute=ray.data.ActorPoolStrategy(min_size=low, max_size=high),
@@ -170,9 +173,17 @@ def run(settings: JobSettings, progress=print) -> dict:
     ds.write_parquet(verdicts_path(out), filesystem=out.filesystem)
     elapsed = time.monotonic() - started
     summary = summarise(out, elapsed, run_id=run_id, settings=settings.model_dump(), model=model)
+    if settings.dry_run:
+        summary["estimate"] = dry_run_estimate(model, summary, settings.gpu)
     write_summary(out, summary)
     return summary
 
 
-def summary_json(summary: dict) -> str:
-    return json.dumps(summary, indent=2, sort_keys=True)
+def dry_run_estimate(model: str, summary: dict, gpu: str) -> dict:
+    """GPU-hours for the real run, from the dry run's token totals."""
+    from transformers import AutoConfig
+
+    from magistrate.pipelines.estimate import gpu_hours, parameter_count
+
+    params = parameter_count(AutoConfig.from_pretrained(model))
+    return gpu_hours(params, summary["prompt_tokens"], summary["completion_tokens"], gpu)

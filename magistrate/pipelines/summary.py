@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
@@ -12,7 +13,8 @@ from magistrate.pipelines.sources import Location
 
 SUMMARY = "summary.json"
 VERDICTS = "verdicts"  # Parquet lives in OUTPUT/verdicts/, so readers of it never meet summary.json
-_COLUMNS = ("id", "winner", "consistent", "label", "error")
+_COLUMNS = ("id", "winner", "consistent", "label", "error", "ab_prompt_tokens",
+            "ba_prompt_tokens", "ab_completion_tokens", "ba_completion_tokens")
 
 
 def verdicts_path(loc: Location) -> str:
@@ -33,12 +35,20 @@ def summarise(loc: Location, elapsed: float, **extra) -> dict:
     winners: Counter = Counter()
     errors: Counter = Counter()
     pairs = consistent = judged_both = labelled = agree = 0
+    tokens = {"prompt": 0, "completion": 0}
     for batch in dataset.to_batches(columns=columns):
+        for kind in tokens:
+            for order in ("ab", "ba"):
+                column = f"{order}_{kind}_tokens"
+                if column in batch.schema.names:
+                    tokens[kind] += pc.sum(batch.column(column)).as_py() or 0
         rows = batch.to_pydict()
         n = batch.num_rows
         pairs += n
         for i in range(n):
             winner = rows["winner"][i]
+            if winner is None:  # a dry run's unjudged pair
+                continue
             winners[winner] += 1
             if winner == "error":
                 errors[(rows["error"][i] or "")[:80]] += 1
@@ -58,6 +68,8 @@ def summarise(loc: Location, elapsed: float, **extra) -> dict:
         "label_agreement": agree / labelled if labelled else None,
         "labelled_pairs": labelled,
         "position_consistency": consistent / judged_both if judged_both else None,
+        "prompt_tokens": tokens["prompt"],
+        "completion_tokens": tokens["completion"],
         "seconds": round(elapsed, 2),
         "pairs_per_second": round(pairs / elapsed, 3) if elapsed > 0 else None,
         "files": len(files),
@@ -83,8 +95,13 @@ def summary_table(summary: dict) -> str:
         ("errors", str(w["error"])),
         ("agreement with labels", f"{pct(summary['label_agreement'])} of {summary['labelled_pairs']}"),
         ("position consistency", pct(summary["position_consistency"])),
+        ("tokens: prompt / completion", f"{summary['prompt_tokens']} / {summary['completion_tokens']}"),
         ("pairs/s", str(summary["pairs_per_second"])),
         ("wall time", f"{summary['seconds']} s"),
     ]
+    if "estimate" in summary:
+        e = summary["estimate"]
+        rows.append((f"estimate on {e['gpu']}", f"{e['gpu_hours']:.3g} GPU-hours "
+                     f"({e['parameters'] / 1e9:.3g}B parameters; {e['assumptions']})"))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
