@@ -33,8 +33,9 @@ class JudgeActor:
     """Callable class for `Dataset.map_batches`."""
 
     def __init__(self, engine: EngineSettings, judge: JudgeSettings, run_id: str,
-                 dry_run: bool = False):
+                 dry_run: bool = False, progress: Any = None):
         self.dry_run = dry_run
+        self.progress = progress  # an actor handle with add.remote(pairs, errors), or None
         self.engine = TokenizerEngine(engine) if dry_run else VLLMEngine(engine)
         self.judge = Judge(self.engine, judge)
         self.constants = {
@@ -53,6 +54,8 @@ class JudgeActor:
                  for p in pairs]
         rows = self.judge.count(pairs) if self.dry_run else self.judge.judge(pairs)
         verdicts = verdict_table(rows, self.constants)
+        if self.progress is not None:
+            self.progress.add.remote(len(rows), sum(r["winner"] == "error" for r in rows))
         kept = batch.drop_columns([INVALID])
         for field in verdicts.schema:
             kept = kept.append_column(field, verdicts.column(field.name))

@@ -132,6 +132,7 @@ def run(settings: JobSettings, progress=print) -> dict:
     from magistrate.judges.core import JudgeSettings
     from magistrate.judges.registry import get_judge
     from magistrate.models import resolve_model
+    from magistrate.pipelines.progress import ProgressPrinter
     from magistrate.pipelines.summary import summarise, write_summary
 
     get_judge(settings.judge)  # an unknown judge fails here, not in an actor
@@ -160,17 +161,19 @@ def run(settings: JobSettings, progress=print) -> dict:
         judge=settings.judge, mode=settings.mode, order=settings.order, seed=settings.seed,
         max_new_tokens=settings.max_new_tokens,
     )
+    printer = ProgressPrinter(progress)
     ds = ds.map_batches(
         JudgeActor,
         fn_constructor_kwargs={"engine": engine, "judge": judge, "run_id": run_id,
-                               "dry_run": settings.dry_run},
+                               "dry_run": settings.dry_run, "progress": printer.counter},
         batch_format="pyarrow",
         batch_size=settings.batch_size,
         compute=ray.data.ActorPoolStrategy(min_size=low, max_size=high),
         **resources,
     )
     started = time.monotonic()
-    ds.write_parquet(verdicts_path(out), filesystem=out.filesystem)
+    with printer:
+        ds.write_parquet(verdicts_path(out), filesystem=out.filesystem)
     elapsed = time.monotonic() - started
     summary = summarise(out, elapsed, run_id=run_id, settings=settings.model_dump(), model=model)
     if settings.dry_run:

@@ -1,26 +1,17 @@
 """Shared fixtures for the judge tests.
 
 `embedded_tokenizer` is the real Hugging Face tokenizer of the embedded judge
-(SmolLM2-135M-Instruct). Only the tokenizer is loaded (no model, no engine); loading
-transformers costs a few seconds once per session.
+(SmolLM2-135M-Instruct), from the cache `make setup` prepared (tests/conftest.py's
+`embedded_model`). Only the tokenizer is loaded: no model, no engine.
 """
 
 from __future__ import annotations
 
 import pytest
 
-# The embedded judge is prepared under this cache (see magistrate.models.cache_dir).
-EMBEDDED_CACHE = "/tmp/xdgtest"
-
 
 @pytest.fixture(scope="session")
-def embedded_tokenizer():
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("XDG_CACHE_HOME", EMBEDDED_CACHE)
-        mp.delenv("MAGISTRATE_CACHE", raising=False)
-        from magistrate.models import prepare_embedded
-
-        path = prepare_embedded()  # returns at once when already prepared
+def embedded_tokenizer(embedded_model):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(path))
+    return AutoTokenizer.from_pretrained(embedded_model)
