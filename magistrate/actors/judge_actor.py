@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
 import pyarrow as pa
 
 from magistrate.actors.engine import EngineSettings, TokenizerEngine, VLLMEngine
+from magistrate.judges.combine import combine
 from magistrate.judges.core import Judge, JudgeSettings
 from magistrate.schema import verdict_table
 
+logger = logging.getLogger(__name__)
 INVALID = "_invalid"
 _PAIR_COLUMNS = ("id", "prompt", "prompt_messages", "response_a", "response_b", INVALID)
 
@@ -33,11 +36,11 @@ class JudgeActor:
     """Callable class for `Dataset.map_batches`."""
 
     def __init__(self, engine: EngineSettings, judge: JudgeSettings, run_id: str,
-                 dry_run: bool = False, progress: Any = None):
-        self.dry_run = dry_run
+                 dry_run: bool = False, progress: Any = None, max_tries: int = 3):
+        self.dry_run, self.max_tries = dry_run, max_tries
         self.progress = progress  # an actor handle with add.remote(pairs, errors), or None
-        self.engine = TokenizerEngine(engine) if dry_run else VLLMEngine(engine)
-        self.judge = Judge(self.engine, judge)
+        self.engine_settings, self.judge_settings = engine, judge
+        self._start_engine()
         self.constants = {
             "judge": self.judge.profile.name,
             "judge_version": self.judge.profile.version,
@@ -48,11 +51,32 @@ class JudgeActor:
         }
         self.pid = os.getpid()
 
+    def _start_engine(self) -> None:
+        self.engine = (TokenizerEngine if self.dry_run else VLLMEngine)(self.engine_settings)
+        self.judge = Judge(self.engine, self.judge_settings)
+
+    def _judge(self, pairs: list[dict]) -> list[dict]:
+        """Judge a batch; an engine that fails is rebuilt and the batch retried, and after
+        max_tries the batch's pairs become error rows saying why (the job goes on)."""
+        for attempt in range(1, self.max_tries + 1):
+            try:
+                return self.judge.count(pairs) if self.dry_run else self.judge.judge(pairs)
+            except Exception as exc:  # noqa: BLE001 - any engine failure costs a retry
+                cause = f"{type(exc).__name__}: {exc}"[:500]
+                logger.warning("judge engine failed (try %d of %d): %s", attempt, self.max_tries, cause)
+                if attempt == self.max_tries:
+                    message = f"the judge engine failed {self.max_tries} times; last error: {cause}"
+                    return [dict(combine([]), error=pair.get("invalid") or message,
+                                 injection_suspect=None) for pair in pairs]
+                self.engine.shutdown()
+                self._start_engine()
+        raise AssertionError("unreachable")
+
     def __call__(self, batch: pa.Table) -> pa.Table:
         pairs = batch.select([c for c in _PAIR_COLUMNS if c in batch.column_names]).to_pylist()
         pairs = [dict(p, prompt=p.get("prompt_messages") or p["prompt"], invalid=p.get(INVALID))
                  for p in pairs]
-        rows = self.judge.count(pairs) if self.dry_run else self.judge.judge(pairs)
+        rows = self._judge(pairs)
         verdicts = verdict_table(rows, self.constants)
         if self.progress is not None:
             self.progress.add.remote(len(rows), sum(r["winner"] == "error" for r in rows))

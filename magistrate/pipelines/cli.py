@@ -49,6 +49,11 @@ def main():
 @click.option("--columns", default=None, help="Column mapping, e.g. prompt=input,response_a=output_1,response_b=output_2.")
 @click.option("--s3-endpoint-url", default=None, help="S3-compatible endpoint (or $AWS_ENDPOINT_URL_S3).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+@click.option("--resume", is_flag=True, help="Judge only the units an existing output is missing.")
+@click.option("--max-tries", type=int, default=3, show_default=True,
+              help="Tries per batch (engine failure) and per unit (actor or node loss) before error rows.")
+@click.option("--unit-rows", type=int, default=2048, show_default=True,
+              help="Pairs per work unit: the granularity of commits, retries and resume.")
 @click.option("--limit", type=int, default=None, help="Judge only the first N pairs.")
 @click.option("--max-model-len", type=int, default=None, help="Engine context length; default: the model's.")
 @click.option("--max-new-tokens", type=int, default=None, help="Generate mode; default: the profile's.")
@@ -63,19 +68,9 @@ def judge(input_, format_, **options):
     from magistrate.pipelines.summary import summary_table
 
     settings = JobSettings(input=input_, format=format_, **options)
-    _init_ray()
     summary = run(settings, progress=lambda m: click.echo(m, err=True))
     click.echo(f"\nverdicts: {settings.output}  (summary.json beside them)")
     click.echo(summary_table(summary))
-
-
-def _init_ray() -> None:
-    import ray
-
-    # RAY_ADDRESS (set by `ray job submit`, or by the user) joins a running cluster;
-    # otherwise a local Ray is started for this run.
-    ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True,
-             logging_level="WARNING", configure_logging=True)
 
 
 @main.command()

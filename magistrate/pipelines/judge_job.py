@@ -13,7 +13,7 @@ from typing import Literal
 import pyarrow.fs as pafs
 from pydantic import BaseModel, Field, field_validator
 
-from magistrate.pipelines.summary import verdicts_path
+from magistrate.pipelines.units import UNIT_ROWS
 from magistrate.pipelines.sources import (
     InputError,
     Location,
@@ -42,6 +42,9 @@ class JobSettings(BaseModel):
     columns: str | None = None
     s3_endpoint_url: str | None = None
     overwrite: bool = False
+    resume: bool = False
+    unit_rows: int = Field(UNIT_ROWS, ge=1)
+    max_tries: int = Field(3, ge=1)
     limit: int | None = Field(None, ge=1)
     max_model_len: int | None = None
     gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
@@ -96,31 +99,49 @@ def clear_output(loc: Location) -> None:
         raise InputError(f"{loc.uri} is a file, not an output directory")
 
 
-def build_dataset(settings: JobSettings):
-    """The Dataset of prepared pairs (standard columns, ids, `_invalid`), and its files."""
+def connect_ray() -> None:
+    """Join the cluster in RAY_ADDRESS (set by `ray job submit`), else start a local Ray."""
+    import os
+
     import ray
 
-    from magistrate.pipelines.prepare import prepare_batch
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS"), logging_level="WARNING")
+
+
+def plan(settings: JobSettings):
+    """The input's units, its column mapping, and the input's location."""
+    from magistrate.pipelines.units import apply_limit, plan_units
 
     src = locate(settings.input, settings.s3_endpoint_url)
     files = list_input_files(src)
     kind = file_format(files)
-    if kind == "parquet":
-        ds = ray.data.read_parquet(files, filesystem=src.filesystem)
-    elif kind == "json":
-        # Lines, parsed in prepare_batch: a malformed line is an error row, not a failed job.
-        ds = ray.data.read_text(files, filesystem=src.filesystem, drop_empty_lines=True)
-    else:
-        ds = ray.data.read_csv(files, filesystem=src.filesystem)
     mapping, preset = resolve_mapping(peek_columns(src, files[0], kind), settings.format,
                                       settings.columns, settings.input)
+    units = plan_units(src, files, kind, settings.unit_rows)
     if settings.limit:
-        ds = ds.limit(settings.limit)
-    ds = ds.map_batches(
-        prepare_batch, fn_kwargs={"mapping": mapping, "preset": preset, "json_lines": kind == "json"},
-        batch_format="pyarrow", batch_size=4096,
-    )
-    return ds, files
+        units = apply_limit(src.filesystem, units, settings.limit)
+    return units, mapping, preset, files
+
+
+def prepare_output(settings: JobSettings, out: Location) -> set[str]:
+    """Check the output against --resume/--overwrite; returns the finished unit ids."""
+    from magistrate.pipelines.units import clean_staging, finished_units
+
+    if settings.resume and settings.overwrite:
+        raise InputError("--resume and --overwrite exclude each other")
+    if output_is_empty(out):
+        return set()
+    if settings.resume:
+        clean_staging(out)
+        return finished_units(out)
+    if not settings.overwrite:
+        raise InputError(
+            f"{settings.output} already holds output: pass --resume to judge only what is "
+            "missing, or --overwrite to start again"
+        )
+    clear_output(out)
+    return set()
 
 
 def run(settings: JobSettings, progress=print) -> dict:
@@ -128,26 +149,26 @@ def run(settings: JobSettings, progress=print) -> dict:
     import ray
 
     from magistrate.actors.engine import EngineSettings
-    from magistrate.actors.judge_actor import JudgeActor, actor_resources
+    from magistrate.actors.judge_actor import actor_resources
     from magistrate.judges.core import JudgeSettings
     from magistrate.judges.registry import get_judge
     from magistrate.models import resolve_model
     from magistrate.pipelines.progress import ProgressPrinter
     from magistrate.pipelines.summary import summarise, write_summary
+    from magistrate.pipelines.unit_worker import UnitWorker
+    from magistrate.pipelines.units import finished_units
 
     get_judge(settings.judge)  # an unknown judge fails here, not in an actor
     model = resolve_model(settings.model)
     out = locate(settings.output, settings.s3_endpoint_url)
-    if not output_is_empty(out):
-        if not settings.overwrite:
-            raise InputError(
-                f"{settings.output} already holds output; pass --overwrite to replace it"
-            )
-        clear_output(out)
-
+    done = prepare_output(settings, out)
+    units, mapping, preset, files = plan(settings)
+    todo = [u for u in units if u.unit_id not in done]
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    ds, files = build_dataset(settings)
-    progress(f"magistrate: {len(files)} input file(s), judge {settings.judge}, model {model}, run {run_id}")
+    connect_ray()
+    progress(f"magistrate: {len(files)} input file(s), {len(units)} units "
+             f"({len(units) - len(todo)} already done), judge {settings.judge}, model {model}, "
+             f"run {run_id}")
 
     low, high = replica_bounds(settings.replicas)
     gpus = use_gpus(settings.device) and not settings.dry_run
@@ -161,25 +182,71 @@ def run(settings: JobSettings, progress=print) -> dict:
         judge=settings.judge, mode=settings.mode, order=settings.order, seed=settings.seed,
         max_new_tokens=settings.max_new_tokens,
     )
-    printer = ProgressPrinter(progress)
-    ds = ds.map_batches(
-        JudgeActor,
-        fn_constructor_kwargs={"engine": engine, "judge": judge, "run_id": run_id,
-                               "dry_run": settings.dry_run, "progress": printer.counter},
-        batch_format="pyarrow",
-        batch_size=settings.batch_size,
-        compute=ray.data.ActorPoolStrategy(min_size=low, max_size=high),
-        **resources,
-    )
     started = time.monotonic()
-    with printer:
-        ds.write_parquet(verdicts_path(out), filesystem=out.filesystem)
+    judged = {"units": 0, "pairs": 0, "errors": 0}
+    if todo:
+        printer = ProgressPrinter(progress)
+        # A unit whose actor dies is retried on a restarted actor, max_tries times in all;
+        # one that still fails is written below as error rows, so it never stops the job.
+        ray.data.DataContext.get_current().max_errored_blocks = len(todo)
+        ds = ray.data.from_items([u.as_row() for u in todo], override_num_blocks=len(todo))
+        ds = ds.map_batches(
+            UnitWorker,
+            fn_constructor_kwargs={
+                "input_uri": settings.input, "output_uri": settings.output,
+                "endpoint": settings.s3_endpoint_url, "mapping": mapping, "preset": preset,
+                "batch_size": settings.batch_size,
+                "judge": {"engine": engine, "judge": judge, "run_id": run_id,
+                          "dry_run": settings.dry_run, "progress": printer.counter,
+                          "max_tries": settings.max_tries},
+            },
+            batch_format="pyarrow",
+            batch_size=1,
+            compute=ray.data.ActorPoolStrategy(min_size=low, max_size=high),
+            max_restarts=-1,
+            max_task_retries=settings.max_tries - 1,
+            **resources,
+        )
+        with printer:
+            for result in ds.iter_rows():
+                judged["units"] += 1
+                judged["pairs"] += result["rows"]
+                judged["errors"] += result["errors"]
+        lost = [u for u in todo if u.unit_id not in finished_units(out)]
+        for unit in lost:
+            write_failed_unit(settings, out, unit, mapping, preset, run_id, engine.model, judge)
+            judged["failed_units"] = judged.get("failed_units", 0) + 1
     elapsed = time.monotonic() - started
-    summary = summarise(out, elapsed, run_id=run_id, settings=settings.model_dump(), model=model)
+    summary = summarise(out, elapsed, run_id=run_id, settings=settings.model_dump(), model=model,
+                        this_run=judged, units=len(units), units_skipped=len(units) - len(todo))
+    # The rate of this run's own work, not of units a previous run finished.
+    summary["pairs_per_second"] = round(judged["pairs"] / elapsed, 3) if elapsed > 0 else None
     if settings.dry_run:
         summary["estimate"] = dry_run_estimate(model, summary, settings.gpu)
     write_summary(out, summary)
     return summary
+
+
+def write_failed_unit(settings, out, unit, mapping, preset, run_id, model, judge) -> None:
+    """A unit that failed all its tries: every pair in it becomes an error row."""
+    from magistrate.judges.registry import get_judge
+    from magistrate.pipelines.unit_worker import read_prepared_unit
+    from magistrate.pipelines.units import publish
+    from magistrate.schema import verdict_table
+
+    table = read_prepared_unit(settings.input, settings.s3_endpoint_url, unit, mapping, preset)
+    message = (f"judging failed {settings.max_tries} times (the judge actor or its node died; "
+               "see the Ray logs); rerun with --resume after fixing the cause")
+    rows = [{"winner": "error", "error": problem or message} for problem in
+            table.column("_invalid").to_pylist()]
+    profile = get_judge(judge.judge)
+    verdicts = verdict_table(rows, {"judge": profile.name, "judge_version": profile.version,
+                                    "mode": judge.mode or profile.default_mode, "order": judge.order,
+                                    "model": model, "run_id": run_id})
+    kept = table.drop_columns(["_invalid"])
+    for field in verdicts.schema:
+        kept = kept.append_column(field, verdicts.column(field.name))
+    publish(out, unit.unit_id, kept, {"unit": unit.as_row(), "failed": True})
 
 
 def dry_run_estimate(model: str, summary: dict, gpu: str) -> dict:

@@ -10,19 +10,15 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
 from magistrate.pipelines.sources import Location
+from magistrate.pipelines.units import verdicts_dir
 
 SUMMARY = "summary.json"
-VERDICTS = "verdicts"  # Parquet lives in OUTPUT/verdicts/, so readers of it never meet summary.json
 _COLUMNS = ("id", "winner", "consistent", "label", "error", "ab_prompt_tokens",
             "ba_prompt_tokens", "ab_completion_tokens", "ba_completion_tokens")
 
 
-def verdicts_path(loc: Location) -> str:
-    return f"{loc.path.rstrip('/')}/{VERDICTS}"
-
-
 def verdict_files(loc: Location) -> list[str]:
-    selector = pafs.FileSelector(verdicts_path(loc), recursive=True, allow_not_found=True)
+    selector = pafs.FileSelector(verdicts_dir(loc), recursive=True, allow_not_found=True)
     infos = loc.filesystem.get_file_info(selector)
     return sorted(i.path for i in infos if i.is_file and i.path.endswith(".parquet"))
 
@@ -82,6 +78,15 @@ def write_summary(loc: Location, summary: dict) -> None:
         stream.write(json.dumps(summary, indent=2, sort_keys=True).encode())
 
 
+def _this_run(summary: dict) -> str:
+    run = summary.get("this_run", {})
+    text = (f"{run.get('pairs', 0)} pairs judged in {run.get('units', 0)} units; "
+            f"{summary.get('units_skipped', 0)} of {summary.get('units', 0)} units already done")
+    if run.get("failed_units"):
+        text += f"; {run['failed_units']} units failed every try (their pairs are error rows)"
+    return text
+
+
 def summary_table(summary: dict) -> str:
     """The short table printed at the end of a run."""
     w = summary["winners"]
@@ -96,6 +101,7 @@ def summary_table(summary: dict) -> str:
         ("agreement with labels", f"{pct(summary['label_agreement'])} of {summary['labelled_pairs']}"),
         ("position consistency", pct(summary["position_consistency"])),
         ("tokens: prompt / completion", f"{summary['prompt_tokens']} / {summary['completion_tokens']}"),
+        ("this run", _this_run(summary)),
         ("pairs/s", str(summary["pairs_per_second"])),
         ("wall time", f"{summary['seconds']} s"),
     ]

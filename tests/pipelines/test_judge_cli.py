@@ -102,7 +102,7 @@ def test_existing_output_is_refused_without_overwrite(judged, tmp_path):
     _, out, _ = judged
     again = run_cli("judge", "--input", str(EXAMPLES / "llmbar-demo.jsonl"), "--output", str(out))
     assert again.returncode == 2
-    assert "already holds output" in again.stderr and "--overwrite" in again.stderr
+    assert "already holds output" in again.stderr and "--overwrite" in again.stderr and "--resume" in again.stderr
     assert "Traceback" not in again.stderr
 
 

@@ -1,0 +1,187 @@
+"""Work units: the input cut into pieces that are judged and published whole.
+
+A unit is a run of Parquet row groups, a byte range of a JSONL file (the lines that
+start inside it), or a whole CSV file. Its verdicts are one file, verdicts/<unit>.parquet,
+written in full and then published in one step (a rename locally; on S3 the object only
+appears when its upload completes). So a file in verdicts/ is always a finished unit, a
+killed run leaves no half-unit, and resuming needs only the list of file names: never
+the finished ids (ray-project/ray#65891), never rows created mid-pipeline (#60704), since
+both orders of a pair are judged inside the unit that holds the pair.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import uuid
+from dataclasses import asdict, dataclass
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from magistrate.pipelines.sources import Location
+
+VERDICTS = "verdicts"
+UNIT_ROWS = 2048  # target pairs per unit: a lost unit costs at most this much judging
+
+
+@dataclass(frozen=True)
+class Unit:
+    unit_id: str
+    path: str
+    kind: str  # parquet | json | csv
+    start: int  # parquet: first row group; json: first byte; csv: 0
+    stop: int  # parquet: row group after the last; json: byte after the last; csv: -1
+    rows: int  # known for parquet; an estimate for json; -1 for csv
+    max_rows: int = -1  # --limit: judge only the unit's first max_rows rows
+
+    def as_row(self) -> dict:
+        return asdict(self)
+
+
+def _unit_id(path: str, kind: str, start: int, stop: int) -> str:
+    digest = hashlib.sha256(f"{path}|{kind}|{start}|{stop}".encode()).hexdigest()[:16]
+    return f"unit-{digest}"
+
+
+def plan_units(loc: Location, files: list[str], kind: str, unit_rows: int = UNIT_ROWS) -> list[Unit]:
+    """Deterministic units: the same input and unit size always give the same ids."""
+    units: list[Unit] = []
+    fs = loc.filesystem
+    for path in files:
+        if kind == "parquet":
+            with fs.open_input_file(path) as f:
+                meta = pq.ParquetFile(f).metadata
+            start, rows = 0, 0
+            for group in range(meta.num_row_groups):
+                rows += meta.row_group(group).num_rows
+                if rows >= unit_rows or group == meta.num_row_groups - 1:
+                    units.append(Unit(_unit_id(path, kind, start, group + 1), path, kind,
+                                      start, group + 1, rows))
+                    start, rows = group + 1, 0
+        elif kind == "json":
+            size = fs.get_file_info(path).size
+            with fs.open_input_stream(path) as f:
+                head = f.read(1 << 20)
+            lines = max(1, head.count(b"\n"))
+            per_unit = max(1 << 16, int(len(head) / lines * unit_rows))
+            for start in range(0, max(size, 1), per_unit):
+                stop = min(size, start + per_unit)
+                units.append(Unit(_unit_id(path, kind, start, stop), path, kind, start, stop,
+                                  round((stop - start) * lines / max(1, len(head)))))
+        else:
+            units.append(Unit(_unit_id(path, kind, 0, -1), path, kind, 0, -1, -1))
+    return units
+
+
+def apply_limit(fs: pafs.FileSystem, units: list[Unit], limit: int) -> list[Unit]:
+    """The units that hold the first `limit` rows, the last one cut short. A cut unit
+    has its own id, so a later full run never mistakes it for a whole one."""
+    kept, remaining = [], limit
+    for unit in units:
+        if remaining <= 0:
+            break
+        rows = unit.rows if unit.kind == "parquet" else read_unit(fs, unit).num_rows
+        if rows > remaining:
+            unit = dataclasses.replace(
+                unit, max_rows=remaining,
+                unit_id=_unit_id(unit.path, unit.kind, unit.start, unit.stop) + f"-first{remaining}")
+            rows = remaining
+        kept.append(unit)
+        remaining -= rows
+    return kept
+
+
+def read_unit(fs: pafs.FileSystem, unit: Unit) -> pa.Table:
+    """The unit's rows, as prepare_batch takes them (JSONL: a `text` column of lines)."""
+    if unit.kind == "parquet":
+        with fs.open_input_file(unit.path) as f:
+            return pq.ParquetFile(f).read_row_groups(list(range(unit.start, unit.stop)))
+    if unit.kind == "csv":
+        import pyarrow.csv as pcsv
+
+        with fs.open_input_file(unit.path) as f:
+            return pcsv.read_csv(f)
+    return pa.table({"text": pa.array(list(_lines_in_range(fs, unit)), pa.string())})
+
+
+def _lines_in_range(fs: pafs.FileSystem, unit: Unit) -> Iterator[str]:
+    """The lines that start at a byte in [start, stop): each line belongs to exactly one
+    unit, wherever the range boundaries fall."""
+    with fs.open_input_file(unit.path) as f:
+        position = unit.start
+        if unit.start > 0:
+            f.seek(unit.start - 1)
+            skipped = _readline(f)  # the line running across the boundary belongs before
+            position = unit.start - 1 + len(skipped)
+        while position < unit.stop:
+            line = _readline(f)
+            if not line:
+                return
+            position += len(line)
+            text = line.decode("utf-8", errors="replace").strip()
+            if text:
+                yield text
+
+
+def _readline(f, chunk: int = 1 << 16) -> bytes:
+    parts = []
+    while True:
+        start = f.tell()
+        data = f.read(chunk)
+        if not data:
+            break
+        cut = data.find(b"\n")
+        if cut >= 0:
+            parts.append(data[: cut + 1])
+            f.seek(start + cut + 1)
+            break
+        parts.append(data)
+    return b"".join(parts)
+
+
+def verdicts_dir(loc: Location) -> str:
+    return f"{loc.path.rstrip('/')}/{VERDICTS}"
+
+
+def unit_path(loc: Location, unit_id: str) -> str:
+    return f"{verdicts_dir(loc)}/{unit_id}.parquet"
+
+
+def finished_units(loc: Location) -> set[str]:
+    """Ids of the units already published (file names only: bounded by the unit count)."""
+    selector = pafs.FileSelector(verdicts_dir(loc), recursive=False, allow_not_found=True)
+    names = (os.path.basename(i.path) for i in loc.filesystem.get_file_info(selector) if i.is_file)
+    return {n[: -len(".parquet")] for n in names if n.startswith("unit-") and n.endswith(".parquet")}
+
+
+def publish(loc: Location, unit_id: str, table: pa.Table, metadata: dict | None = None) -> None:
+    """Write a unit's verdicts whole, then make them visible in one step."""
+    fs, final = loc.filesystem, unit_path(loc, unit_id)
+    if metadata:
+        table = table.replace_schema_metadata(
+            {**(table.schema.metadata or {}), b"magistrate": json.dumps(metadata).encode()})
+    if loc.is_s3:
+        # An S3 object is visible only once its upload completes: never half-written.
+        with fs.open_output_stream(final) as stream:
+            pq.write_table(table, stream)
+        return
+    fs.create_dir(verdicts_dir(loc), recursive=True)
+    staging = f"{verdicts_dir(loc)}/.{unit_id}.{uuid.uuid4().hex[:8]}.tmp"
+    with fs.open_output_stream(staging) as stream:
+        pq.write_table(table, stream)
+    fs.move(staging, final)  # rename(2): atomic on one filesystem
+
+
+def clean_staging(loc: Location) -> int:
+    """Remove staging files a killed run left behind (they were never published)."""
+    selector = pafs.FileSelector(verdicts_dir(loc), recursive=False, allow_not_found=True)
+    stale = [i.path for i in loc.filesystem.get_file_info(selector)
+             if i.is_file and os.path.basename(i.path).endswith(".tmp")]
+    for path in stale:
+        loc.filesystem.delete_file(path)
+    return len(stale)
