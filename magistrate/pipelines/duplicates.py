@@ -1,0 +1,40 @@
+"""Duplicate ids, found before any judging: a distributed group-by over the ids, so no
+single process ever holds them all. Only the duplicates (at most a few) reach the driver."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pyarrow as pa
+
+from magistrate.pipelines.units import Unit
+
+
+def _unit_ids(batch: pa.Table, input_uri: str, endpoint: str | None, mapping: dict,
+              preset: str) -> pa.Table:
+    from magistrate.pipelines.unit_worker import read_prepared_unit
+
+    tables = []
+    for row in batch.to_pylist():
+        unit = Unit(**{f.name: row[f.name] for f in dataclasses.fields(Unit)})
+        tables.append(read_prepared_unit(input_uri, endpoint, unit, mapping, preset).select(["id"]))
+    return pa.concat_tables(tables)
+
+
+def find_duplicate_ids(input_uri: str, endpoint: str | None, units: list[Unit], mapping: dict,
+                       preset: str, show: int = 10) -> list[tuple[str, int]]:
+    import ray
+
+    ds = ray.data.from_items([u.as_row() for u in units], override_num_blocks=max(1, min(len(units), 256)))
+    ids = ds.map_batches(_unit_ids, fn_kwargs={"input_uri": input_uri, "endpoint": endpoint,
+                                               "mapping": mapping, "preset": preset},
+                         batch_format="pyarrow", batch_size=1)
+    counts = ids.groupby("id").count().filter(lambda row: row["count()"] > 1)
+    return [(r["id"], r["count()"]) for r in counts.take(show)]
+
+
+def duplicate_message(found: list[tuple[str, int]]) -> str:
+    shown = ", ".join(f"{i!r} ({n} times)" for i, n in found)
+    return (f"duplicate ids in the input: {shown}{' and more' if len(found) >= 10 else ''}. "
+            "Each id must be unique: fix the input, or drop the id column so ids are derived "
+            "from content (identical pairs then share an id too).")

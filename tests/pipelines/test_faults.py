@@ -1,0 +1,150 @@
+"""Exactly once, whatever fails: real processes are killed, no mocks of Ray or vLLM.
+
+Each test judges a Parquet input cut into small units (one row group of 2 pairs each), so
+some units are published before the fault and some after."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import EXAMPLES, MAGISTRATE, REPO
+
+pytestmark = pytest.mark.engine
+ENGINE_ARGS = ["--max-model-len", "2048", "--gpu-memory-utilization", "0.2", "--batch-size", "2",
+               "--unit-rows", "2", "--order", "ab"]
+
+
+def _input(tmp_path: Path, n: int) -> tuple[Path, list[str]]:
+    rows = [json.loads(line) for line in open(EXAMPLES / "llmbar.jsonl")]
+    rows = sorted(rows, key=lambda r: len(r["prompt"] + r["response_a"] + r["response_b"]))[:n]
+    path = tmp_path / "pairs.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=2)
+    return path, [r["id"] for r in rows]
+
+
+def _published(out: Path) -> list[Path]:
+    return sorted((out / "verdicts").glob("unit-*.parquet")) if (out / "verdicts").exists() else []
+
+
+def _wait_for_units(out: Path, count: int, proc=None, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while len(_published(out)) < count:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the job ended early: {proc.stderr.read()[-3000:]}")
+        assert time.monotonic() < deadline, "no unit was published in time"
+        time.sleep(0.5)
+
+
+def _ids(out: Path) -> list[str]:
+    return pads.dataset(str(out / "verdicts"), format="parquet").to_table(columns=["id"]).column("id").to_pylist()
+
+
+def _process(pid: int):
+    try:
+        return psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return None
+
+
+def _judge_actor_pids() -> list[int]:
+    return [p.pid for p in psutil.process_iter(["cmdline"])
+            if "UnitWorker" in " ".join(p.info["cmdline"] or []) and "ray::" in " ".join(p.info["cmdline"] or [])]
+
+
+def test_killed_judge_actor_costs_a_retry_not_the_job(tmp_path, embedded_model):
+    src, ids = _input(tmp_path, 10)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([*MAGISTRATE, "judge", "--input", str(src), "--output", str(out), *ENGINE_ARGS],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    _wait_for_units(out, 1, proc)
+    pids = _judge_actor_pids()
+    assert pids, "no judge actor process found"
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    stdout, stderr = proc.communicate(timeout=800)
+    assert proc.returncode == 0, stderr[-3000:]
+    written = _ids(out)
+    assert sorted(written) == sorted(ids)  # every id exactly once
+    rows = pads.dataset(str(out / "verdicts"), format="parquet").to_table().to_pylist()
+    assert all(r["winner"] in {"A", "B", "tie"} for r in rows), "the retried unit was judged"
+    assert not list((out / "verdicts").glob("*.tmp"))
+
+
+def test_killed_driver_then_resume_judges_only_what_is_missing(tmp_path, embedded_model):
+    src, ids = _input(tmp_path, 10)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([*MAGISTRATE, "judge", "--input", str(src), "--output", str(out), *ENGINE_ARGS],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    _wait_for_units(out, 2, proc)
+    # A lost head: the driver and every process of the local Ray it started die at once.
+    family = [proc.pid] + [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
+    for pid in family:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait(timeout=60)
+    psutil.wait_procs([p for p in map(_process, family) if p], timeout=60)
+    done_before = len(_ids(out))
+    assert 0 < done_before < len(ids)
+
+    refused = subprocess.run([*MAGISTRATE, "judge", "--input", str(src), "--output", str(out), *ENGINE_ARGS],
+                             capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert refused.returncode == 2 and "--resume" in refused.stderr
+
+    resumed = subprocess.run([*MAGISTRATE, "judge", "--input", str(src), "--output", str(out), "--resume",
+                              *ENGINE_ARGS], capture_output=True, text=True, cwd=REPO, timeout=800)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert sorted(_ids(out)) == sorted(ids)  # every id exactly once
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["this_run"]["pairs"] == len(ids) - done_before  # only the missing ones
+    assert summary["units_skipped"] == done_before // 2
+    assert summary["pairs"] == len(ids)
+
+
+def test_lost_worker_node_costs_a_retry_not_the_job(tmp_path, embedded_model):
+    import ray
+    from ray.cluster_utils import Cluster
+    from ray.util.state import list_actors
+
+    from magistrate.pipelines.judge_job import JobSettings, run
+
+    src, ids = _input(tmp_path, 10)
+    out = tmp_path / "out"
+    # The head runs no tasks, so the judge actor lands on a worker node that can be lost.
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    workers = [cluster.add_node(num_cpus=2) for _ in range(2)]
+    ray.init(address=cluster.address)
+    try:
+        settings = JobSettings(input=str(src), output=str(out), max_model_len=2048, gpu_memory_utilization=0.2,
+                               batch_size=2, unit_rows=2, order="ab", replicas="1")
+        result: dict = {}
+        job = threading.Thread(target=lambda: result.update(run(settings, progress=lambda _: None)))
+        job.start()
+        _wait_for_units(out, 1)
+        actor = next(a for a in list_actors(detail=True, limit=1000)
+                     if "UnitWorker" in a.class_name and a.state == "ALIVE")
+        doomed = next(n for n in workers if n.node_id == actor.node_id)
+        cluster.remove_node(doomed, allow_graceful=False)
+        job.join(timeout=900)
+        assert not job.is_alive()
+        assert result["pairs"] == len(ids)
+        assert sorted(_ids(out)) == sorted(ids)
+        survivors = {a.node_id for a in list_actors(detail=True, limit=1000)
+                     if "UnitWorker" in a.class_name and a.state == "ALIVE"}
+        assert doomed.node_id not in survivors
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
