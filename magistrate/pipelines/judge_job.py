@@ -124,6 +124,37 @@ def plan(settings: JobSettings):
     return units, mapping, preset, files
 
 
+RUN_FILE = "_run.json"
+# What a resumed run must share with the run it continues: otherwise verdicts would mix.
+RESUME_KEYS = ("input", "judge", "model", "mode", "order", "seed", "unit_rows", "limit", "dry_run",
+               "format", "columns", "max_new_tokens")
+
+
+def write_run_file(settings: JobSettings, out: Location, model: str) -> None:
+    import json
+
+    record = {k: getattr(settings, k) for k in RESUME_KEYS} | {"model": model}
+    out.filesystem.create_dir(out.path, recursive=True)
+    with out.filesystem.open_output_stream(f"{out.path.rstrip('/')}/{RUN_FILE}") as stream:
+        stream.write(json.dumps(record, indent=2, sort_keys=True).encode())
+
+
+def check_resumable(settings: JobSettings, out: Location, model: str) -> None:
+    """Refuse to resume an output written with other settings."""
+    import json
+
+    path = f"{out.path.rstrip('/')}/{RUN_FILE}"
+    if out.filesystem.get_file_info(path).type == pafs.FileType.NotFound:
+        raise InputError(f"{settings.output} has no {RUN_FILE}: it was not written by magistrate judge")
+    with out.filesystem.open_input_stream(path) as stream:
+        before = json.loads(stream.read())
+    now = {k: getattr(settings, k) for k in RESUME_KEYS} | {"model": model}
+    changed = [f"{k} ({before.get(k)!r} -> {now[k]!r})" for k in RESUME_KEYS if before.get(k) != now[k]]
+    if changed:
+        raise InputError(f"cannot resume {settings.output} with other settings: {', '.join(changed)}; "
+                         "use the original settings, or --overwrite")
+
+
 def prepare_output(settings: JobSettings, out: Location) -> set[str]:
     """Check the output against --resume/--overwrite; returns the finished unit ids."""
     from magistrate.pipelines.units import clean_staging, finished_units
@@ -155,6 +186,7 @@ def run(settings: JobSettings, progress=print) -> dict:
     from magistrate.models import resolve_model
     from magistrate.pipelines.progress import ProgressPrinter
     from magistrate.pipelines.summary import summarise, write_summary
+    from magistrate.pipelines.duplicates import duplicate_message, find_duplicate_ids
     from magistrate.pipelines.unit_worker import UnitWorker
     from magistrate.pipelines.units import finished_units
 
@@ -162,10 +194,16 @@ def run(settings: JobSettings, progress=print) -> dict:
     model = resolve_model(settings.model)
     out = locate(settings.output, settings.s3_endpoint_url)
     done = prepare_output(settings, out)
+    if settings.resume and done:
+        check_resumable(settings, out, model)
     units, mapping, preset, files = plan(settings)
     todo = [u for u in units if u.unit_id not in done]
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     connect_ray()
+    duplicates = find_duplicate_ids(settings.input, settings.s3_endpoint_url, units, mapping, preset)
+    if duplicates:
+        raise InputError(duplicate_message(duplicates))
+    write_run_file(settings, out, model)
     progress(f"magistrate: {len(files)} input file(s), {len(units)} units "
              f"({len(units) - len(todo)} already done), judge {settings.judge}, model {model}, "
              f"run {run_id}")

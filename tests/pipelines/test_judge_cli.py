@@ -115,3 +115,23 @@ def test_input_errors_are_one_clear_line(tmp_path):
     assert "Traceback" not in result.stderr
     unknown = run_cli("judge", "--input", str(src), "--output", str(tmp_path / "o"), "--judge", "mtbench")
     assert unknown.returncode == 2 and "Did you mean 'mt-bench'" in unknown.stderr
+
+
+def test_duplicate_ids_are_reported_before_judging(tmp_path):
+    rows = [{"id": f"x{i % 3}", "prompt": f"q{i}", "response_a": "a", "response_b": "b"} for i in range(5)]
+    src = tmp_path / "dups.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    result = run_cli("judge", "--input", str(src), "--output", str(out))
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "duplicate ids" in result.stderr and "'x0' (2 times)" in result.stderr
+    assert "'x1' (2 times)" in result.stderr and "'x2'" not in result.stderr
+    assert not (out / "verdicts").exists(), "nothing may be judged"
+
+
+def test_resume_with_other_settings_is_refused(judged):
+    _, out, _ = judged
+    result = run_cli("judge", "--input", str(EXAMPLES / "llmbar-demo.jsonl"), "--output", str(out),
+                     "--resume", "--judge", "skywork-critic")
+    assert result.returncode == 2
+    assert "cannot resume" in result.stderr and "judge ('mt-bench' -> 'skywork-critic')" in result.stderr
