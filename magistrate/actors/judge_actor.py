@@ -1,4 +1,6 @@
-"""The Ray Data judge actor: one vLLM engine per actor, pairs in, verdict columns out."""
+"""The judge host: one engine per Ray actor, prepared pairs in, verdict columns out.
+
+pipelines/unit_worker.py runs one inside each Ray Data actor of the pool."""
 
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ def actor_resources(tensor_parallel_size: int, use_gpu: bool, gpu_type: str | No
 
 
 class JudgeActor:
-    """Callable class for `Dataset.map_batches`."""
+    """Hosts an engine (vLLM, or only a tokenizer for a dry run) and the judging core."""
 
     def __init__(self, engine: EngineSettings, judge: JudgeSettings, run_id: str,
                  dry_run: bool = False, progress: Any = None, max_tries: int = 3):

@@ -29,7 +29,8 @@ def find_duplicate_ids(input_uri: str, endpoint: str | None, units: list[Unit], 
     ids = ds.map_batches(_unit_ids, fn_kwargs={"input_uri": input_uri, "endpoint": endpoint,
                                                "mapping": mapping, "preset": preset},
                          batch_format="pyarrow", batch_size=1)
-    counts = ids.groupby("id").count().filter(lambda row: row["count()"] > 1)
+    # Few units need few partitions; Ray's default (200) means 200 reduce tasks.
+    counts = ids.groupby("id", num_partitions=max(1, min(len(units), 200))).count().filter(lambda row: row["count()"] > 1)
     return [(r["id"], r["count()"]) for r in counts.take(show)]
 
 

@@ -222,12 +222,19 @@ def run(settings: JobSettings, progress=print) -> dict:
     )
     started = time.monotonic()
     judged = {"units": 0, "pairs": 0, "errors": 0}
-    if todo:
+    pending = todo
+    for round_ in range(1, settings.max_tries + 1):
+        if not pending:
+            break
+        if round_ > 1:
+            progress(f"magistrate: {len(pending)} unit(s) not finished; retrying them "
+                     f"(round {round_} of {settings.max_tries})")
         printer = ProgressPrinter(progress)
-        # A unit whose actor dies is retried on a restarted actor, max_tries times in all;
-        # one that still fails is written below as error rows, so it never stops the job.
-        ray.data.DataContext.get_current().max_errored_blocks = len(todo)
-        ds = ray.data.from_items([u.as_row() for u in todo], override_num_blocks=len(todo))
+        # Within a round, a unit whose actor dies is retried once on a restarted actor; a
+        # unit still missing after the round (e.g. its node was lost before Ray noticed)
+        # goes to the next round, on a fresh pool. Failed units never stop the job.
+        ray.data.DataContext.get_current().max_errored_blocks = len(pending)
+        ds = ray.data.from_items([u.as_row() for u in pending], override_num_blocks=len(pending))
         ds = ds.map_batches(
             UnitWorker,
             fn_constructor_kwargs={
@@ -240,9 +247,9 @@ def run(settings: JobSettings, progress=print) -> dict:
             },
             batch_format="pyarrow",
             batch_size=1,
-            compute=ray.data.ActorPoolStrategy(min_size=low, max_size=high),
+            compute=ray.data.ActorPoolStrategy(min_size=min(low, len(pending)), max_size=high),
             max_restarts=-1,
-            max_task_retries=settings.max_tries - 1,
+            max_task_retries=1,
             **resources,
         )
         with printer:
@@ -250,10 +257,11 @@ def run(settings: JobSettings, progress=print) -> dict:
                 judged["units"] += 1
                 judged["pairs"] += result["rows"]
                 judged["errors"] += result["errors"]
-        lost = [u for u in todo if u.unit_id not in finished_units(out)]
-        for unit in lost:
-            write_failed_unit(settings, out, unit, mapping, preset, run_id, engine.model, judge)
-            judged["failed_units"] = judged.get("failed_units", 0) + 1
+        finished = finished_units(out)
+        pending = [u for u in pending if u.unit_id not in finished]
+    for unit in pending:
+        write_failed_unit(settings, out, unit, mapping, preset, run_id, engine.model, judge)
+        judged["failed_units"] = judged.get("failed_units", 0) + 1
     elapsed = time.monotonic() - started
     summary = summarise(out, elapsed, run_id=run_id, settings=settings.model_dump(), model=model,
                         this_run=judged, units=len(units), units_skipped=len(units) - len(todo))
@@ -273,8 +281,8 @@ def write_failed_unit(settings, out, unit, mapping, preset, run_id, model, judge
     from magistrate.schema import verdict_table
 
     table = read_prepared_unit(settings.input, settings.s3_endpoint_url, unit, mapping, preset)
-    message = (f"judging failed {settings.max_tries} times (the judge actor or its node died; "
-               "see the Ray logs); rerun with --resume after fixing the cause")
+    message = (f"judging failed in {settings.max_tries} rounds (the judge actor or its node kept "
+               "dying; see the Ray logs); fix the cause and rerun with --resume")
     rows = [{"winner": "error", "error": problem or message} for problem in
             table.column("_invalid").to_pylist()]
     profile = get_judge(judge.judge)

@@ -45,7 +45,7 @@ def test_tensor_parallel_actors_get_their_gpus(gpu_cluster, tmp_path, embedded_m
     summary = run(settings, progress=lambda _: None)
     assert summary["pairs"] == 4
 
-    actors = [a for a in list_actors(detail=True, limit=1000) if "JudgeActor" in a.class_name]
+    actors = [a for a in list_actors(detail=True, limit=1000) if "UnitWorker" in a.class_name]
     assert 1 <= len(actors) <= 2, [a.class_name for a in actors]
     gpu_nodes = {n.node_id for n in list_nodes(detail=True) if n.resources_total.get("GPU") == 2}
     for actor in actors:

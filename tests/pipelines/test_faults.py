@@ -142,9 +142,10 @@ def test_lost_worker_node_costs_a_retry_not_the_job(tmp_path, embedded_model):
         assert not job.is_alive()
         assert result["pairs"] == len(ids)
         assert sorted(_ids(out)) == sorted(ids)
-        survivors = {a.node_id for a in list_actors(detail=True, limit=1000)
-                     if "UnitWorker" in a.class_name and a.state == "ALIVE"}
-        assert doomed.node_id not in survivors
+        rows = pads.dataset(str(out / "verdicts"), format="parquet").to_table().to_pylist()
+        # The lost node's unit was judged again elsewhere, not written off as errors.
+        assert all(r["winner"] in {"A", "B", "tie"} for r in rows), [r["error"] for r in rows]
+        assert result["this_run"].get("failed_units", 0) == 0
     finally:
         ray.shutdown()
         cluster.shutdown()
