@@ -1,6 +1,8 @@
-"""The batch job: read -> prepare (ids, validation) -> judge (actor pool) -> write -> summary.
+"""The batch job: plan units -> check ids -> judge units on an actor pool -> summary.
 
-Streaming end to end on Ray Data: memory is bounded by blocks in flight, not input size.
+Ray Data schedules work units (pipelines/units.py) over a pool of judge actors; each
+actor reads, validates, judges and publishes its unit whole. The driver holds only the
+unit list (a few MB at 100M pairs), so its memory does not grow with the input.
 """
 
 from __future__ import annotations
@@ -200,10 +202,11 @@ def run(settings: JobSettings, progress=print) -> dict:
     todo = [u for u in units if u.unit_id not in done]
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     connect_ray()
-    duplicates = find_duplicate_ids(settings.input, settings.s3_endpoint_url, units, mapping, preset)
-    if duplicates:
-        raise InputError(duplicate_message(duplicates))
-    write_run_file(settings, out, model)
+    if not done:  # a resumed run's input passed this check before its _run.json was written
+        duplicates = find_duplicate_ids(settings.input, settings.s3_endpoint_url, units, mapping, preset)
+        if duplicates:
+            raise InputError(duplicate_message(duplicates))
+        write_run_file(settings, out, model)
     progress(f"magistrate: {len(files)} input file(s), {len(units)} units "
              f"({len(units) - len(todo)} already done), judge {settings.judge}, model {model}, "
              f"run {run_id}")
