@@ -195,14 +195,15 @@ def run(settings: JobSettings, progress=print) -> dict:
     get_judge(settings.judge)  # an unknown judge fails here, not in an actor
     model = resolve_model(settings.model)
     out = locate(settings.output, settings.s3_endpoint_url)
+    resuming = settings.resume and not output_is_empty(out)
     done = prepare_output(settings, out)
-    if settings.resume and done:
+    if resuming:
         check_resumable(settings, out, model)
     units, mapping, preset, files = plan(settings)
     todo = [u for u in units if u.unit_id not in done]
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     connect_ray()
-    if not done:  # a resumed run's input passed this check before its _run.json was written
+    if not resuming:  # a resumed run's input passed this check before its _run.json was written
         duplicates = find_duplicate_ids(settings.input, settings.s3_endpoint_url, units, mapping, preset)
         if duplicates:
             raise InputError(duplicate_message(duplicates))
