@@ -13,8 +13,11 @@ import psutil
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
+import pytest
 
 from tests.conftest import MAGISTRATE, REPO
+
+pytestmark = pytest.mark.slow
 
 ROWS = 200_000
 
