@@ -1,7 +1,7 @@
 """Resume over an output of 1M finished rows (written by a dry run): the resumed run
 lists unit names only, so its driver memory does not grow with the finished rows.
 
-    .venv/bin/python benchmarks/resume_memory.py [--rows 1000000]
+    .venv/bin/python -m benchmarks.resume_memory [--rows 1000000]
 
 Prints the driver's peak RSS for the dry run that writes the rows and for the resume,
 which finds one new input file and judges only its unit."""
@@ -10,54 +10,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
-import psutil
-import pyarrow as pa
 import pyarrow.parquet as pq
 
-HERE = Path(__file__).resolve().parent
+from benchmarks.common import HERE, run_measured, synthetic_pairs
+
 MAGISTRATE = [sys.executable, "-m", "magistrate.pipelines.cli", "judge"]
-
-
-def pairs(start: int, rows: int) -> pa.Table:
-    ids = range(start, start + rows)
-    return pa.table({
-        "id": [f"p{i}" for i in ids],
-        "prompt": [f"What is {i} plus {i}?" for i in ids],
-        "response_a": [f"{2 * i}." for i in ids],
-        "response_b": [f"{i}." for i in ids],
-    })
-
-
-def run_measured(args: list[str]) -> tuple[float, float, str]:
-    started = time.monotonic()
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak, done = 0, threading.Event()
-
-    def watch():
-        nonlocal peak
-        me = psutil.Process(proc.pid)
-        while not done.is_set():
-            try:
-                peak = max(peak, me.memory_info().rss)
-            except psutil.NoSuchProcess:
-                return
-            time.sleep(0.1)
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    out, err = proc.communicate()
-    done.set()
-    watcher.join()
-    if proc.returncode != 0:
-        raise SystemExit(err[-3000:])
-    return peak / 2**20, time.monotonic() - started, out
 
 
 def main() -> None:
@@ -68,13 +29,13 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="magistrate-resume-"))
     inputs, out = work / "in", work / "out"
     inputs.mkdir()
-    pq.write_table(pairs(0, args.rows), inputs / "part-0.parquet", row_group_size=2048)
+    pq.write_table(synthetic_pairs(0, args.rows), inputs / "part-0.parquet", row_group_size=2048)
     common = ["--output", str(out), "--judge", str(HERE / "short_judge.yaml"), "--order", "ab",
               "--dry-run", "--replicas", args.replicas, "--batch-size", "2048"]
     first_peak, first_s, _ = run_measured([*MAGISTRATE, "--input", str(inputs), *common])
     units_done = len(list((out / "verdicts").glob("unit-*.parquet")))
 
-    pq.write_table(pairs(args.rows, 100), inputs / "part-1.parquet")
+    pq.write_table(synthetic_pairs(args.rows, 100), inputs / "part-1.parquet")
     peak, seconds, _ = run_measured([*MAGISTRATE, "--input", str(inputs), "--resume", *common])
     summary = json.loads((out / "summary.json").read_text())
     print(json.dumps({

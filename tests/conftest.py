@@ -3,7 +3,9 @@ setup` does) and at most one in-process vLLM engine is started per test session.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +15,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples" / "data"
 MAGISTRATE = [sys.executable, "-m", "magistrate.pipelines.cli"]
+BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="session")
@@ -40,3 +43,30 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 900) -> subpro
         [*MAGISTRATE, *args], capture_output=True, text=True, timeout=timeout,
         env={**os.environ, **(env or {})}, cwd=REPO,
     )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def ray_head(env: dict | None = None, *extra: str):
+    """`ray start --head` on loopback, as a user starts a cluster; yields (GCS address,
+    dashboard URL, the environment its commands need). Stopped on exit. The raylet, and
+    so every worker, inherits `env`."""
+    port, dashboard = free_port(), free_port()
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", **(env or {})}
+    env.pop("RAY_ADDRESS", None)
+    start = subprocess.run(
+        [str(BIN / "ray"), "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--num-cpus=2",
+         "--disable-usage-stats", *extra],
+        capture_output=True, text=True, env=env, timeout=180,
+    )
+    assert start.returncode == 0, start.stdout + start.stderr
+    try:
+        yield f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard}", env
+    finally:
+        subprocess.run([str(BIN / "ray"), "stop", "--force"], capture_output=True, env=env, timeout=120)

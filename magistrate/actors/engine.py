@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Sequence
-
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,45 @@ def cpu_threads_env() -> None:
     os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
 
 
+def engine_kwargs(settings: EngineSettings) -> dict[str, Any]:
+    """vLLM engine arguments for these settings, with this machine's defaults."""
+    cpu = on_cpu()
+    if cpu and settings.tensor_parallel_size > 1:
+        # The CPU build runs the whole model in this process's engine: the actor may
+        # hold N logical GPUs (placement is still Ray's), the engine uses none.
+        logger.warning("vLLM CPU build: tensor_parallel_size %d runs as 1 on CPU",
+                       settings.tensor_parallel_size)
+    kwargs: dict[str, Any] = dict(
+        model=settings.model,
+        tensor_parallel_size=1 if cpu else settings.tensor_parallel_size,
+        enforce_eager=cpu if settings.enforce_eager is None else settings.enforce_eager,
+        gpu_memory_utilization=settings.gpu_memory_utilization or (0.3 if cpu else 0.9),
+        max_num_seqs=settings.max_num_seqs,
+        enable_prefix_caching=settings.enable_prefix_caching,
+        seed=settings.seed,
+        dtype=settings.dtype or ("float32" if cpu else "auto"),
+    )
+    if settings.max_model_len:
+        kwargs["max_model_len"] = settings.max_model_len
+    kwargs.update(settings.extra)
+    return kwargs
+
+
+def logprob_params(candidates: Sequence[int]):
+    """One forward pass, no decoding: the raw next-token log-probabilities of the
+    verdict labels."""
+    from vllm import SamplingParams
+
+    return SamplingParams(
+        max_tokens=1, temperature=0.0, logprob_token_ids=list(candidates), detokenize=False
+    )
+
+
+def candidate_logprobs(output, candidates: Sequence[int]) -> dict[int, float]:
+    step = output.outputs[0].logprobs[0]
+    return {t: step[t].logprob for t in candidates if t in step}
+
+
 class VLLMEngine:
     """Owns one vLLM `LLM`; speaks token ids in, logprobs or text out."""
 
@@ -48,28 +88,9 @@ class VLLMEngine:
         cpu_threads_env()
         from vllm import LLM
 
-        cpu = on_cpu()
-        if cpu and settings.tensor_parallel_size > 1:
-            # The CPU build runs the whole model in this process's engine: the actor may
-            # hold N logical GPUs (placement is still Ray's), the engine uses none.
-            logger.warning("vLLM CPU build: tensor_parallel_size %d runs as 1 on CPU",
-                           settings.tensor_parallel_size)
-        kwargs: dict[str, Any] = dict(
-            model=settings.model,
-            tensor_parallel_size=1 if cpu else settings.tensor_parallel_size,
-            enforce_eager=cpu if settings.enforce_eager is None else settings.enforce_eager,
-            gpu_memory_utilization=settings.gpu_memory_utilization or (0.3 if cpu else 0.9),
-            max_num_seqs=settings.max_num_seqs,
-            enable_prefix_caching=settings.enable_prefix_caching,
-            seed=settings.seed,
-            dtype=settings.dtype or ("float32" if cpu else "auto"),
-        )
-        if settings.max_model_len:
-            kwargs["max_model_len"] = settings.max_model_len
-        kwargs.update(settings.extra)
         self.settings = settings
         self.model = settings.model
-        self.llm = LLM(**kwargs)
+        self.llm = LLM(**engine_kwargs(settings))
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
 
@@ -78,19 +99,13 @@ class VLLMEngine:
     ) -> list[dict[int, float]]:
         """For each prompt, the log-probability of each candidate as the next token,
         read from the full (raw) next-token distribution: one forward pass, no decoding."""
-        from vllm import SamplingParams, TokensPrompt
+        from vllm import TokensPrompt
 
-        params = SamplingParams(
-            max_tokens=1, temperature=0.0, logprob_token_ids=list(candidates), detokenize=False
-        )
         outputs = self.llm.generate(
-            [TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False
+            [TokensPrompt(prompt_token_ids=p) for p in prompts], logprob_params(candidates),
+            use_tqdm=False,
         )
-        result = []
-        for output in outputs:
-            step = output.outputs[0].logprobs[0]
-            result.append({t: step[t].logprob for t in candidates if t in step})
-        return result
+        return [candidate_logprobs(output, candidates) for output in outputs]
 
     def generate(self, prompts: Sequence[list[int]], max_tokens: int) -> list[tuple[str, int]]:
         """Greedy generation; returns (text, completion token count) per prompt."""
@@ -106,6 +121,55 @@ class VLLMEngine:
         llm, self.llm = getattr(self, "llm", None), None
         if llm is not None:
             del llm
+
+
+class AsyncVLLMEngine:
+    """Owns one vLLM `AsyncLLM` for online serving: the same answers as `VLLMEngine`,
+    as coroutines, so requests from concurrent callers share the engine's continuous
+    batches."""
+
+    def __init__(self, settings: EngineSettings):
+        cpu_threads_env()
+        from vllm import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        self.settings = settings
+        self.model = settings.model
+        self.llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**engine_kwargs(settings)))
+        self.tokenizer = self.llm.get_tokenizer()
+        self.max_model_len = self.llm.model_config.max_model_len
+
+    async def _final(self, prompt: list[int], params):
+        from vllm import TokensPrompt
+
+        final = None
+        async for output in self.llm.generate(
+            TokensPrompt(prompt_token_ids=prompt), params, request_id=uuid.uuid4().hex
+        ):
+            final = output
+        return final
+
+    async def next_token_logprobs(
+        self, prompts: Sequence[list[int]], candidates: Sequence[int]
+    ) -> list[dict[int, float]]:
+        params = logprob_params(candidates)
+        outputs = await asyncio.gather(*(self._final(p, params) for p in prompts))
+        return [candidate_logprobs(output, candidates) for output in outputs]
+
+    async def generate(self, prompts: Sequence[list[int]], max_tokens: int) -> list[tuple[str, int]]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(max_tokens=max_tokens, temperature=0.0)
+        outputs = await asyncio.gather(*(self._final(p, params) for p in prompts))
+        return [(o.outputs[0].text, len(o.outputs[0].token_ids)) for o in outputs]
+
+    async def check_health(self) -> None:
+        await self.llm.check_health()
+
+    def shutdown(self) -> None:
+        llm, self.llm = getattr(self, "llm", None), None
+        if llm is not None:
+            llm.shutdown()
 
 
 class TokenizerEngine:

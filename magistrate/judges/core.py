@@ -30,7 +30,8 @@ from magistrate.judges.verdicts import (
 
 
 class Engine(Protocol):
-    """What the core needs from an inference engine (actors/engine.py has the vLLM one)."""
+    """What the core needs from an inference engine (actors/engine.py has the vLLM one).
+    An async engine has the same methods as coroutines; `Judge.judge_async` drives it."""
 
     tokenizer: Any
     max_model_len: int
@@ -126,14 +127,29 @@ class Judge:
         the engine in one call, so it batches them and its prefix cache shares the
         common prompt head of the two orders."""
         results, requests = self.plan(pairs)
+        outputs = self._ask(requests) if requests else []
+        return self._collect(pairs, results, requests, outputs)
+
+    async def judge_async(self, pairs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """`judge` over an async engine (online serving): the same rows for the same
+        pairs, while the engine batches these requests with everyone else's."""
+        results, requests = self.plan(pairs)
+        outputs = await self._ask(requests) if requests else []
+        return self._collect(pairs, results, requests, outputs)
+
+    def _ask(self, requests: list[_Request]):
+        """The engine call for these requests; a coroutine when the engine is async."""
         prompts = [r.tokens for r in requests]
         if self.mode == "logprob":
+            return self.engine.next_token_logprobs(prompts, list(dict.fromkeys(self.label_ids.values())))
+        return self.engine.generate(prompts, self.max_new_tokens)
+
+    def _collect(self, pairs, results, requests, outputs) -> list[dict[str, Any]]:
+        if self.mode == "logprob":
             by_id = {token: verdict for verdict, token in self.label_ids.items()}
-            outputs = self.engine.next_token_logprobs(prompts, list(by_id)) if prompts else []
             for request, logprobs in zip(requests, outputs):
                 results[request.pair].append(self._from_logprobs(request, logprobs, by_id))
         else:
-            outputs = self.engine.generate(prompts, self.max_new_tokens) if prompts else []
             for request, (text, n_out) in zip(requests, outputs):
                 results[request.pair].append(self._from_text(request, text, n_out))
         return [self._row(pair, sorted(r, key=lambda x: x.order)) for pair, r in zip(pairs, results)]

