@@ -6,6 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.magistrate-installed
 DEMO_OUT ?= out/demo
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: setup model demo test bench clean
 
@@ -30,6 +31,10 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# All benchmarks (~40 min here; the table is printed last). docs/performance.md has a run.
+bench: setup
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 clean:
 	rm -rf out .pytest_cache

@@ -157,6 +157,46 @@ def render(judge_name, input_, model, mode, order, seed, format_, columns, s3_en
             click.echo(json.dumps(record, ensure_ascii=False))
 
 
+@main.command()
+@click.argument("input_", metavar="INPUT")
+@click.option("--judge", default="mt-bench", show_default=True)
+@click.option("--model", default=None, help="Hub id or local folder (its config and tokenizer are read).")
+@click.option("--gpu", default="h100", show_default=True, help="h100, h200, a100, l40s, l4, a10g.")
+@click.option("--mode", type=click.Choice(["logprob", "generate"]), default=None)
+@click.option("--order", type=click.Choice(["both", "ab", "random"]), default="both", show_default=True)
+@click.option("--sample", type=int, default=2000, show_default=True,
+              help="Count tokens exactly on the first N pairs and scale to all rows (0: every pair).")
+@click.option("--completion-tokens", type=int, default=None,
+              help="Generate mode: tokens generated per order (default: the profile's maximum).")
+@click.option("--price", type=float, default=None, help="$ per GPU-hour, for a cost line.")
+@click.option("--format", "format_", type=click.Choice(["auto", "rewardbench", "llmbar", "standard"]), default="auto")
+@click.option("--columns", default=None)
+@click.option("--s3-endpoint-url", default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print the estimate as JSON.")
+def estimate(input_, judge, model, gpu, mode, order, sample, completion_tokens, price, format_, columns,
+             s3_endpoint_url, as_json):
+    """Predict GPU-hours for judging INPUT (docs/performance.md#estimate)."""
+    from magistrate.models import resolve_model
+    from magistrate.pipelines.estimate import estimate_input
+
+    result = estimate_input(input_, judge, resolve_model(model), gpu, format_, columns, s3_endpoint_url,
+                            mode, order, sample, completion_tokens)
+    if price is not None:
+        result["cost_usd"] = round(result["gpu_hours"] * price, 2)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(f"{result['rows']:,} pairs ({result['sampled']:,} counted), judge {result['judge']} "
+               f"({result['mode']}, order {result['order']}), model {result['model']} "
+               f"({result['parameters'] / 1e9:.2f}B parameters)")
+    click.echo(f"tokens: {result['prompt_tokens']:,} prompt ({result['prompt_tokens_per_pair']} per pair), "
+               f"{result['completion_tokens']:,} generated ({result['completion_assumption']})")
+    click.echo(f"{gpu}: {result['gpu_hours']:.3g} GPU-hours (prefill {result['prefill_gpu_hours']:.3g}, "
+               f"decode {result['decode_gpu_hours']:.3g})" +
+               (f", ${result['cost_usd']:,} at ${price}/GPU-hour" if price is not None else ""))
+    click.echo(f"assumptions: {result['assumptions']}; good to a factor of about 2")
+
+
 @main.group()
 def judges():
     """Judge profiles."""

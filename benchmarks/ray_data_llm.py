@@ -1,0 +1,64 @@
+"""The peer: Ray Data LLM (`ray.data.llm.build_processor` with a vLLM engine config) on the
+judge's own rendered prompts and the same engine settings as magistrate's. Prints one JSON
+object: wall seconds for the pairs (engine start included, as for `magistrate judge`).
+
+    .venv/bin/python -m benchmarks.ray_data_llm --pairs 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from benchmarks.common import llmbar_pairs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--pairs", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=128, help="prompts per batch (64 pairs, 2 orders)")
+    args = parser.parse_args()
+
+    import ray
+    from ray.data.llm import build_processor, vLLMEngineProcessorConfig
+    from transformers import AutoTokenizer
+
+    from magistrate.actors.engine import EngineSettings, engine_kwargs
+    from magistrate.judges.registry import get_judge
+    from magistrate.judges.render import final_prompt, label_token_ids, orders_for, render_messages
+    from magistrate.models import resolve_model
+
+    model = resolve_model(None)
+    profile = get_judge("mt-bench")
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    candidates = list(dict.fromkeys(label_token_ids(profile, tokenizer).values()))
+    prompts = [
+        {"prompt": final_prompt(profile, render_messages(profile, p["prompt"], p["response_a"], p["response_b"], o),
+                                tokenizer, "logprob")}
+        for p in llmbar_pairs(args.pairs + 4)[4:] for o in orders_for("both", p["id"])
+    ]
+    kwargs = engine_kwargs(EngineSettings(model=model))
+    kwargs.pop("model")
+    config = vLLMEngineProcessorConfig(
+        model_source=model, engine_kwargs=kwargs, batch_size=args.batch_size, concurrency=1,
+        chat_template_stage=False, tokenize_stage=True, detokenize_stage=False,
+        # No GPU here: the engine's actor asks for one CPU instead of Ray Data LLM's GPU bundle.
+        placement_group_config={"bundles": [{"CPU": 1}]},
+    )
+    processor = build_processor(
+        config,
+        preprocess=lambda row: {"prompt": row["prompt"], "sampling_params": {
+            "max_tokens": 1, "temperature": 0.0, "logprob_token_ids": candidates, "detokenize": False}},
+        postprocess=lambda row: {"n": 1},
+    )
+    ray.init(logging_level="WARNING")
+    started = time.monotonic()
+    rows = processor(ray.data.from_items(prompts)).take_all()
+    seconds = time.monotonic() - started
+    print(json.dumps({"pairs": args.pairs, "prompts": len(rows), "wall_s": round(seconds, 2),
+                      "pairs_per_s_wall": round(args.pairs / seconds, 3)}))
+
+
+if __name__ == "__main__":
+    main()

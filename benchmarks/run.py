@@ -1,0 +1,177 @@
+"""All of magistrate's benchmarks in one run, on this machine and the embedded judge;
+the table is printed last and the figures saved to benchmarks/results/latest.json.
+
+    make bench                      # = .venv/bin/python -m benchmarks.run
+    .venv/bin/python -m benchmarks.run --only engine,pipeline --pairs 32
+
+Sections (each a fresh process, one engine at a time, so they do not share the CPU):
+  engine    bare vLLM LLM.generate vs the judging core on the same rendered prompts;
+            one order vs both, with and without prefix caching; logprob vs generate
+  pipeline  `magistrate judge` end to end on the same pairs (warm rate and wall time)
+  peer      Ray Data LLM (build_processor + vLLM engine config) on the same prompts
+  host      `magistrate judge --dry-run` on one actor: host-side pairs/s per core
+  scaling   dry runs over 10k, 100k, 1M rows: time and the driver's peak memory
+Results go in docs/performance.md by hand, with the date and the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import pyarrow.parquet as pq
+
+from benchmarks.common import HERE, llmbar_pairs, run_measured, synthetic_pairs, write_jsonl
+
+PY = sys.executable
+MAGISTRATE = [PY, "-m", "magistrate.pipelines.cli", "judge"]
+SECTIONS = ("engine", "pipeline", "peer", "host", "scaling")
+
+
+def _json_out(out: str) -> dict:
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def engine(args, work: Path) -> dict:
+    common = [PY, "-m", "benchmarks.engine_rates", "--pairs", str(args.pairs)]
+    on = _json_out(run_measured(common)[2])
+    off = _json_out(run_measured([*common, "--no-prefix-caching", "--generate-pairs", "0"])[2])
+    return {"prefix_caching_on": on, "prefix_caching_off": off}
+
+
+def pipeline(args, work: Path) -> dict:
+    src = write_jsonl(llmbar_pairs(args.pairs + 4)[4:], work / "pipeline.jsonl")
+    out = work / "pipeline-out"
+    run_measured([*MAGISTRATE, "--input", str(src), "--output", str(out), "--batch-size", "64"])
+    summary = json.loads((out / "summary.json").read_text())
+    run = summary["this_run"]
+    return {"pairs": run["pairs"], "unit_seconds": run["unit_seconds"], "wall_s": summary["seconds"],
+            "pairs_per_s_warm": round(run["pairs"] / run["unit_seconds"], 3),
+            "pairs_per_s_wall": summary["pairs_per_second"]}
+
+
+def peer(args, work: Path) -> dict:
+    try:
+        return _json_out(run_measured([PY, "-m", "benchmarks.ray_data_llm", "--pairs", str(args.pairs)])[2])
+    except SystemExit as exc:  # report why it cannot run, not a traceback of ours
+        return {"error": str(exc)[-1500:]}
+
+
+def host(args, work: Path) -> dict:
+    """One actor, one core (the tokenizer's own threads off), the engine skipped."""
+    results = {}
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    base = llmbar_pairs()
+    rows = llmbar_pairs(repeat=max(1, args.host_rows // len(base)))
+    src = write_jsonl(rows, work / "host.jsonl")
+    for judge in ("mt-bench", str(HERE / "short_judge.yaml")):
+        out = work / f"host-{Path(judge).stem}"
+        run_measured([*MAGISTRATE, "--input", str(src), "--output", str(out), "--dry-run", "--judge", judge,
+                      "--replicas", "1", "--batch-size", "512"], env=env)
+        summary = json.loads((out / "summary.json").read_text())
+        run = summary["this_run"]
+        results[Path(judge).stem] = {
+            "pairs": run["pairs"], "unit_seconds": run["unit_seconds"],
+            "pairs_per_s_per_core": round(run["pairs"] / run["unit_seconds"], 1),
+            "prompt_tokens_per_pair": round(summary["prompt_tokens"] / run["pairs"], 1),
+        }
+    return results
+
+
+def scaling(args, work: Path) -> dict:
+    results = {}
+    for rows in args.scaling:
+        inputs, out = work / f"scale-{rows}", work / f"scale-{rows}-out"
+        inputs.mkdir()
+        pq.write_table(synthetic_pairs(0, rows), inputs / "part-0.parquet", row_group_size=2048)
+        peak, seconds, _ = run_measured([
+            *MAGISTRATE, "--input", str(inputs), "--output", str(out), "--dry-run", "--order", "ab",
+            "--judge", str(HERE / "short_judge.yaml"), "--replicas", "2", "--batch-size", "2048"])
+        results[str(rows)] = {"seconds": round(seconds, 1), "driver_peak_rss_mib": round(peak),
+                              "pairs_per_s": round(rows / seconds, 1)}
+    return results
+
+
+def table(r: dict) -> str:
+    lines = [("measure", "figure", "target")]
+    if "engine" in r:
+        on, off = r["engine"]["prefix_caching_on"], r["engine"]["prefix_caching_off"]
+        rate = on["pairs_per_s"]
+        lines += [
+            ("bare vLLM, both orders (pairs/s)", f"{rate['bare_engine_both']}", "ceiling"),
+            ("judging core / bare engine", f"{rate['core_logprob_both'] / rate['bare_engine_both']:.3f}", ">= 0.9"),
+            ("logprob vs generate (speed-up)",
+             f"{rate['core_logprob_both'] / rate['core_generate_both']:.1f}x" if "core_generate_both" in rate else "-", ""),
+            ("both / one order cost, prefix cache on",
+             f"{on['seconds']['core_logprob_both'] / on['seconds']['core_logprob_ab']:.2f}", ""),
+            ("both / one order cost, prefix cache off",
+             f"{off['seconds']['core_logprob_both'] / off['seconds']['core_logprob_ab']:.2f}", ""),
+            ("prefix cache speed-up, both orders",
+             f"{off['seconds']['core_logprob_both'] / on['seconds']['core_logprob_both']:.2f}x", ""),
+        ]
+        if "pipeline" in r:
+            p = r["pipeline"]
+            lines.append(("magistrate judge (warm) / bare engine",
+                          f"{p['pairs_per_s_warm'] / rate['bare_engine_both']:.3f}", ">= 0.9"))
+    if "pipeline" in r:
+        p = r["pipeline"]
+        lines += [("magistrate judge warm (pairs/s)", str(p["pairs_per_s_warm"]), ""),
+                  ("magistrate judge wall, engine start incl. (pairs/s)", str(p["pairs_per_s_wall"]), "")]
+    if "peer" in r:
+        peer_r = r["peer"]
+        if "error" in peer_r:
+            lines.append(("Ray Data LLM", "could not run: see results", ""))
+        else:
+            lines.append(("Ray Data LLM wall (pairs/s)", str(peer_r["pairs_per_s_wall"]), ""))
+            if "pipeline" in r:
+                lines.append(("magistrate / Ray Data LLM, wall",
+                              f"{r['pipeline']['pairs_per_s_wall'] / peer_r['pairs_per_s_wall']:.2f}", ">= 1"))
+    for name, h in r.get("host", {}).items():
+        lines.append((f"host side, {name} ({h['prompt_tokens_per_pair']} tok/pair), pairs/s/core",
+                      str(h["pairs_per_s_per_core"]), ">= 5000"))
+    for rows, s in r.get("scaling", {}).items():
+        lines.append((f"dry run {int(rows):,} rows: s / driver peak MiB",
+                      f"{s['seconds']} / {s['driver_peak_rss_mib']}", "flat memory"))
+    width = [max(len(row[i]) for row in lines) for i in range(3)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, width)) for row in lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated of {', '.join(SECTIONS)}")
+    parser.add_argument("--pairs", type=int, default=64, help="LLMBar pairs for the engine-bound sections")
+    parser.add_argument("--host-rows", type=int, default=10_000)
+    parser.add_argument("--scaling", default="10000,100000,1000000",
+                        type=lambda s: [int(x) for x in s.split(",")])
+    args = parser.parse_args()
+    chosen = args.only.split(",")
+    unknown = set(chosen) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(sorted(unknown))}")
+    work = Path(tempfile.mkdtemp(prefix="magistrate-bench-"))
+    results = {"date": time.strftime("%Y-%m-%d"), "machine": {
+        "cpus": os.cpu_count(), "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "processor": platform.processor() or platform.machine(), "python": platform.python_version()}}
+    for name in SECTIONS:
+        if name in chosen:
+            print(f"benchmark: {name} ...", file=sys.stderr, flush=True)
+            started = time.monotonic()
+            results[name] = globals()[name](args, work)
+            print(f"benchmark: {name} done in {time.monotonic() - started:.0f} s: "
+                  f"{json.dumps(results[name])}", file=sys.stderr, flush=True)
+    target = HERE / "results" / "latest.json"
+    target.parent.mkdir(exist_ok=True)
+    target.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nfigures: {target}\n")
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()
