@@ -21,6 +21,8 @@ See examples/custom_judge.yaml. A file that does not fit fails loudly, naming th
 
 from __future__ import annotations
 
+import functools
+
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,10 +45,16 @@ class JinjaTemplate:
         return frozenset(meta.find_undeclared_variables(jinja2.Environment().parse(self.text)))
 
     def render(self, **values: str) -> str:
-        import jinja2
+        return _compiled(self.text).render(**values)
 
-        env = jinja2.Environment(keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
-        return env.from_string(self.text).render(**values)
+
+@functools.lru_cache(maxsize=64)
+def _compiled(text: str):
+    """Compiling a template costs ~0.5 ms; rendering it ~20 us: compile once per text."""
+    import jinja2
+
+    env = jinja2.Environment(keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+    return env.from_string(text)
 
 
 class CustomJudge(BaseModel):
