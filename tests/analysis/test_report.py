@@ -4,6 +4,7 @@ table, "not available" sections, and one-line errors on bad input."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -74,8 +75,8 @@ def test_terminal_table_and_not_available_sections(tmp_path):
     out = write_output(tmp_path / "out", rows, files=1)  # no summary.json either
     result = run_cli("report", str(out), "--html", str(tmp_path / "r" / "report.html"))
     assert result.returncode == 0, result.stderr
-    table = {line.split("  ")[1]: line.split("  ")[-1] for line in result.stdout.splitlines()
-             if line.startswith("  ") and "  " in line.strip()}
+    table = dict(re.split(r"\s{2,}", line.strip(), maxsplit=1) for line in result.stdout.splitlines()
+                 if line.startswith("  "))
     assert table["agreement with labels"] == "not available (no A/B labels)"
     assert table["throughput"] == "not available"
     page = (tmp_path / "r" / "report.html").read_text()
