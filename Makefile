@@ -8,7 +8,7 @@ DEMO_OUT ?= out/demo
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: setup model demo test bench clean
+.PHONY: setup model browser demo test bench clean
 
 setup: $(STAMP) model
 
@@ -26,10 +26,14 @@ $(STAMP): pyproject.toml
 model: $(STAMP)
 	$(BIN)/magistrate models prepare-tiny
 
+# Headless Chromium (Debian's package) for the HTML report's browser test; root on Debian.
+browser:
+	test -x /usr/bin/chromium || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
+
 demo: setup
 	$(BIN)/magistrate judge --input examples/data/llmbar-demo.jsonl --output $(DEMO_OUT) --overwrite
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # All benchmarks (~40 min here; the table is printed last). docs/performance.md has a run.

@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from magistrate.pipelines.analysis_cli import COMMANDS
 from magistrate.pipelines.sources import InputError
 
 
@@ -230,6 +231,10 @@ def prepare_tiny(force):
         return
     click.echo("converting the embedded judge (GGUF -> Hugging Face folder, float32; ~45 s once)...", err=True)
     click.echo(f"embedded judge ready: {prepare_embedded(force=force)}")
+
+
+for _command in COMMANDS:
+    main.add_command(_command)
 
 
 if __name__ == "__main__":

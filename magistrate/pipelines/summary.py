@@ -23,10 +23,14 @@ def verdict_files(loc: Location) -> list[str]:
     return sorted(i.path for i in infos if i.is_file and i.path.endswith(".parquet"))
 
 
+def verdict_dataset(loc: Location, files: list[str]) -> pads.Dataset:
+    return pads.dataset(files, filesystem=loc.filesystem, format="parquet")
+
+
 def summarise(loc: Location, elapsed: float, **extra) -> dict:
     """Counts over the output, streamed batch by batch (memory does not grow with it)."""
     files = verdict_files(loc)
-    dataset = pads.dataset(files, filesystem=loc.filesystem, format="parquet")
+    dataset = verdict_dataset(loc, files)
     columns = [c for c in _COLUMNS if c in dataset.schema.names]
     winners: Counter = Counter()
     errors: Counter = Counter()
@@ -71,6 +75,15 @@ def summarise(loc: Location, elapsed: float, **extra) -> dict:
         "files": len(files),
         **extra,
     }
+
+
+def read_summary(loc: Location) -> dict | None:
+    """The output's summary.json, or None when there is none."""
+    path = f"{loc.path.rstrip('/')}/{SUMMARY}"
+    if loc.filesystem.get_file_info(path).type == pafs.FileType.NotFound:
+        return None
+    with loc.filesystem.open_input_stream(path) as stream:
+        return json.loads(stream.read())
 
 
 def write_summary(loc: Location, summary: dict) -> None:

@@ -1,0 +1,164 @@
+"""The report's figures, computed in one streamed pass over the verdicts (docs/analysis.md
+lists every key). Shares are 0..1; RewardBench's sections and score are 0..100 as it prints them."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+
+from magistrate.analysis.rewardbench import pair_points, rewardbench_scores
+from magistrate.analysis.verdicts import Verdicts
+
+HIST_BINS = 20
+CALIBRATION_BINS = 10
+WINNERS = ("A", "B", "tie", "error")
+_COLUMNS = ("winner", "p_a", "consistent", "error", "label", "subset", "ab_verdict", "ba_verdict",
+            "ab_prompt_tokens", "ba_prompt_tokens", "ab_completion_tokens", "ba_completion_tokens",
+            "judge", "model", "mode", "order", "run_id")
+_RUN_KEYS = ("judge", "model", "mode", "order", "run_id")
+
+
+def _bin(p: float, bins: int) -> int:
+    return min(int(p * bins), bins - 1)
+
+
+def _share(part: float, whole: float) -> float | None:
+    return part / whole if whole else None
+
+
+class _Tally:
+    """Everything the figures need, accumulated row by row (memory flat in the row count)."""
+
+    def __init__(self) -> None:
+        self.pairs = self.unjudged = 0
+        self.winners: Counter = Counter()
+        self.causes: Counter = Counter()
+        self.both = self.consistent = 0
+        self.order_verdicts = {"ab": Counter(), "ba": Counter()}
+        self.tokens = Counter()
+        self.hist = [0] * HIST_BINS
+        self.p_sum = 0.0
+        self.labelled = self.agree = 0
+        self.by_subset: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # labelled, agree
+        self.points: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])  # RewardBench
+        self.cal = [[0, 0.0, 0] for _ in range(CALIBRATION_BINS)]  # count, sum p_a, label A
+        self.brier = 0.0
+        self.run: dict[str, set] = {k: set() for k in _RUN_KEYS}
+
+    def add(self, row: dict) -> None:
+        self.pairs += 1
+        for order in ("ab", "ba"):
+            for kind in ("prompt", "completion"):
+                self.tokens[kind] += row[f"{order}_{kind}_tokens"] or 0
+            if row[f"{order}_verdict"] is not None:
+                self.order_verdicts[order][row[f"{order}_verdict"]] += 1
+        for key in _RUN_KEYS:
+            if row[key] is not None:
+                self.run[key].add(row[key])
+        winner = row["winner"]
+        if winner is None:  # a dry run's unjudged pair
+            self.unjudged += 1
+            return
+        self.winners[winner] += 1
+        label, subset = row["label"], row["subset"]
+        if label in ("A", "B") and subset is not None:
+            self.points[subset][0] += pair_points(winner, label)
+            self.points[subset][1] += 1
+        if winner == "error":
+            self.causes[(row["error"] or "")[:80]] += 1
+            return
+        if row["consistent"] is not None:
+            self.both += 1
+            self.consistent += bool(row["consistent"])
+        p_a = row["p_a"]
+        if p_a is not None:
+            self.hist[_bin(p_a, HIST_BINS)] += 1
+            self.p_sum += p_a
+        if label in ("A", "B"):
+            self.labelled += 1
+            self.agree += winner == label
+            tally = self.by_subset["(none)" if subset is None else subset]
+            tally[0] += 1
+            tally[1] += winner == label
+            if p_a is not None:
+                cell = self.cal[_bin(p_a, CALIBRATION_BINS)]
+                cell[0] += 1
+                cell[1] += p_a
+                cell[2] += label == "A"
+                self.brier += (p_a - (label == "A")) ** 2
+
+    def figures(self, uri: str, summary: dict | None, has_subset: bool) -> dict:
+        judged = self.pairs - self.unjudged
+        ab, ba = self.order_verdicts["ab"], self.order_verdicts["ba"]
+        decisive = ab["A"] + ab["B"] + ba["A"] + ba["B"]
+        return {
+            "output": uri,
+            "pairs": self.pairs,
+            "unjudged": self.unjudged,
+            "winners": {k: self.winners.get(k, 0) for k in WINNERS},
+            "winner_shares": {k: _share(self.winners.get(k, 0), judged) for k in WINNERS},
+            "errors": {"count": self.winners.get("error", 0),
+                       "rate": _share(self.winners.get("error", 0), judged),
+                       "causes": dict(self.causes.most_common(10))},
+            "position": {
+                "pairs_both_orders": self.both,
+                "consistency": _share(self.consistent, self.both),
+                "order_verdicts": {o: {k: c.get(k, 0) for k in ("A", "B", "tie")}
+                                   for o, c in self.order_verdicts.items()},
+                # in order ab the first response shown is A; in ba it is B (original frame)
+                "first_position_preference": _share(ab["A"] + ba["B"], decisive),
+            },
+            "labels": self._labels(has_subset),
+            "calibration": self._calibration(),
+            "p_a_histogram": self._histogram(),
+            "tokens": {"prompt": self.tokens["prompt"], "completion": self.tokens["completion"],
+                       "prompt_per_pair": _share(self.tokens["prompt"], judged),
+                       "completion_per_pair": _share(self.tokens["completion"], judged)},
+            "throughput": _throughput(summary, self.tokens),
+            "run": {k: sorted(map(str, v)) for k, v in self.run.items()},
+            "rewardbench": rewardbench_scores(self.points),
+        }
+
+    def _labels(self, has_subset: bool) -> dict | None:
+        if not self.labelled:
+            return None
+        by_subset = None
+        if has_subset:
+            by_subset = {s: {"labelled": n, "agreement": a / n} for s, (n, a) in sorted(self.by_subset.items())}
+        return {"labelled_pairs": self.labelled, "agreement": self.agree / self.labelled,
+                "by_subset": by_subset}
+
+    def _calibration(self) -> dict | None:
+        n = sum(c[0] for c in self.cal)
+        if not n:
+            return None
+        bins = []
+        for i, (count, p_sum, label_a) in enumerate(self.cal):
+            bins.append({"lo": i / CALIBRATION_BINS, "hi": (i + 1) / CALIBRATION_BINS, "count": count,
+                         "mean_p_a": _share(p_sum, count), "share_label_a": _share(label_a, count)})
+        ece = sum(b["count"] / n * abs(b["mean_p_a"] - b["share_label_a"]) for b in bins if b["count"])
+        return {"pairs": n, "bins": bins, "ece": ece, "brier": self.brier / n}
+
+    def _histogram(self) -> dict:
+        n = sum(self.hist)
+        return {"edges": [i / HIST_BINS for i in range(HIST_BINS + 1)], "counts": list(self.hist),
+                "pairs": n, "mean": _share(self.p_sum, n)}
+
+
+def _throughput(summary: dict | None, tokens: Counter) -> dict | None:
+    """From summary.json: the last run's wall time and rate (a resumed run judged only part)."""
+    if not summary or not summary.get("seconds"):
+        return None
+    run = summary.get("this_run") or {}
+    whole = not summary.get("units_skipped")  # the last run judged every pair: tokens/s is meaningful
+    seconds = summary["seconds"]
+    return {"seconds": seconds, "pairs_this_run": run.get("pairs", summary.get("pairs")),
+            "pairs_per_second": summary.get("pairs_per_second"),
+            "tokens_per_second": (tokens["prompt"] + tokens["completion"]) / seconds if whole else None}
+
+
+def compute_figures(verdicts: Verdicts) -> dict:
+    tally = _Tally()
+    for rows in verdicts.batches(_COLUMNS):
+        for values in zip(*(rows[c] for c in _COLUMNS)):
+            tally.add(dict(zip(_COLUMNS, values)))
+    return tally.figures(verdicts.loc.uri, verdicts.summary, "subset" in verdicts.columns)

@@ -1,0 +1,49 @@
+"""The analysis commands over an output on S3: a moto server on 127.0.0.1 (the fixtures of
+tests/pipelines/test_s3.py), reached through s3fs as on AWS."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pyarrow.parquet as pq
+
+from tests.analysis.conftest import SUMMARY, synthetic_rows, write_output
+from tests.analysis.expected import expected_figures
+from tests.conftest import run_cli
+from tests.pipelines.test_s3 import REGION, aws_env, moto_url  # noqa: F401  (fixtures)
+
+BUCKET = "magistrate-analysis-test"
+
+
+def test_report_and_select_on_s3(tmp_path, moto_url, aws_env):  # noqa: F811
+    import boto3
+
+    rows = synthetic_rows(90)
+    local = write_output(tmp_path / "out", rows, summary=SUMMARY)
+    client = boto3.client("s3", endpoint_url=moto_url, region_name=REGION,
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    client.create_bucket(Bucket=BUCKET)
+    for path in local.rglob("*"):
+        if path.is_file():
+            client.upload_file(str(path), BUCKET, f"run/{path.relative_to(local)}")
+
+    endpoint = ["--s3-endpoint-url", moto_url]
+    result = run_cli("report", f"s3://{BUCKET}/run", "--json", *endpoint, env=aws_env)
+    assert result.returncode == 0, result.stderr
+    fig = json.loads(result.stdout)
+    want = expected_figures(rows)
+    assert fig["winners"] == want["winners"] and fig["throughput"]["seconds"] == SUMMARY["seconds"]
+    page = client.get_object(Bucket=BUCKET, Key="run/report.html")["Body"].read().decode()
+    assert 'id="plot-histogram"' in page
+
+    result = run_cli("select", f"s3://{BUCKET}/run", "--min-confidence", "0",
+                     "--output", f"s3://{BUCKET}/dpo/train.parquet", *endpoint, env=aws_env)
+    assert result.returncode == 0, result.stderr
+    body = client.get_object(Bucket=BUCKET, Key="dpo/train.parquet")["Body"].read()
+    table = pq.read_table(io.BytesIO(body))
+    assert table.column_names[:4] == ["id", "prompt", "chosen", "rejected"]
+    assert table.num_rows == sum(r.get("winner") in ("A", "B") for r in rows)
+
+    result = run_cli("report", f"s3://{BUCKET}/nothing", *endpoint, env=aws_env)
+    assert result.returncode == 2 and "no verdicts here" in result.stderr
