@@ -133,10 +133,10 @@ def table(r: dict) -> str:
             if "pipeline" in r:
                 lines.append(("magistrate / Ray Data LLM, wall",
                               f"{r['pipeline']['pairs_per_s_wall'] / peer_r['pairs_per_s_wall']:.2f}", ">= 1"))
-    for name, h in r.get("host", {}).items():
+    for name, h in ((k, v) for k, v in r.get("host", {}).items() if isinstance(v, dict)):
         lines.append((f"host side, {name} ({h['prompt_tokens_per_pair']} tok/pair), pairs/s/core",
                       str(h["pairs_per_s_per_core"]), ">= 5000"))
-    for rows, s in r.get("scaling", {}).items():
+    for rows, s in ((k, v) for k, v in r.get("scaling", {}).items() if isinstance(v, dict)):
         lines.append((f"dry run {int(rows):,} rows: s / driver peak MiB",
                       f"{s['seconds']} / {s['driver_peak_rss_mib']}", "flat memory"))
     width = [max(len(row[i]) for row in lines) for i in range(3)]
@@ -156,17 +156,20 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown section(s) {', '.join(sorted(unknown))}")
     work = Path(tempfile.mkdtemp(prefix="magistrate-bench-"))
-    results = {"date": time.strftime("%Y-%m-%d"), "machine": {
+    target = HERE / "results" / "latest.json"
+    # Sections run alone (--only) update their entries; the others keep their last figures.
+    results = json.loads(target.read_text()) if target.exists() else {}
+    results.update({"date": time.strftime("%Y-%m-%d"), "machine": {
         "cpus": os.cpu_count(), "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "processor": platform.processor() or platform.machine(), "python": platform.python_version()}}
+        "processor": platform.processor() or platform.machine(), "python": platform.python_version()}})
     for name in SECTIONS:
         if name in chosen:
             print(f"benchmark: {name} ...", file=sys.stderr, flush=True)
             started = time.monotonic()
             results[name] = globals()[name](args, work)
+            results[name]["measured"] = time.strftime("%Y-%m-%d %H:%M")
             print(f"benchmark: {name} done in {time.monotonic() - started:.0f} s: "
                   f"{json.dumps(results[name])}", file=sys.stderr, flush=True)
-    target = HERE / "results" / "latest.json"
     target.parent.mkdir(exist_ok=True)
     target.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nfigures: {target}\n")

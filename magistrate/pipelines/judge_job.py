@@ -90,7 +90,9 @@ def clear_output(loc: Location) -> None:
 
 
 def connect_ray() -> None:
-    """Join the cluster in RAY_ADDRESS (set by `ray job submit`), else start a local Ray."""
+    """Join the cluster in RAY_ADDRESS (set by `ray job submit`; `local` forces a new one),
+    else one started on this machine with `ray start`, else start a local Ray (Ray's own
+    rule for `ray.init()`)."""
     import os
 
     import ray
