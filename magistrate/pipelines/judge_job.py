@@ -7,6 +7,7 @@ unit list (a few MB at 100M pairs), so its memory does not grow with the input.
 
 from __future__ import annotations
 
+import sys
 import time
 import uuid
 from typing import Literal
@@ -92,13 +93,41 @@ def clear_output(loc: Location) -> None:
 def connect_ray() -> None:
     """Join the cluster in RAY_ADDRESS (set by `ray job submit`; `local` forces a new one),
     else one started on this machine with `ray start`, else start a local Ray (Ray's own
-    rule for `ray.init()`)."""
+    rule for `ray.init()`), except that a cluster which is gone is not waited for."""
     import os
 
     import ray
 
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), logging_level="WARNING")
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS") or None
+    if address is None and (last := _last_started_cluster()) and not _answers(last):
+        # A crashed or killed `ray start` leaves its address file behind, and ray.init()
+        # would wait on that dead address for many minutes.
+        print(f"magistrate: the Ray cluster last started here ({last}) is gone; "
+              "starting a local Ray", file=sys.stderr)
+        address = "local"
+    ray.init(address=address, logging_level="WARNING")
+
+
+def _last_started_cluster() -> str | None:
+    try:
+        from ray._private.services import find_bootstrap_address  # where `ray start` records it
+
+        return find_bootstrap_address(None)
+    except Exception:  # a Ray without it: leave the choice to ray.init()
+        return None
+
+
+def _answers(address: str, timeout: float = 2.0) -> bool:
+    import socket
+
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 def plan(settings: JobSettings):

@@ -8,6 +8,7 @@ import time
 from typing import Callable
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 
 @ray.remote(num_cpus=0)
@@ -29,7 +30,9 @@ class ProgressPrinter:
 
     def __init__(self, say: Callable[[str], None], every: float = 10.0):
         self.say, self.every = say, every
-        self.counter = ProgressCounter.remote()
+        # On the driver's node: a lost worker node must not take the job's progress with it.
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        self.counter = ProgressCounter.options(scheduling_strategy=here).remote()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -41,7 +44,10 @@ class ProgressPrinter:
     def _loop(self) -> None:
         last = -1
         while not self._stop.wait(self.every):
-            pairs, errors = ray.get(self.counter.read.remote())
+            try:
+                pairs, errors = ray.get(self.counter.read.remote(), timeout=self.every)
+            except ray.exceptions.RayError:  # a busy or restarting cluster: skip this tick
+                continue
             if pairs != last:
                 rate = pairs / (time.monotonic() - self.started)
                 self.say(f"magistrate: {pairs} pairs judged, {errors} errors, {rate:.2f} pairs/s")

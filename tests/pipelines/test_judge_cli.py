@@ -5,6 +5,7 @@ Parquet and summary.json."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pyarrow.dataset as pads
 import pytest
@@ -135,3 +136,22 @@ def test_resume_with_other_settings_is_refused(judged):
                      "--resume", "--judge", "skywork-critic")
     assert result.returncode == 2
     assert "cannot resume" in result.stderr and "judge ('mt-bench' -> 'skywork-critic')" in result.stderr
+
+
+def test_a_cluster_that_is_gone_is_not_waited_for(tmp_path):
+    """A killed `ray start` leaves its address in RAY_TMPDIR/ray/ray_current_cluster; a
+    plain ray.init() would wait on it for many minutes instead of starting a local Ray."""
+    import tempfile
+
+    from tests.conftest import free_port
+
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths
+    (ray_tmp / "ray").mkdir()
+    (ray_tmp / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{free_port()}")
+    rows = [{"id": "x", "prompt": f"q{i}", "response_a": "a", "response_b": "b"} for i in range(2)]
+    src = tmp_path / "dups.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = run_cli("judge", "--input", str(src), "--output", str(tmp_path / "out"),
+                     env={"RAY_TMPDIR": str(ray_tmp), "RAY_ADDRESS": ""}, timeout=300)
+    assert "is gone; starting a local Ray" in result.stderr, result.stderr[-2000:]
+    assert result.returncode == 2 and "duplicate ids" in result.stderr, result.stderr[-2000:]
