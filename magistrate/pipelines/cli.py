@@ -163,6 +163,9 @@ def render(judge_name, input_, model, mode, order, seed, format_, columns, s3_en
 @click.option("--judge", default="mt-bench", show_default=True)
 @click.option("--model", default=None, help="Hub id or local folder (its config and tokenizer are read).")
 @click.option("--gpu", default="h100", show_default=True, help="h100, h200, a100, l40s, l4, a10g.")
+@click.option("--params", type=float, default=None,
+              help="The model's parameters in billions, instead of reading its config (e.g. 70.55 for "
+                   "Skywork-Critic-Llama-3.1-70B on a machine without it); tokens then come from --model's tokenizer.")
 @click.option("--mode", type=click.Choice(["logprob", "generate"]), default=None)
 @click.option("--order", type=click.Choice(["both", "ab", "random"]), default="both", show_default=True)
 @click.option("--sample", type=int, default=2000, show_default=True,
@@ -174,14 +177,14 @@ def render(judge_name, input_, model, mode, order, seed, format_, columns, s3_en
 @click.option("--columns", default=None)
 @click.option("--s3-endpoint-url", default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print the estimate as JSON.")
-def estimate(input_, judge, model, gpu, mode, order, sample, completion_tokens, price, format_, columns,
+def estimate(input_, judge, model, gpu, params, mode, order, sample, completion_tokens, price, format_, columns,
              s3_endpoint_url, as_json):
     """Predict GPU-hours for judging INPUT (docs/performance.md#estimate)."""
     from magistrate.models import resolve_model
     from magistrate.pipelines.estimate import estimate_input
 
     result = estimate_input(input_, judge, resolve_model(model), gpu, format_, columns, s3_endpoint_url,
-                            mode, order, sample, completion_tokens)
+                            mode, order, sample, completion_tokens, params)
     if price is not None:
         result["cost_usd"] = round(result["gpu_hours"] * price, 2)
     if as_json:

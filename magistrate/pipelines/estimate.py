@@ -87,7 +87,7 @@ def count_rows(uri: str, endpoint_url: str | None = None) -> int:
 def estimate_input(uri: str, judge: str, model: str, gpu: str, fmt: str = "auto",
                    columns: str | None = None, endpoint_url: str | None = None,
                    mode: str | None = None, order: str = "both", sample: int = 2000,
-                   completion_tokens: int | None = None) -> dict:
+                   completion_tokens: int | None = None, params_billions: float | None = None) -> dict:
     """GPU-hours for judging a whole input, from the exact token counts of its first
     `sample` pairs (every pair with sample=0) scaled to its row count."""
     from transformers import AutoConfig
@@ -109,8 +109,8 @@ def estimate_input(uri: str, judge: str, model: str, gpu: str, fmt: str = "auto"
     scale = rows / max(len(counted), 1)
     total_prompt = round(prompt_tokens * scale)
     total_completion = round(judged * len(orders) * per_order_out * scale)
-    result = gpu_hours(parameter_count(AutoConfig.from_pretrained(model)), total_prompt,
-                       total_completion, gpu)
+    params = round(params_billions * 1e9) if params_billions else parameter_count(AutoConfig.from_pretrained(model))
+    result = gpu_hours(params, total_prompt, total_completion, gpu)
     result.update(
         rows=rows, sampled=len(counted), judge=core.profile.name, mode=core.mode, order=order,
         model=model, prompt_tokens=total_prompt, completion_tokens=total_completion,

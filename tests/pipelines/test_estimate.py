@@ -96,3 +96,12 @@ def test_estimate_bad_gpu_is_one_line(embedded_model):
     result = run_cli("estimate", str(EXAMPLES / "llmbar-demo.jsonl"), "--gpu", "tpu9", "--sample", "2")
     assert result.returncode == 2
     assert result.stderr.startswith("magistrate: error: unknown GPU") and "Traceback" not in result.stderr
+
+
+def test_estimate_with_a_stated_size(embedded_model):
+    """--params stands in for a config that cannot be read here (a 70B judge from the hub)."""
+    result = json.loads(run_cli("estimate", str(EXAMPLES / "llmbar-demo.jsonl"), "--sample", "0", "--json",
+                                "--params", "70.55").stdout)
+    assert result["parameters"] == 70_550_000_000
+    peak = 989e12 * 0.4  # the h100 default at the stated prefill efficiency
+    assert result["gpu_hours"] == pytest.approx(2 * 70.55e9 * result["prompt_tokens"] / peak / 3600)
