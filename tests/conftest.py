@@ -55,9 +55,10 @@ def free_port() -> int:
 def ray_head(env: dict | None = None, *extra: str):
     """`ray start --head` on loopback, as a user starts a cluster; yields (GCS address,
     dashboard URL, the environment its commands need). Stopped on exit. The raylet, and
-    so every worker, inherits `env`."""
+    so every worker, inherits `env`. Ray 2.60's `ray start` turns on token auth (the token
+    in ~/.ray/auth_token), so every client of it runs with RAY_AUTH_MODE=token."""
     port, dashboard = free_port(), free_port()
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", **(env or {})}
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token", **(env or {})}
     env.pop("RAY_ADDRESS", None)
     start = subprocess.run(
         [str(BIN / "ray"), "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",

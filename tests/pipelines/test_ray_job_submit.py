@@ -18,7 +18,7 @@ pytestmark = pytest.mark.engine
 
 @pytest.fixture
 def head():
-    with ray_head({"RAY_AUTH_MODE": "token"}) as (_, dashboard, env):
+    with ray_head() as (_, dashboard, env):
         yield dashboard, env
 
 
