@@ -77,7 +77,7 @@ def endpoint(batch_rows):
                 try:
                     if requests.get(f"{url}/healthz", timeout=5).status_code == 200:
                         break
-                except requests.ConnectionError:
+                except (requests.ConnectionError, requests.Timeout):  # proxy up, app still starting
                     pass
                 assert time.monotonic() < deadline, Path(log.name).read_text()[-3000:]
                 time.sleep(2)
