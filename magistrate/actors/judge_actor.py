@@ -46,6 +46,9 @@ def use_gpus(device: str) -> bool:
         return True
 
 
+_WARM_UP = {"id": "warm-up", "prompt": "Say hello.", "response_a": "Hello.", "response_b": "Hi!"}
+
+
 class JudgeActor:
     """Hosts an engine (vLLM, or only a tokenizer for a dry run) and the judging core."""
 
@@ -68,6 +71,10 @@ class JudgeActor:
     def _start_engine(self) -> None:
         self.engine = (TokenizerEngine if self.dry_run else VLLMEngine)(self.engine_settings)
         self.judge = Judge(self.engine, self.judge_settings)
+        if not self.dry_run:
+            # The engine's first requests pay one-off costs (seconds on CPU); pay them at
+            # start, not inside the first unit (docs/performance.md: warm rate).
+            self.judge.judge([_WARM_UP])
 
     def _judge(self, pairs: list[dict]) -> list[dict]:
         """Judge a batch; an engine that fails is rebuilt and the batch retried, and after
