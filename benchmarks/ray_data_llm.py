@@ -29,6 +29,7 @@ def main() -> None:
     from magistrate.judges.render import final_prompt, label_token_ids, orders_for, render_messages
     from magistrate.models import resolve_model
 
+    ray.init(logging_level="WARNING")  # before build_processor, which would start one itself
     model = resolve_model(None)
     profile = get_judge("mt-bench")
     tokenizer = AutoTokenizer.from_pretrained(model)
@@ -52,7 +53,6 @@ def main() -> None:
             "max_tokens": 1, "temperature": 0.0, "logprob_token_ids": candidates, "detokenize": False}},
         postprocess=lambda row: {"n": 1},
     )
-    ray.init(logging_level="WARNING")
     started = time.monotonic()
     rows = processor(ray.data.from_items(prompts)).take_all()
     seconds = time.monotonic() - started
