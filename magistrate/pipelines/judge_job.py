@@ -232,7 +232,9 @@ def run(settings: JobSettings, progress=print) -> dict:
              f"run {run_id}")
 
     low, high = replica_bounds(settings.replicas)
-    gpus = use_gpus(settings.device) and not settings.dry_run
+    # A dry run needs no GPU, unless asked for one: `--dry-run --device gpu` rehearses a
+    # GPU run's placement and autoscaling without starting an engine.
+    gpus = settings.device == "gpu" if settings.dry_run else use_gpus(settings.device)
     resources = actor_resources(settings.tensor_parallel_size, gpus, settings.gpu_type)
     engine = EngineSettings(
         model=model, tensor_parallel_size=settings.tensor_parallel_size,
