@@ -205,6 +205,7 @@ def run(settings: JobSettings, progress=print) -> dict:
     from magistrate.judges.core import JudgeSettings
     from magistrate.judges.registry import get_judge
     from magistrate.models import resolve_model
+    from magistrate.pipelines.capacity import CapacityRequest, actor_bundle, cluster_nodes, plan_pool
     from magistrate.pipelines.duplicates import duplicate_message, find_duplicate_ids
     from magistrate.pipelines.progress import ProgressPrinter
     from magistrate.pipelines.summary import summarise, write_summary
@@ -232,7 +233,9 @@ def run(settings: JobSettings, progress=print) -> dict:
              f"run {run_id}")
 
     low, high = replica_bounds(settings.replicas)
-    gpus = use_gpus(settings.device) and not settings.dry_run
+    # A dry run needs no GPU, unless asked for one: `--dry-run --device gpu` rehearses a
+    # GPU run's placement and autoscaling without starting an engine.
+    gpus = settings.device == "gpu" if settings.dry_run else use_gpus(settings.device)
     resources = actor_resources(settings.tensor_parallel_size, gpus, settings.gpu_type)
     engine = EngineSettings(
         model=model, tensor_parallel_size=settings.tensor_parallel_size,
@@ -255,6 +258,10 @@ def run(settings: JobSettings, progress=print) -> dict:
             progress(f"magistrate: {len(pending)} unit(s) not finished; retrying them "
                      f"(round {round_} of {settings.max_tries})")
         printer = ProgressPrinter(progress)
+        # Sized from the cluster as it is now; the autoscaler is asked for the rest
+        # (pipelines/capacity.py: how this avoids ray-project/ray#59144).
+        pool = plan_pool((low, high), len(pending), actor_bundle(resources), cluster_nodes())
+        progress(f"magistrate: {pool.describe()}")
         # Within a round, a unit whose actor dies is retried once on a restarted actor; a
         # unit still missing after the round (e.g. its node was lost before Ray noticed)
         # goes to the next round, on a fresh pool. Failed units never stop the job.
@@ -272,12 +279,13 @@ def run(settings: JobSettings, progress=print) -> dict:
             },
             batch_format="pyarrow",
             batch_size=1,
-            compute=ray.data.ActorPoolStrategy(min_size=min(low, len(pending)), max_size=high),
+            compute=ray.data.ActorPoolStrategy(min_size=pool.min_size, max_size=pool.max_size,
+                                               initial_size=pool.initial_size),
             max_restarts=-1,
             max_task_retries=1,
             **resources,
         )
-        with printer:
+        with printer, CapacityRequest(pool):
             for result in ds.iter_rows():
                 judged["units"] += 1
                 judged["pairs"] += result["rows"]

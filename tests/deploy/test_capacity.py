@@ -1,0 +1,131 @@
+"""The judge pool's capacity logic (pipelines/capacity.py): pool bounds from --replicas,
+the units and the cluster's nodes; the bundles asked of the autoscaler and for how long.
+No Ray here: the end-to-end check on an autoscaling cluster is test_autoscaling.py."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from pydantic import ValidationError
+
+from magistrate.actors.judge_actor import actor_resources
+from magistrate.pipelines import capacity
+from magistrate.pipelines.capacity import (
+    CapacityRequest,
+    PoolPlan,
+    actor_bundle,
+    fitting_actors,
+    plan_pool,
+)
+
+HEAD = {"CPU": 8.0, "memory": 3e10}
+H100X8 = {"CPU": 192.0, "GPU": 8.0, "accelerator_type:H100": 1.0}
+L40S = {"CPU": 8.0, "GPU": 1.0, "accelerator_type:L40S": 1.0}
+
+
+def test_bundle_follows_the_actor_options():
+    assert actor_bundle(actor_resources(8, True, None)) == {"CPU": 1.0, "GPU": 8.0}
+    assert actor_bundle(actor_resources(4, True, "H100")) == {"CPU": 1.0, "GPU": 4.0,
+                                                             "accelerator_type:H100": 0.001}
+    assert actor_bundle(actor_resources(1, False, None)) == {"CPU": 1.0}  # the CPU build
+
+
+def test_an_actor_never_spans_nodes():
+    tp8 = actor_bundle(actor_resources(8, True, None))
+    tp4 = actor_bundle(actor_resources(4, True, None))
+    four_gpu_nodes = [{"CPU": 48.0, "GPU": 4.0}] * 2
+    assert fitting_actors(four_gpu_nodes, tp8) == 0  # 8 GPUs in all, but on two nodes
+    assert fitting_actors(four_gpu_nodes, tp4) == 2
+    assert fitting_actors([HEAD, H100X8, H100X8], tp4) == 4  # two per 8-GPU node
+    assert fitting_actors([HEAD, H100X8, L40S], actor_bundle(actor_resources(1, True, "L40S"))) == 1
+
+
+def test_cluster_with_no_gpu_node_starts_the_pool_at_min():
+    plan = plan_pool((1, 4), units=500, bundle={"CPU": 1.0, "GPU": 8.0}, nodes=[HEAD])
+    assert (plan.min_size, plan.initial_size, plan.max_size) == (1, 1, 4)
+    assert plan.needs_autoscaler
+
+
+def test_cluster_already_big_enough_starts_every_actor():
+    plan = plan_pool((1, 4), units=500, bundle={"CPU": 1.0, "GPU": 4.0}, nodes=[HEAD, H100X8, H100X8])
+    assert (plan.min_size, plan.initial_size, plan.max_size) == (1, 4, 4)
+
+
+def test_part_of_the_cluster_present_starts_what_fits():
+    plan = plan_pool((2, 8), units=500, bundle={"CPU": 1.0, "GPU": 1.0}, nodes=[HEAD, L40S, L40S, L40S])
+    assert (plan.min_size, plan.initial_size, plan.max_size) == (2, 3, 8)
+
+
+def test_never_more_actors_than_units():
+    plan = plan_pool((1, 16), units=3, bundle={"CPU": 1.0, "GPU": 1.0}, nodes=[HEAD] + [L40S] * 16)
+    assert (plan.initial_size, plan.max_size) == (3, 3)
+    plan = plan_pool((4, 8), units=2, bundle={"CPU": 1.0, "GPU": 1.0}, nodes=[HEAD])
+    assert (plan.min_size, plan.initial_size, plan.max_size) == (2, 2, 2)
+
+
+def test_fixed_pool():
+    plan = plan_pool((2, 2), units=100, bundle={"CPU": 1.0, "GPU": 8.0}, nodes=[HEAD])
+    assert (plan.min_size, plan.initial_size, plan.max_size) == (2, 2, 2)
+    assert plan.describe() == "2 judge actor(s) of {CPU: 1, GPU: 8}, starting with 2"
+
+
+def test_plan_refuses_inconsistent_bounds():
+    with pytest.raises(ValidationError):
+        PoolPlan(min_size=2, initial_size=1, max_size=4, bundle={"CPU": 1.0})
+    with pytest.raises(ValidationError):
+        PoolPlan(min_size=0, initial_size=0, max_size=0, bundle={"CPU": 1.0})
+
+
+class RecordingSend:
+    """Test double for `ray.autoscaler.sdk.request_resources` (no autoscaler here): it
+    records what would have been asked for, and when."""
+
+    def __init__(self):
+        self.calls: list[tuple[float, list[dict]]] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, bundles):
+        with self.lock:
+            self.calls.append((time.monotonic(), [dict(b) for b in bundles]))
+
+
+@pytest.fixture
+def sent(monkeypatch) -> RecordingSend:
+    recorder = RecordingSend()
+    monkeypatch.setattr(capacity, "_send", recorder)
+    return recorder
+
+
+def test_gpu_pool_asks_for_max_actors_renews_the_request_and_withdraws_it(sent):
+    plan = plan_pool((1, 3), units=100, bundle={"CPU": 1.0, "GPU": 4.0}, nodes=[HEAD])
+    with CapacityRequest(plan, every=0.05):
+        time.sleep(0.4)
+        during = list(sent.calls)
+    assert during[0][1] == [{"CPU": 1.0, "GPU": 4.0}] * 3  # at once, for MAX, not MIN
+    # Re-sent while the pool runs: Ray Data's coordinator replaces requests every 20 s.
+    assert len(during) >= 4 and all(bundles == during[0][1] for _, bundles in during)
+    assert sent.calls[-1][1] == []  # released, so idle nodes can go
+    count = len(sent.calls)
+    time.sleep(0.2)
+    assert len(sent.calls) == count, "no request after the pool ended"
+
+
+def test_cpu_pool_leaves_the_autoscaler_alone(sent):
+    plan = plan_pool((1, 2), units=10, bundle={"CPU": 1.0}, nodes=[HEAD])
+    with CapacityRequest(plan, every=0.05):
+        time.sleep(0.2)
+    assert sent.calls == []
+
+
+def test_a_failing_request_does_not_fail_the_job():
+    """The request is a hint: when it cannot be sent (here the real `request_resources`
+    raises, as this process is connected to no Ray), the job goes on."""
+    import ray
+
+    if ray.is_initialized():
+        pytest.skip("needs a process that is not connected to Ray")
+    plan = plan_pool((1, 2), units=10, bundle={"CPU": 1.0, "GPU": 1.0}, nodes=[])
+    with CapacityRequest(plan, every=0.05):
+        time.sleep(0.1)
