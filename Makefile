@@ -36,7 +36,8 @@ demo: setup
 test: setup browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# All benchmarks (~40 min here; the table is printed last). docs/performance.md has a run.
+# All benchmarks (~45 min here, ~25 without the 1M-row dry run: BENCH_ARGS="--scaling 10000,100000").
+# The table is printed last; docs/performance.md has a run.
 bench: setup
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 

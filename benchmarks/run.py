@@ -146,7 +146,7 @@ def table(r: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated of {', '.join(SECTIONS)}")
-    parser.add_argument("--pairs", type=int, default=64, help="LLMBar pairs for the engine-bound sections")
+    parser.add_argument("--pairs", type=int, default=32, help="LLMBar pairs for the engine-bound sections")
     parser.add_argument("--host-rows", type=int, default=10_000)
     parser.add_argument("--scaling", default="10000,100000,1000000",
                         type=lambda s: [int(x) for x in s.split(",")])
