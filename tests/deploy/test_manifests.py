@@ -139,6 +139,50 @@ def test_rayjob_runs_magistrate_judge_on_gpu_workers_that_scale_from_zero():
     assert spec["shutdownAfterJobFinishes"] is True
 
 
+def _autoscaler_node_types(cluster_spec: dict) -> dict[str, dict]:
+    """The worker types as Ray's KubeRay autoscaler sees them: its own code turns the
+    RayCluster spec into node types, so a resource it cannot see (say accelerator_type:H100
+    that only the GPU's driver would report once a pod runs) is missing here too."""
+    from ray.autoscaler._private.kuberay.autoscaling_config import (
+        _derive_autoscaling_config_from_ray_cr,
+    )
+
+    config = _derive_autoscaling_config_from_ray_cr(
+        {"metadata": {"name": "magistrate", "namespace": "default"}, "spec": cluster_spec})
+    return {name: t for name, t in config["available_node_types"].items() if name != config["head_node_type"]}
+
+
+def test_rayjob_judge_actors_fit_a_worker_type_the_autoscaler_can_start():
+    """From zero pods the autoscaler starts a group only when the actor's whole bundle
+    (GPUs and the accelerator_type marker of --gpu-type) fits that group's resources."""
+    from magistrate.actors.judge_actor import actor_resources, use_gpus
+    from magistrate.pipelines.capacity import actor_bundle, fitting_actors
+
+    spec = _load(KUBERAY / "rayjob.yaml")["spec"]
+    args = _judge_args(spec["entrypoint"])
+    bundle = actor_bundle(actor_resources(args["tensor_parallel_size"], use_gpus(args["device"]),
+                                          args["gpu_type"]))
+    types = _autoscaler_node_types(spec["rayClusterSpec"])
+    fits = {name: fitting_actors([t["resources"]], bundle) for name, t in types.items()}
+    assert any(fits.values()), (bundle, {n: t["resources"] for n, t in types.items()})
+    low, _, high = args["replicas"].partition(":")
+    assert sum(fits[n] * types[n]["max_workers"] for n in types) >= int(high or low)
+
+
+def test_rayservice_replicas_fit_a_worker_type_the_autoscaler_can_start():
+    from magistrate.actors.judge_actor import actor_resources, use_gpus
+    from magistrate.pipelines.capacity import actor_bundle, fitting_actors
+    from magistrate.serve.app import ServeArgs
+
+    spec = _load(KUBERAY / "rayservice.yaml")["spec"]
+    app = yaml.safe_load(spec["serveConfigV2"])["applications"][0]
+    args = ServeArgs(**app["args"])
+    bundle = actor_bundle(actor_resources(args.tensor_parallel_size, use_gpus(args.device), args.gpu_type))
+    types = _autoscaler_node_types(spec["rayClusterConfig"])
+    capacity = sum(fitting_actors([t["resources"]], bundle) * t["max_workers"] for t in types.values())
+    assert capacity >= app["deployments"][0]["autoscaling_config"]["max_replicas"], (bundle, types)
+
+
 def test_rayservice_deploys_the_app_of_deploy_serve_yaml():
     from magistrate.serve.app import ServeArgs
 
