@@ -5,14 +5,20 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+# No usage reports from Ray or vLLM: tests talk to loopback only (every process they start
+# inherits this environment).
+os.environ.update(RAY_USAGE_STATS_ENABLED="0", VLLM_NO_USAGE_STATS="1", DO_NOT_TRACK="1")
 EXAMPLES = REPO / "examples" / "data"
 MAGISTRATE = [sys.executable, "-m", "magistrate.pipelines.cli"]
 BIN = Path(sys.executable).parent
@@ -51,23 +57,57 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def session_processes(sid: int) -> list[psutil.Process]:
+    """Every live process of session `sid` (a process started with start_new_session=True
+    leads a session whose id is its pid, and what it starts stays in it)."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if os.getsid(proc.pid) == sid:
+                found.append(proc)
+        except (ProcessLookupError, psutil.Error, OSError):
+            pass
+    return found
+
+
 @contextlib.contextmanager
-def ray_head(env: dict | None = None, *extra: str):
+def ray_head(env: dict | None = None, *extra: str, log: Path | None = None, port: int | None = None):
     """`ray start --head` on loopback, as a user starts a cluster; yields (GCS address,
-    dashboard URL, the environment its commands need). Stopped on exit. The raylet, and
-    so every worker, inherits `env`. Ray 2.60's `ray start` turns on token auth (the token
-    in ~/.ray/auth_token), so every client of it runs with RAY_AUTH_MODE=token."""
-    port, dashboard = free_port(), free_port()
+    dashboard URL, the environment its commands need). The raylet, and so every worker,
+    inherits `env`. Ray 2.60's `ray start` turns on token auth (the token in
+    ~/.ray/auth_token) unless `env` sets RAY_AUTH_MODE, so every client of it runs with
+    RAY_AUTH_MODE=token.
+
+    The head runs with --block in a session of its own, and on exit exactly that session's
+    processes stop: never `ray stop`, which stops every Ray on the machine (another test
+    run's, a user's)."""
+    port, dashboard = port or free_port(), free_port()
+    address = f"127.0.0.1:{port}"
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token", **(env or {})}
     env.pop("RAY_ADDRESS", None)
-    start = subprocess.run(
-        [str(BIN / "ray"), "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
-         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--num-cpus=2",
-         "--disable-usage-stats", *extra],
-        capture_output=True, text=True, env=env, timeout=180,
+    if not any(arg.startswith("--num-cpus") for arg in extra):
+        extra = ("--num-cpus=2", *extra)
+    log_file = open(log or os.devnull, "w")
+    head = subprocess.Popen(
+        [str(BIN / "ray"), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--disable-usage-stats", *extra],
+        env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
     )
-    assert start.returncode == 0, start.stdout + start.stderr
     try:
-        yield f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard}", env
+        deadline = time.monotonic() + 180
+        while subprocess.run([str(BIN / "ray"), "status", f"--address={address}"], env=env,
+                             capture_output=True, timeout=60).returncode != 0:
+            assert head.poll() is None, "ray start exited" + (f": {log.read_text()[-3000:]}" if log else "")
+            assert time.monotonic() < deadline, "the Ray head did not come up"
+            time.sleep(2)
+        yield address, f"http://127.0.0.1:{dashboard}", env
     finally:
-        subprocess.run([str(BIN / "ray"), "stop", "--force"], capture_output=True, env=env, timeout=120)
+        head.send_signal(signal.SIGTERM)  # --block: it stops the processes it started
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            head.wait(timeout=30)
+        left = session_processes(head.pid)  # and whatever is left (workers, fake nodes)
+        for proc in left:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        psutil.wait_procs(left, timeout=30)
+        log_file.close()

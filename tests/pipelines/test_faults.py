@@ -58,9 +58,18 @@ def _process(pid: int):
         return None
 
 
-def _judge_actor_pids() -> list[int]:
-    return [p.pid for p in psutil.process_iter(["cmdline"])
-            if "UnitWorker" in " ".join(p.info["cmdline"] or []) and "ray::" in " ".join(p.info["cmdline"] or [])]
+def _judge_actor_pids(driver: int) -> list[int]:
+    """The judge actors of this job only: processes of the local Ray its driver started
+    (another Ray on the machine is none of this test's business)."""
+    found = []
+    for p in psutil.Process(driver).children(recursive=True):
+        try:
+            cmdline = " ".join(p.cmdline())
+        except psutil.Error:
+            continue
+        if "UnitWorker" in cmdline and "ray::" in cmdline:
+            found.append(p.pid)
+    return found
 
 
 def test_killed_judge_actor_costs_a_retry_not_the_job(tmp_path, embedded_model):
@@ -69,7 +78,7 @@ def test_killed_judge_actor_costs_a_retry_not_the_job(tmp_path, embedded_model):
     proc = subprocess.Popen([*MAGISTRATE, "judge", "--input", str(src), "--output", str(out), *ENGINE_ARGS],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     _wait_for_units(out, 1, proc)
-    pids = _judge_actor_pids()
+    pids = _judge_actor_pids(proc.pid)
     assert pids, "no judge actor process found"
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
