@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import uuid
@@ -126,9 +127,13 @@ class VLLMEngine:
         return [(o.outputs[0].text, len(o.outputs[0].token_ids)) for o in outputs]
 
     def shutdown(self) -> None:
+        """Stops the engine's processes (EngineCore, workers) now, not whenever the
+        garbage collector gets to them: a rebuilt engine needs their memory."""
         llm, self.llm = getattr(self, "llm", None), None
-        if llm is not None:
-            del llm
+        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        if core is not None:
+            with contextlib.suppress(Exception):  # an engine that died may fail its own cleanup
+                core.shutdown()
 
 
 class AsyncVLLMEngine:
@@ -185,12 +190,12 @@ class TokenizerEngine:
     length, no model weights and no vLLM. It cannot judge: calling it is a bug."""
 
     def __init__(self, settings: EngineSettings):
-        from transformers import AutoConfig, AutoTokenizer
+        from magistrate.models import load_config, load_tokenizer
 
         self.settings = settings
         self.model = settings.model
-        self.tokenizer = AutoTokenizer.from_pretrained(settings.model)
-        config = AutoConfig.from_pretrained(settings.model)
+        self.tokenizer = load_tokenizer(settings.model)
+        config = load_config(settings.model)
         self.max_model_len = settings.max_model_len or getattr(
             config, "max_position_embeddings", None) or self.tokenizer.model_max_length
 

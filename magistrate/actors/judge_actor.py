@@ -78,20 +78,22 @@ class JudgeActor:
 
     def _judge(self, pairs: list[dict]) -> list[dict]:
         """Judge a batch; an engine that fails is rebuilt and the batch retried, and after
-        max_tries the batch's pairs become error rows saying why (the job goes on)."""
+        max_tries the batch's pairs become error rows saying why (the job goes on). The
+        engine is rebuilt after every failure, the last try's included, so the batches
+        after a written-off one meet a working engine."""
         for attempt in range(1, self.max_tries + 1):
+            if self.engine is None:
+                self._start_engine()
             try:
                 return self.judge.count(pairs) if self.dry_run else self.judge.judge(pairs)
             except Exception as exc:  # noqa: BLE001 - any engine failure costs a retry
                 cause = f"{type(exc).__name__}: {exc}"[:500]
                 logger.warning("judge engine failed (try %d of %d): %s", attempt, self.max_tries, cause)
-                if attempt == self.max_tries:
-                    message = f"the judge engine failed {self.max_tries} times; last error: {cause}"
-                    return [dict(combine([]), error=pair.get("invalid") or message,
-                                 injection_suspect=None) for pair in pairs]
                 self.engine.shutdown()
-                self._start_engine()
-        raise AssertionError("unreachable")
+                self.engine = None
+        message = f"the judge engine failed {self.max_tries} times; last error: {cause}"
+        return [dict(combine([]), error=pair.get("invalid") or message, injection_suspect=None)
+                for pair in pairs]
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         pairs = batch.select([c for c in _PAIR_COLUMNS if c in batch.column_names]).to_pylist()

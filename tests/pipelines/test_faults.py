@@ -5,6 +5,7 @@ some units are published before the fault and some after."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -89,6 +90,50 @@ def test_killed_judge_actor_costs_a_retry_not_the_job(tmp_path, embedded_model):
     rows = pads.dataset(str(out / "verdicts"), format="parquet").to_table().to_pylist()
     assert all(r["winner"] in {"A", "B", "tie"} for r in rows), "the retried unit was judged"
     assert not list((out / "verdicts").glob("*.tmp"))
+
+
+def _engine_cores(driver: int) -> list[psutil.Process]:
+    found = []
+    for p in psutil.Process(driver).children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if "EngineCore" in p.name() or "EngineCore" in " ".join(p.cmdline()):
+                found.append(p)
+    return found
+
+
+@pytest.mark.parametrize("max_tries", [2, 1])
+def test_killed_engine_is_rebuilt_in_its_actor(tmp_path, embedded_model, max_tries):
+    """The vLLM engine dies under a live judge actor (its EngineCore process is killed):
+    the actor rebuilds the engine and tries the batch again. With --max-tries 2 that
+    second try judges it; with --max-tries 1 the batch's pairs become error rows naming
+    the cause, and the rebuilt engine judges every later batch."""
+    src, ids = _input(tmp_path, 10)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([*MAGISTRATE, "judge", "--input", str(src), "--output", str(out), *ENGINE_ARGS,
+                             "--max-tries", str(max_tries)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    _wait_for_units(out, 1, proc)
+    actors = _judge_actor_pids(proc.pid)
+    cores = _engine_cores(proc.pid)
+    assert len(actors) == 1 and len(cores) == 1, (actors, cores)
+    cores[0].kill()
+    _wait_for_units(out, 2, proc)  # a later unit, judged by the rebuilt engine
+    assert psutil.pid_exists(actors[0]) and _judge_actor_pids(proc.pid) == actors, \
+        "the same actor lives on: the engine, not the actor, was replaced"
+    stdout, stderr = proc.communicate(timeout=800)
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "judge engine failed (try 1 of" in stderr
+    rows = pads.dataset(str(out / "verdicts"), format="parquet").to_table().to_pylist()
+    assert sorted(r["id"] for r in rows) == sorted(ids)  # every id exactly once
+    failed = [r for r in rows if r["winner"] == "error"]
+    if max_tries == 2:
+        assert not failed, [r["error"] for r in failed]
+    else:
+        # One batch (--batch-size 2) was in flight or next when the engine died.
+        assert len(failed) == 2, [r["error"] for r in failed]
+        assert all(r["error"].startswith("the judge engine failed 1 times; last error: EngineDeadError")
+                   for r in failed), failed[0]["error"]
+    assert all(r["winner"] in {"A", "B", "tie"} for r in rows if r not in failed)
 
 
 def test_killed_driver_then_resume_judges_only_what_is_missing(tmp_path, embedded_model):
