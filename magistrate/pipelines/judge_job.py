@@ -151,17 +151,29 @@ RESUME_KEYS = ("input", "judge", "model", "mode", "order", "seed", "unit_rows", 
                "format", "columns", "max_new_tokens")
 
 
-def write_run_file(settings: JobSettings, out: Location, model: str) -> None:
+def input_digest(src: Location, files: list[str]) -> str:
+    """The names and sizes of the input's files. Unit ids come from file names, row groups
+    and byte ranges, so a resumed run over a changed input (a file added, a JSONL file
+    appended to) would judge some rows twice or never: it is refused instead."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for info in src.filesystem.get_file_info(files):
+        digest.update(f"{info.path}\t{info.size}\n".encode())
+    return digest.hexdigest()
+
+
+def write_run_file(settings: JobSettings, out: Location, model: str, digest: str) -> None:
     import json
 
-    record = {k: getattr(settings, k) for k in RESUME_KEYS} | {"model": model}
+    record = {k: getattr(settings, k) for k in RESUME_KEYS} | {"model": model, "input_digest": digest}
     out.filesystem.create_dir(out.path, recursive=True)
     with out.filesystem.open_output_stream(f"{out.path.rstrip('/')}/{RUN_FILE}") as stream:
         stream.write(json.dumps(record, indent=2, sort_keys=True).encode())
 
 
-def check_resumable(settings: JobSettings, out: Location, model: str) -> None:
-    """Refuse to resume an output written with other settings."""
+def check_resumable(settings: JobSettings, out: Location, model: str, digest: str) -> None:
+    """Refuse to resume an output written with other settings or from another input."""
     import json
 
     path = f"{out.path.rstrip('/')}/{RUN_FILE}"
@@ -174,6 +186,11 @@ def check_resumable(settings: JobSettings, out: Location, model: str) -> None:
     if changed:
         raise InputError(f"cannot resume {settings.output} with other settings: {', '.join(changed)}; "
                          "use the original settings, or --overwrite")
+    if before.get("input_digest", digest) != digest:
+        raise InputError(f"cannot resume {settings.output}: the input's files changed since the run "
+                         "began (a file added, removed or resized), so finished units no longer "
+                         "match it and rows would be judged twice or skipped; restore the input, "
+                         "or start again with --overwrite")
 
 
 def prepare_output(settings: JobSettings, out: Location) -> set[str]:
@@ -204,7 +221,7 @@ def run(settings: JobSettings, progress=print) -> dict:
     from magistrate.actors.judge_actor import actor_resources, use_gpus
     from magistrate.judges.core import JudgeSettings
     from magistrate.judges.registry import get_judge
-    from magistrate.models import resolve_model
+    from magistrate.models import load_config, resolve_model
     from magistrate.pipelines.capacity import CapacityRequest, actor_bundle, cluster_nodes, plan_pool
     from magistrate.pipelines.duplicates import duplicate_message, find_duplicate_ids
     from magistrate.pipelines.progress import ProgressPrinter
@@ -214,12 +231,14 @@ def run(settings: JobSettings, progress=print) -> dict:
 
     get_judge(settings.judge)  # an unknown judge fails here, not in an actor
     model = resolve_model(settings.model)
+    load_config(model)  # a model that cannot be had fails here, not in every actor
     out = locate(settings.output, settings.s3_endpoint_url)
     resuming = settings.resume and not output_is_empty(out)
     done = prepare_output(settings, out)
-    if resuming:
-        check_resumable(settings, out, model)
     units, mapping, preset, files = plan(settings)
+    digest = input_digest(locate(settings.input, settings.s3_endpoint_url), files)
+    if resuming:
+        check_resumable(settings, out, model, digest)
     todo = [u for u in units if u.unit_id not in done]
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     connect_ray()
@@ -227,7 +246,7 @@ def run(settings: JobSettings, progress=print) -> dict:
         duplicates = find_duplicate_ids(settings.input, settings.s3_endpoint_url, units, mapping, preset)
         if duplicates:
             raise InputError(duplicate_message(duplicates))
-        write_run_file(settings, out, model)
+        write_run_file(settings, out, model, digest)
     progress(f"magistrate: {len(files)} input file(s), {len(units)} units "
              f"({len(units) - len(todo)} already done), judge {settings.judge}, model {model}, "
              f"run {run_id}")
@@ -331,9 +350,8 @@ def write_failed_unit(settings, out, unit, mapping, preset, run_id, model, judge
 
 def dry_run_estimate(model: str, summary: dict, gpu: str) -> dict:
     """GPU-hours for the real run, from the dry run's token totals."""
-    from transformers import AutoConfig
-
+    from magistrate.models import load_config
     from magistrate.pipelines.estimate import gpu_hours, parameter_count
 
-    params = parameter_count(AutoConfig.from_pretrained(model))
+    params = parameter_count(load_config(model))
     return gpu_hours(params, summary["prompt_tokens"], summary["completion_tokens"], gpu)
