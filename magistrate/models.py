@@ -105,3 +105,29 @@ def resolve_model(model: str | None) -> str:
             raise ModelError(f"{path} is not a Hugging Face model folder (no config.json)")
         return str(path.resolve())
     return model
+
+
+def load_tokenizer(model: str):
+    """The tokenizer of a resolved model (a folder or a hub id)."""
+    from transformers import AutoTokenizer
+
+    return _load(AutoTokenizer, model)
+
+
+def load_config(model: str):
+    """The config of a resolved model: cheap (one small file), so a job checks its model
+    with it before starting Ray, and a typo in a hub id fails in seconds, not in an actor."""
+    from transformers import AutoConfig
+
+    return _load(AutoConfig, model)
+
+
+def _load(auto, model: str):
+    try:
+        return auto.from_pretrained(model)
+    except (OSError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(
+            f"cannot load model {model!r}: {reason} Give a local Hugging Face folder, or a hub id "
+            "this machine can download (network access; HF_TOKEN for a gated model)"
+        ) from None

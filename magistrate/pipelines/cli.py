@@ -140,11 +140,9 @@ def render(judge_name, input_, model, mode, order, seed, format_, columns, s3_en
     mode = mode or profile.default_mode
     tokenizer = None
     if model:
-        from transformers import AutoTokenizer
+        from magistrate.models import load_tokenizer, resolve_model
 
-        from magistrate.models import resolve_model
-
-        tokenizer = AutoTokenizer.from_pretrained(resolve_model(None if model == "embedded" else model))
+        tokenizer = load_tokenizer(resolve_model(None if model == "embedded" else model))
     for row in read_prepared(input_, format_, columns, s3_endpoint_url, limit):
         if row["_invalid"]:
             click.echo(json.dumps({"id": row["id"], "error": row["_invalid"]}, ensure_ascii=False))

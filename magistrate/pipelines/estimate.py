@@ -90,10 +90,9 @@ def estimate_input(uri: str, judge: str, model: str, gpu: str, fmt: str = "auto"
                    completion_tokens: int | None = None, params_billions: float | None = None) -> dict:
     """GPU-hours for judging a whole input, from the exact token counts of its first
     `sample` pairs (every pair with sample=0) scaled to its row count."""
-    from transformers import AutoConfig
-
     from magistrate.actors.engine import EngineSettings, TokenizerEngine
     from magistrate.judges.core import Judge, JudgeSettings
+    from magistrate.models import load_config
     from magistrate.pipelines.local_read import read_prepared
 
     rows = count_rows(uri, endpoint_url)
@@ -109,7 +108,7 @@ def estimate_input(uri: str, judge: str, model: str, gpu: str, fmt: str = "auto"
     scale = rows / max(len(counted), 1)
     total_prompt = round(prompt_tokens * scale)
     total_completion = round(judged * len(orders) * per_order_out * scale)
-    params = round(params_billions * 1e9) if params_billions else parameter_count(AutoConfig.from_pretrained(model))
+    params = round(params_billions * 1e9) if params_billions else parameter_count(load_config(model))
     result = gpu_hours(params, total_prompt, total_completion, gpu)
     result.update(
         rows=rows, sampled=len(counted), judge=core.profile.name, mode=core.mode, order=order,
