@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
@@ -24,7 +25,36 @@ def verdict_files(loc: Location) -> list[str]:
 
 
 def verdict_dataset(loc: Location, files: list[str]) -> pads.Dataset:
-    return pads.dataset(files, filesystem=loc.filesystem, format="parquet")
+    """All verdict files as one dataset. Units are written independently, so a passthrough
+    column of JSONL input can differ between files (absent from some, null-typed where a
+    unit held no value, int in one and float in another); Arrow would take the first
+    file's schema and fail on, or drop, the others. Read under one schema instead."""
+    dataset = pads.dataset(files, filesystem=loc.filesystem, format="parquet")
+    schemas = [fragment.physical_schema for fragment in dataset.get_fragments()]
+    if all(schema.equals(schemas[0]) for schema in schemas[1:]):
+        return dataset
+    return pads.dataset(files, filesystem=loc.filesystem, format="parquet", schema=unified_schema(schemas))
+
+
+def unified_schema(schemas: list[pa.Schema]) -> pa.Schema:
+    """Arrow's permissive promotion (null -> any type, int -> float, ...), and text for a
+    column whose types cannot be promoted (int in one file, string in another)."""
+    try:
+        return pa.unify_schemas(schemas, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        pass
+    types: dict[str, list[pa.DataType]] = {}
+    for schema in schemas:
+        for field in schema:
+            types.setdefault(field.name, []).append(field.type)
+    fields = []
+    for name, kinds in types.items():
+        try:
+            fields.append(pa.unify_schemas([pa.schema([(name, kind)]) for kind in kinds],
+                                           promote_options="permissive").field(0))
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            fields.append(pa.field(name, pa.string()))
+    return pa.schema(fields)
 
 
 def summarise(loc: Location, elapsed: float, **extra) -> dict:

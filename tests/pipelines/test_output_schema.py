@@ -1,0 +1,53 @@
+"""One output, one schema to read it by: units are written independently, and a JSONL
+passthrough column can be typed differently from unit to unit; every magistrate reader
+(summary, report, select, leaderboard) reads all files under one unified schema."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from magistrate.pipelines.sources import locate
+from magistrate.pipelines.summary import unified_schema, verdict_dataset, verdict_files
+from tests.conftest import run_cli
+
+
+def test_units_with_differently_typed_passthrough_columns_read_as_one(tmp_path, embedded_model):
+    rows = []
+    for i in range(3000):
+        row = {"id": f"p{i}", "prompt": f"What is {i} plus {i}? " + "Explain. " * 6,
+               "response_a": f"{2 * i}.", "response_b": f"Maybe {i}."}
+        # First half: score is int and note all null; then float scores and text notes
+        # (units are cut by bytes, about 1000 rows each).
+        row.update(score=i, note=None) if i < 1500 else row.update(score=i + 0.5, note=f"n{i}")
+        rows.append(row)
+    src, out = tmp_path / "pairs.jsonl", tmp_path / "out"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    done = run_cli("judge", "--input", str(src), "--output", str(out), "--dry-run", "--order", "ab",
+                   "--unit-rows", "1000")
+    assert done.returncode == 0, done.stderr[-3000:]
+    loc = locate(str(out), None)
+    files = verdict_files(loc)
+    kinds = {(str(pq.read_schema(f).field("score").type), str(pq.read_schema(f).field("note").type))
+             for f in files}
+    assert len(kinds) > 1, f"the units' schemas differ, as the test intends: {kinds}"
+    for order in itertools.permutations(files):  # whichever file comes first
+        table = verdict_dataset(loc, list(order)).to_table()
+        got = dict(zip(table.column("id").to_pylist(), zip(table.column("score").to_pylist(),
+                                                           table.column("note").to_pylist())))
+        assert len(got) == 3000
+        assert got["p7"] == (7, None) and got["p2000"] == (2000.5, "n2000")
+    report = run_cli("report", str(out), "--json")
+    assert report.returncode == 0, report.stderr[-2000:]
+    figures = json.loads(report.stdout)
+    assert figures["pairs"] == 3000 and figures["unjudged"] == 3000  # a dry run judges nothing
+
+
+def test_types_that_cannot_be_promoted_are_read_as_text():
+    schema = unified_schema([pa.schema([("x", pa.int64()), ("y", pa.null())]),
+                             pa.schema([("x", pa.string()), ("y", pa.float64())]),
+                             pa.schema([("z", pa.bool_())])])
+    assert schema == pa.schema([("x", pa.string()), ("y", pa.float64()), ("z", pa.bool_())])
