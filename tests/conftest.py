@@ -19,6 +19,10 @@ REPO = Path(__file__).resolve().parent.parent
 # No usage reports from Ray or vLLM: tests talk to loopback only (every process they start
 # inherits this environment).
 os.environ.update(RAY_USAGE_STATS_ENABLED="0", VLLM_NO_USAGE_STATS="1", DO_NOT_TRACK="1")
+# Ray turns 127.0.0.1 into the machine's interface address (services.resolve_ip_for_localhost)
+# unless multi-node mode is off, as it is by default on macOS: off here, so every local Ray,
+# ray start head and ray.cluster_utils node a test starts listens and talks on loopback.
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 EXAMPLES = REPO / "examples" / "data"
 MAGISTRATE = [sys.executable, "-m", "magistrate.pipelines.cli"]
 BIN = Path(sys.executable).parent
