@@ -1,5 +1,5 @@
 """Placement on a multi-node Ray cluster with logical GPUs: judge actors with tensor
-parallel size 2 each hold 2 GPUs, and a MIN:MAX pool stays within its bounds.
+parallel size 2 each hold 2 GPUs, and a MIN:MAX pool grows to its MAX and no further.
 
 The GPUs are logical (`ray.cluster_utils.Cluster` nodes that advertise GPUs): the vLLM
 CPU build runs each engine on CPU and ignores them. What is under test is Ray's placement
@@ -20,7 +20,7 @@ def gpu_cluster():
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    for _ in range(2):
+    for _ in range(3):  # room for three TP-2 actors: the pool's MAX (2) is what bounds it
         cluster.add_node(num_cpus=2, num_gpus=2, resources={"gpu_node": 1})
     ray.init(address=cluster.address)
     yield cluster
@@ -29,24 +29,30 @@ def gpu_cluster():
 
 
 def test_tensor_parallel_actors_get_their_gpus(gpu_cluster, tmp_path, embedded_model):
+    import pyarrow as pa
     import pyarrow.dataset as pads
+    import pyarrow.parquet as pq
     from ray.util.state import list_actors, list_nodes
 
     from magistrate.pipelines.judge_job import JobSettings, run
     from tests.conftest import EXAMPLES
 
-    src = tmp_path / "pairs.jsonl"
+    src = tmp_path / "pairs.parquet"
     rows = [json.loads(line) for line in open(EXAMPLES / "llmbar-demo.jsonl")][:4]
-    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pq.write_table(pa.Table.from_pylist(rows), src, row_group_size=1)  # four units of one pair
     settings = JobSettings(
         input=str(src), output=str(tmp_path / "out"), device="gpu", tensor_parallel_size=2,
-        replicas="1:2", batch_size=1, max_model_len=2048, gpu_memory_utilization=0.2,
+        replicas="1:2", batch_size=1, unit_rows=1, order="ab", max_model_len=2048,
+        gpu_memory_utilization=0.2,
     )
-    summary = run(settings, progress=lambda _: None)
+    said: list[str] = []
+    summary = run(settings, progress=said.append)
     assert summary["pairs"] == 4
 
+    # Four units and room for three actors: the pool starts at its MAX of two, no more.
+    assert "1..2 judge actor(s) of {CPU: 1, GPU: 2}, starting with 2" in said, said
     actors = [a for a in list_actors(detail=True, limit=1000) if "UnitWorker" in a.class_name]
-    assert 1 <= len(actors) <= 2, [a.class_name for a in actors]
+    assert len(actors) == 2, [(a.class_name, a.state) for a in actors]
     gpu_nodes = {n.node_id for n in list_nodes(detail=True) if n.resources_total.get("GPU") == 2}
     for actor in actors:
         assert actor.required_resources.get("GPU") == 2, actor.required_resources

@@ -12,6 +12,14 @@ then reviewed by eye (`cat -A`), checking:
   named SmolLM, trained by Hugging Face<|im_end|>\\n"); then the user turn holds the
   Skywork card prompt with the trailing spaces after "better. " and "possible. " and its
   final "\\n" right before "<|im_end|>"; it ends "<|im_start|>assistant\\n[[".
+- final_prompt_con_j_generate.txt (generate mode, added 2026-11-26): an explicit empty
+  system turn ("<|im_start|>system\n<|im_end|>\n", as the Con-J README sends
+  system_prompt=""), then the user turn with reward-bench's CON_J_PROMPT filled in: the
+  Chinese instruction, the line of four spaces, "问题：" + the question, "回答1：" + A,
+  "回答2：" + B, no newline before "<|im_end|>"; it ends "<|im_start|>assistant\n".
+- final_prompt_mt_bench_tie_generate.txt (generate mode, added 2026-11-26): FastChat's
+  pair-v2 system prompt (its last sentence offers "[[C]]" for a tie), the same MT-Bench
+  user turn as mt-bench, and it ends "<|im_start|>assistant\n" with no verdict prefix.
 The tests below also re-check these structural facts, so a regenerated fixture that
 lost them would fail.
 """
@@ -51,6 +59,22 @@ def test_logprob_prompt_equals_reviewed_fixture(embedded_tokenizer, judge, fixtu
     assert text == expected
     assert text.endswith("<|im_start|>assistant\n[[")
     # Each message appears wrapped in ChatML turns, in order.
+    for message in messages:
+        assert f"<|im_start|>{message['role']}\n{message['content']}<|im_end|>\n" in text
+
+
+@pytest.mark.parametrize(
+    "judge, fixture",
+    [("con-j", "final_prompt_con_j_generate.txt"),
+     ("mt-bench-tie", "final_prompt_mt_bench_tie_generate.txt")],
+)
+def test_generate_prompt_equals_reviewed_fixture(embedded_tokenizer, judge, fixture):
+    profile = get_judge(judge)
+    messages = render_messages(profile, QUESTION, RESPONSE_A, RESPONSE_B)
+    text = final_prompt(profile, messages, embedded_tokenizer, "generate")
+    assert text == _fixture(fixture)
+    assert text.endswith("<|im_start|>assistant\n")  # the judge writes from here
+    assert [m["role"] for m in messages] == ["system", "user"]
     for message in messages:
         assert f"<|im_start|>{message['role']}\n{message['content']}<|im_end|>\n" in text
 
