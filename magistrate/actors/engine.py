@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -90,6 +91,65 @@ def candidate_logprobs(output, candidates: Sequence[int]) -> dict[int, float]:
     return {t: step[t].logprob for t in candidates if t in step}
 
 
+def _wake_waiters_of_a_dead_engine(core: Any, stopped: threading.Event, every: float = 1.0) -> None:
+    """vLLM 0.32's client notices when its EngineCore process dies (resources.engine_dead)
+    and shuts down, but a `generate` already waiting for outputs waits on its queue forever:
+    nothing tells the queue (measured: a judge actor hung 15 min after its EngineCore was
+    killed mid-batch). Tell it, so the call raises EngineDeadError and the judge actor
+    rebuilds the engine and retries the batch."""
+    resources = getattr(core, "resources", None)
+    waiting = getattr(core, "outputs_queue", None)
+    if resources is None or waiting is None or not hasattr(waiting, "put_nowait"):
+        return  # an in-process or differently built engine: nothing to watch
+    while not stopped.wait(every):
+        if getattr(resources, "engine_dead", False):
+            waiting.put_nowait(RuntimeError("the vLLM engine process died"))
+            return
+
+
+# Runs beside the engine as a child of the engine's host process; when that process dies
+# (SIGKILL, Ray's OOM killer, a crash) this child is re-parented, and kills the processes
+# vLLM started, which would otherwise live on and hold the memory (on a GPU node: the
+# GPU memory) that the restarted actor's new engine needs.
+_REAPER = """
+import os, signal, sys, time
+host, pids = int(sys.argv[1]), [int(p) for p in sys.argv[2:]]
+while os.getppid() == host:
+    time.sleep(1)
+for pid in pids:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+"""
+
+
+class EngineProcesses:
+    """The processes an engine start adds below this one, tied to this process's life."""
+
+    def __init__(self):
+        import psutil
+
+        self._me = psutil.Process()
+        self._before = {p.pid for p in self._me.children(recursive=True)}
+        self._reaper = None
+
+    def started(self) -> None:
+        import subprocess
+        import sys
+
+        pids = [p.pid for p in self._me.children(recursive=True) if p.pid not in self._before]
+        if pids:
+            self._reaper = subprocess.Popen([sys.executable, "-c", _REAPER, str(os.getpid()), *map(str, pids)],
+                                            stdin=subprocess.DEVNULL)
+
+    def stopped(self) -> None:
+        if self._reaper is not None:
+            self._reaper.kill()
+            self._reaper.wait()
+            self._reaper = None
+
+
 class VLLMEngine:
     """Owns one vLLM `LLM`; speaks token ids in, logprobs or text out."""
 
@@ -99,9 +159,15 @@ class VLLMEngine:
 
         self.settings = settings
         self.model = settings.model
+        self._processes = EngineProcesses()
         self.llm = LLM(**engine_kwargs(settings))
+        self._processes.started()
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
+        self._stopped = threading.Event()
+        threading.Thread(target=_wake_waiters_of_a_dead_engine,
+                         args=(getattr(self.llm.llm_engine, "engine_core", None), self._stopped),
+                         daemon=True, name="magistrate-engine-watchdog").start()
 
     def next_token_logprobs(
         self, prompts: Sequence[list[int]], candidates: Sequence[int]
@@ -130,10 +196,14 @@ class VLLMEngine:
         """Stops the engine's processes (EngineCore, workers) now, not whenever the
         garbage collector gets to them: a rebuilt engine needs their memory."""
         llm, self.llm = getattr(self, "llm", None), None
+        if hasattr(self, "_stopped"):
+            self._stopped.set()
         core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
         if core is not None:
             with contextlib.suppress(Exception):  # an engine that died may fail its own cleanup
                 core.shutdown()
+        if hasattr(self, "_processes"):
+            self._processes.stopped()
 
 
 class AsyncVLLMEngine:
@@ -148,7 +218,9 @@ class AsyncVLLMEngine:
 
         self.settings = settings
         self.model = settings.model
+        self._processes = EngineProcesses()
         self.llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**engine_kwargs(settings)))
+        self._processes.started()
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = self.llm.model_config.max_model_len
 
@@ -183,6 +255,7 @@ class AsyncVLLMEngine:
         llm, self.llm = getattr(self, "llm", None), None
         if llm is not None:
             llm.shutdown()
+        self._processes.stopped()
 
 
 class TokenizerEngine:

@@ -50,7 +50,7 @@ def test_tensor_parallel_actors_get_their_gpus(gpu_cluster, tmp_path, embedded_m
     assert summary["pairs"] == 4
 
     # Four units and room for three actors: the pool starts at its MAX of two, no more.
-    assert "1..2 judge actor(s) of {CPU: 1, GPU: 2}, starting with 2" in said, said
+    assert "magistrate: 1..2 judge actor(s) of {CPU: 1, GPU: 2}, starting with 2" in said, said
     actors = [a for a in list_actors(detail=True, limit=1000) if "UnitWorker" in a.class_name]
     assert len(actors) == 2, [(a.class_name, a.state) for a in actors]
     gpu_nodes = {n.node_id for n in list_nodes(detail=True) if n.resources_total.get("GPU") == 2}

@@ -35,6 +35,23 @@ def _input(tmp_path: Path, n: int) -> tuple[Path, list[str]]:
     return path, [r["id"] for r in rows]
 
 
+@contextlib.contextmanager
+def _judging(*args: str):
+    """`magistrate judge ARGS` in a child process; whatever of its process tree a failed
+    test leaves running is killed on the way out, so it cannot hang the session."""
+    proc = subprocess.Popen([*MAGISTRATE, "judge", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=REPO)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            family = [proc.pid] + [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
+            for pid in family:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            proc.wait(timeout=60)
+
+
 def _published(out: Path) -> list[Path]:
     return sorted((out / "verdicts").glob("unit-*.parquet")) if (out / "verdicts").exists() else []
 
@@ -76,14 +93,13 @@ def _judge_actor_pids(driver: int) -> list[int]:
 def test_killed_judge_actor_costs_a_retry_not_the_job(tmp_path, embedded_model):
     src, ids = _input(tmp_path, 10)
     out = tmp_path / "out"
-    proc = subprocess.Popen([*MAGISTRATE, "judge", "--input", str(src), "--output", str(out), *ENGINE_ARGS],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
-    _wait_for_units(out, 1, proc)
-    pids = _judge_actor_pids(proc.pid)
-    assert pids, "no judge actor process found"
-    for pid in pids:
-        os.kill(pid, signal.SIGKILL)
-    stdout, stderr = proc.communicate(timeout=800)
+    with _judging("--input", str(src), "--output", str(out), *ENGINE_ARGS) as proc:
+        _wait_for_units(out, 1, proc)
+        pids = _judge_actor_pids(proc.pid)
+        assert pids, "no judge actor process found"
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate(timeout=800)
     assert proc.returncode == 0, stderr[-3000:]
     written = _ids(out)
     assert sorted(written) == sorted(ids)  # every id exactly once
@@ -109,18 +125,17 @@ def test_killed_engine_is_rebuilt_in_its_actor(tmp_path, embedded_model, max_tri
     the cause, and the rebuilt engine judges every later batch."""
     src, ids = _input(tmp_path, 10)
     out = tmp_path / "out"
-    proc = subprocess.Popen([*MAGISTRATE, "judge", "--input", str(src), "--output", str(out), *ENGINE_ARGS,
-                             "--max-tries", str(max_tries)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
-    _wait_for_units(out, 1, proc)
-    actors = _judge_actor_pids(proc.pid)
-    cores = _engine_cores(proc.pid)
-    assert len(actors) == 1 and len(cores) == 1, (actors, cores)
-    cores[0].kill()
-    _wait_for_units(out, 2, proc)  # a later unit, judged by the rebuilt engine
-    assert psutil.pid_exists(actors[0]) and _judge_actor_pids(proc.pid) == actors, \
-        "the same actor lives on: the engine, not the actor, was replaced"
-    stdout, stderr = proc.communicate(timeout=800)
+    with _judging("--input", str(src), "--output", str(out), *ENGINE_ARGS,
+                  "--max-tries", str(max_tries)) as proc:
+        _wait_for_units(out, 1, proc)
+        actors = _judge_actor_pids(proc.pid)
+        cores = _engine_cores(proc.pid)
+        assert len(actors) == 1 and len(cores) == 1, (actors, cores)
+        cores[0].kill()
+        _wait_for_units(out, 2, proc)  # a later unit, judged by the rebuilt engine
+        assert psutil.pid_exists(actors[0]) and _judge_actor_pids(proc.pid) == actors, \
+            "the same actor lives on: the engine, not the actor, was replaced"
+        stdout, stderr = proc.communicate(timeout=800)
     assert proc.returncode == 0, stderr[-3000:]
     assert "judge engine failed (try 1 of" in stderr
     rows = pads.dataset(str(out / "verdicts"), format="parquet").to_table().to_pylist()
