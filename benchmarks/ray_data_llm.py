@@ -30,7 +30,11 @@ def main() -> None:
     from magistrate.judges.render import final_prompt, label_token_ids, orders_for, render_messages
     from magistrate.models import resolve_model
 
-    ray.init(logging_level="WARNING")  # before build_processor, which would start one itself
+    # Before build_processor, which would start one itself. Four logical CPUs on two cores:
+    # the tokenizer and engine actors hold one each, and Ray Data's _preprocess and
+    # _postprocess tasks need one more; with two they wait on each other for ever (seen
+    # here, "3/2 CPU ... backpressured"). magistrate's own job needs one per actor only.
+    ray.init(num_cpus=4, logging_level="WARNING")
     model = resolve_model(None)
     profile = get_judge("mt-bench")
     tokenizer = AutoTokenizer.from_pretrained(model)

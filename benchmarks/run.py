@@ -36,7 +36,9 @@ SECTIONS = ("engine", "pipeline", "peer", "host", "scaling")
 
 
 def _json_out(out: str) -> dict:
-    return json.loads(out.strip().splitlines()[-1])
+    """The section's JSON line: the last line that is one (Ray forwards actors' log lines
+    to stdout, some after the benchmark has printed)."""
+    return json.loads(next(line for line in reversed(out.splitlines()) if line.startswith("{")))
 
 
 def engine(args, work: Path) -> dict:
