@@ -39,21 +39,21 @@ def write_jsonl(rows: list[dict], path: Path) -> Path:
     return path
 
 
-def run_measured(args: list[str], env: dict | None = None) -> tuple[float, float, str]:
-    """Run a command; return (its peak RSS in MiB, wall seconds, stdout). Fails loudly."""
+def run_watched(args: list[str], sample, env: dict | None = None, every: float = 0.1) -> tuple[float, str]:
+    """Run a command, calling `sample(process)` every `every` s while it runs (the
+    process as a psutil.Process); return (wall seconds, stdout). Fails loudly."""
     started = time.monotonic()
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    peak, done = 0, threading.Event()
+    done = threading.Event()
 
     def watch():
-        nonlocal peak
         me = psutil.Process(proc.pid)
         while not done.is_set():
             try:
-                peak = max(peak, me.memory_info().rss)
+                sample(me)
             except psutil.NoSuchProcess:
                 return
-            time.sleep(0.1)
+            time.sleep(every)
 
     watcher = threading.Thread(target=watch)
     watcher.start()
@@ -62,4 +62,16 @@ def run_measured(args: list[str], env: dict | None = None) -> tuple[float, float
     watcher.join()
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(args[:6])} ... failed:\n{err[-3000:]}")
-    return peak / 2**20, time.monotonic() - started, out
+    return time.monotonic() - started, out
+
+
+def run_measured(args: list[str], env: dict | None = None) -> tuple[float, float, str]:
+    """Run a command; return (its peak RSS in MiB, wall seconds, stdout). Fails loudly."""
+    peak = 0
+
+    def rss(process: psutil.Process) -> None:
+        nonlocal peak
+        peak = max(peak, process.memory_info().rss)
+
+    seconds, out = run_watched(args, rss, env)
+    return peak / 2**20, seconds, out

@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 from collections import defaultdict
 from pathlib import Path
 
 import psutil
 
-from benchmarks.common import llmbar_pairs, write_jsonl
+from benchmarks.common import llmbar_pairs, run_watched, write_jsonl
 
 ROLES = (("engine", ("VLLM::", "EngineCore")), ("judge actor", ("UnitWorker", "MapWorker")),
          ("ray services", ("raylet", "gcs_server", "dashboard", "log_monitor", "monitor.py",
@@ -43,37 +40,19 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="magistrate-cpu-"))
     src = write_jsonl(llmbar_pairs(args.pairs + 4)[4:], work / "pairs.jsonl")
     out = work / "out"
-    started = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "magistrate.pipelines.cli", "judge", "--input", str(src),
-                             "--output", str(out), "--batch-size", "64"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen: dict[int, tuple[str, float]] = {}
-    done = threading.Event()
 
-    def sample() -> None:
-        driver = psutil.Process(proc.pid)
-        while not done.is_set():
+    def sample(driver: psutil.Process) -> None:
+        for p in [driver, *driver.children(recursive=True)]:
             try:
-                family = [driver, *driver.children(recursive=True)]
-            except psutil.NoSuchProcess:
-                return
-            for p in family:
-                try:
-                    times = p.cpu_times()
-                    name = "driver" if p.pid == proc.pid else role(p.name(), " ".join(p.cmdline()))
-                    seen[p.pid] = (name, times.user + times.system)
-                except psutil.Error:
-                    pass
-            time.sleep(0.2)
+                times = p.cpu_times()
+                name = "driver" if p.pid == driver.pid else role(p.name(), " ".join(p.cmdline()))
+                seen[p.pid] = (name, times.user + times.system)
+            except psutil.Error:
+                pass
 
-    watcher = threading.Thread(target=sample)
-    watcher.start()
-    _, err = proc.communicate()
-    done.set()
-    watcher.join()
-    wall = time.monotonic() - started
-    if proc.returncode != 0:
-        raise SystemExit(err[-3000:])
+    wall, _ = run_watched([sys.executable, "-m", "magistrate.pipelines.cli", "judge", "--input", str(src),
+                           "--output", str(out), "--batch-size", "64"], sample, every=0.2)
     cpu: dict[str, float] = defaultdict(float)
     for name, seconds in seen.values():
         cpu[name] += seconds

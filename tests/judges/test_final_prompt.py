@@ -47,34 +47,21 @@ def _fixture(name: str) -> str:
 
 
 @pytest.mark.parametrize(
-    "judge, fixture",
-    [("mt-bench", "final_prompt_mt_bench_logprob.txt"),
-     ("skywork-critic", "final_prompt_skywork_critic_logprob.txt")],
+    "judge, mode, fixture",
+    [("mt-bench", "logprob", "final_prompt_mt_bench_logprob.txt"),
+     ("skywork-critic", "logprob", "final_prompt_skywork_critic_logprob.txt"),
+     ("con-j", "generate", "final_prompt_con_j_generate.txt"),
+     ("mt-bench-tie", "generate", "final_prompt_mt_bench_tie_generate.txt")],
 )
-def test_logprob_prompt_equals_reviewed_fixture(embedded_tokenizer, judge, fixture):
+def test_final_prompt_equals_reviewed_fixture(embedded_tokenizer, judge, mode, fixture):
     profile = get_judge(judge)
     messages = render_messages(profile, QUESTION, RESPONSE_A, RESPONSE_B)
-    text = final_prompt(profile, messages, embedded_tokenizer, "logprob")
-    expected = _fixture(fixture)
-    assert text == expected
-    assert text.endswith("<|im_start|>assistant\n[[")
-    # Each message appears wrapped in ChatML turns, in order.
-    for message in messages:
-        assert f"<|im_start|>{message['role']}\n{message['content']}<|im_end|>\n" in text
-
-
-@pytest.mark.parametrize(
-    "judge, fixture",
-    [("con-j", "final_prompt_con_j_generate.txt"),
-     ("mt-bench-tie", "final_prompt_mt_bench_tie_generate.txt")],
-)
-def test_generate_prompt_equals_reviewed_fixture(embedded_tokenizer, judge, fixture):
-    profile = get_judge(judge)
-    messages = render_messages(profile, QUESTION, RESPONSE_A, RESPONSE_B)
-    text = final_prompt(profile, messages, embedded_tokenizer, "generate")
+    text = final_prompt(profile, messages, embedded_tokenizer, mode)
     assert text == _fixture(fixture)
-    assert text.endswith("<|im_start|>assistant\n")  # the judge writes from here
-    assert [m["role"] for m in messages] == ["system", "user"]
+    # Logprob mode ends where the verdict token comes; in generate mode the judge writes
+    # from the start of its turn.
+    assert text.endswith("<|im_start|>assistant\n" + ("[[" if mode == "logprob" else ""))
+    # Each message appears wrapped in ChatML turns, in order.
     for message in messages:
         assert f"<|im_start|>{message['role']}\n{message['content']}<|im_end|>\n" in text
 
