@@ -35,7 +35,7 @@ GPU_NODE = {"resources": {"CPU": 1, "GPU": 1}, "node_config": {}, "min_workers":
 _STATE = """
 import json, sys, ray
 from ray.util.state import list_actors
-ray.init(address=sys.argv[1], logging_level="ERROR")
+ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
 nodes = [{"id": n["NodeID"], "resources": n["Resources"]} for n in ray.nodes() if n["Alive"]]
 actors = [{"node": a.node_id, "resources": a.required_resources, "state": a.state}
           for a in list_actors(detail=True, limit=1000) if "UnitWorker" in a.class_name]
@@ -47,7 +47,8 @@ def _state(address: str, env: dict) -> dict:
     out = subprocess.run([sys.executable, "-c", _STATE, address], env=env, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    # The JSON line; Ray may print its own lines around it.
+    return json.loads(next(line for line in reversed(out.stdout.splitlines()) if line.startswith("{")))
 
 
 def _gpu_nodes(state: dict) -> set[str]:
