@@ -160,11 +160,11 @@ class VLLMEngine:
         self.settings = settings
         self.model = settings.model
         self._processes = EngineProcesses()
+        self._stopped = threading.Event()
         self.llm = LLM(**engine_kwargs(settings))
         self._processes.started()
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
-        self._stopped = threading.Event()
         threading.Thread(target=_wake_waiters_of_a_dead_engine,
                          args=(getattr(self.llm.llm_engine, "engine_core", None), self._stopped),
                          daemon=True, name="magistrate-engine-watchdog").start()
@@ -195,15 +195,13 @@ class VLLMEngine:
     def shutdown(self) -> None:
         """Stops the engine's processes (EngineCore, workers) now, not whenever the
         garbage collector gets to them: a rebuilt engine needs their memory."""
-        llm, self.llm = getattr(self, "llm", None), None
-        if hasattr(self, "_stopped"):
-            self._stopped.set()
+        llm, self.llm = self.llm, None
+        self._stopped.set()
         core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
         if core is not None:
             with contextlib.suppress(Exception):  # an engine that died may fail its own cleanup
                 core.shutdown()
-        if hasattr(self, "_processes"):
-            self._processes.stopped()
+        self._processes.stopped()
 
 
 class AsyncVLLMEngine:

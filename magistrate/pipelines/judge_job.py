@@ -131,7 +131,7 @@ def _answers(address: str, timeout: float = 2.0) -> bool:
 
 
 def plan(settings: JobSettings):
-    """The input's units, its column mapping, and the input's location."""
+    """The input's units, its column mapping, its files and their digest (input_digest)."""
     from magistrate.pipelines.units import apply_limit, plan_units
 
     src = locate(settings.input, settings.s3_endpoint_url)
@@ -142,7 +142,7 @@ def plan(settings: JobSettings):
     units = plan_units(src, files, kind, settings.unit_rows)
     if settings.limit:
         units = apply_limit(src.filesystem, units, settings.limit)
-    return units, mapping, preset, files
+    return units, mapping, preset, files, input_digest(src, files)
 
 
 RUN_FILE = "_run.json"
@@ -235,8 +235,7 @@ def run(settings: JobSettings, progress=print) -> dict:
     out = locate(settings.output, settings.s3_endpoint_url)
     resuming = settings.resume and not output_is_empty(out)
     done = prepare_output(settings, out)
-    units, mapping, preset, files = plan(settings)
-    digest = input_digest(locate(settings.input, settings.s3_endpoint_url), files)
+    units, mapping, preset, files, digest = plan(settings)
     if resuming:
         check_resumable(settings, out, model, digest)
     todo = [u for u in units if u.unit_id not in done]
