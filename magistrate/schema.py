@@ -26,6 +26,7 @@ VERDICT_FIELDS = pa.schema(
         ("consistent", pa.bool_()),  # both orders agree; null with one order
         ("error", pa.string()),
         ("injection_suspect", pa.bool_()),
+        ("written_off", pa.bool_()),  # failed for infrastructure reasons; --resume judges it again
         *[(f"{order}_{name}", kind) for order in ORDERS for name, kind in _PER_ORDER],
         ("judge", pa.string()),
         ("judge_version", pa.int64()),

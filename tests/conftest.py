@@ -10,6 +10,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import psutil
@@ -115,3 +117,65 @@ def ray_head(env: dict | None = None, *extra: str, log: Path | None = None, port
                 proc.kill()
         psutil.wait_procs(left, timeout=30)
         log_file.close()
+
+
+# S3: a moto server in server mode on 127.0.0.1, reached through s3fs as on AWS.
+BUCKET_REGION = "us-east-1"
+
+
+@pytest.fixture(scope="session")
+def aws_env(tmp_path_factory) -> dict:
+    """Fake credentials only: no profile, config file or instance metadata can leak in."""
+    home = tmp_path_factory.mktemp("aws")
+    return {
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": BUCKET_REGION,
+        "AWS_CONFIG_FILE": str(home / "config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(home / "credentials"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "NO_PROXY": "127.0.0.1,localhost",
+        "no_proxy": "127.0.0.1,localhost",
+    }
+
+
+@pytest.fixture(scope="session")
+def moto_url(aws_env, tmp_path_factory):
+    """A moto S3 server in its own process on a free loopback port; killed at the end."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    moto_server = Path(sys.executable).parent / "moto_server"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [str(moto_server), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **aws_env},
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"moto_server exited with {proc.returncode}:\n{log.read_text()}")
+            try:
+                with urllib.request.urlopen(url + "/", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"moto_server did not answer on {url} within 60 s:\n{log.read_text()}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def s3_client(moto_url: str):
+    import boto3
+
+    return boto3.client("s3", endpoint_url=moto_url, region_name=BUCKET_REGION,
+                        aws_access_key_id="testing", aws_secret_access_key="testing")

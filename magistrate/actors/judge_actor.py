@@ -92,8 +92,9 @@ class JudgeActor:
                 self.engine.shutdown()
                 self.engine = None
         message = f"the judge engine failed {self.max_tries} times; last error: {cause}"
-        return [dict(combine([]), error=pair.get("invalid") or message, injection_suspect=None)
-                for pair in pairs]
+        # Written off, not final: --resume judges these rows again. A bad row stays what it is.
+        return [dict(combine([]), error=pair.get("invalid") or message, injection_suspect=None,
+                     written_off=not pair.get("invalid")) for pair in pairs]
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         pairs = batch.select([c for c in _PAIR_COLUMNS if c in batch.column_names]).to_pylist()

@@ -49,6 +49,7 @@ class OrderResult:
 def combine(results: list[OrderResult]) -> dict[str, Any]:
     """Output fields for one pair: winner, p_a, consistent, error and `<order>_*` fields."""
     row: dict[str, Any] = {f"{o}_{f}": None for o in ORDERS for f in PER_ORDER_FIELDS}
+    row["written_off"] = False  # only a host that gives up on its engine or unit sets it
     framed = []
     for result in results:
         verdict, p_a = result.original_frame()

@@ -11,6 +11,10 @@ from magistrate.pipelines.analysis_cli import COMMANDS
 from magistrate.pipelines.sources import InputError
 
 
+EXIT_USAGE = 2  # a user's error: bad input, options or output; nothing was judged
+EXIT_INCOMPLETE = 3  # the run ended with rows written off or missing: --resume finishes it
+
+
 class _Group(click.Group):
     """Turns the errors users cause into one clear line and exit code 2, not a traceback."""
 
@@ -22,7 +26,7 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except (InputError, UnknownJudge, ModelError, ValueError) as exc:
             click.echo(f"magistrate: error: {exc}", err=True)
-            sys.exit(2)
+            sys.exit(EXIT_USAGE)
 
 
 @click.group(cls=_Group)
@@ -71,6 +75,13 @@ def judge(input_, format_, **options):
     summary = run(settings, progress=lambda m: click.echo(m, err=True))
     click.echo(f"\nverdicts: {settings.output}  (summary.json beside them)")
     click.echo(summary_table(summary))
+    if not summary["complete"]:
+        # Finished, but not whole: schedulers (and `ray job submit`) see a failed job to
+        # retry; bad input rows alone never land here, they are data.
+        why = summary.get("lease_lost") and f"the output's lease was taken by {summary['lease_lost']}"
+        click.echo(f"magistrate: error: the output is incomplete ({why or 'rows written off or missing'}); "
+                   "rerun the same command with --resume", err=True)
+        sys.exit(EXIT_INCOMPLETE)
 
 
 @main.command()

@@ -3,8 +3,6 @@ single process ever holds them all. Only the duplicates (at most a few) reach th
 
 from __future__ import annotations
 
-import dataclasses
-
 import pyarrow as pa
 
 from magistrate.pipelines.units import Unit
@@ -16,7 +14,7 @@ def _unit_ids(batch: pa.Table, input_uri: str, endpoint: str | None, mapping: di
 
     tables = []
     for row in batch.to_pylist():
-        unit = Unit(**{f.name: row[f.name] for f in dataclasses.fields(Unit)})
+        unit = Unit.from_row(row)
         tables.append(read_prepared_unit(input_uri, endpoint, unit, mapping, preset).select(["id"]))
     return pa.concat_tables(tables)
 

@@ -12,7 +12,6 @@ import time
 import uuid
 from typing import Literal
 
-import pyarrow.fs as pafs
 from pydantic import BaseModel, Field, field_validator
 
 from magistrate.pipelines.sources import (
@@ -73,23 +72,6 @@ def replica_bounds(spec: str) -> tuple[int, int]:
     return bounds
 
 
-def output_is_empty(loc: Location) -> bool:
-    info = loc.filesystem.get_file_info(loc.path)
-    if info.type == pafs.FileType.NotFound:
-        return True
-    if info.is_file:
-        return False
-    return not loc.filesystem.get_file_info(pafs.FileSelector(loc.path, recursive=False))
-
-
-def clear_output(loc: Location) -> None:
-    info = loc.filesystem.get_file_info(loc.path)
-    if info.type == pafs.FileType.Directory:
-        loc.filesystem.delete_dir_contents(loc.path)
-    elif info.is_file:
-        raise InputError(f"{loc.uri} is a file, not an output directory")
-
-
 def connect_ray() -> None:
     """Join the cluster in RAY_ADDRESS (set by `ray job submit`; `local` forces a new one),
     else one started on this machine with `ray start`, else start a local Ray (Ray's own
@@ -131,7 +113,8 @@ def _answers(address: str, timeout: float = 2.0) -> bool:
 
 
 def plan(settings: JobSettings):
-    """The input's units, its column mapping, its files and their digest (input_digest)."""
+    """The input's units, its column mapping, its files, their digest (input_digest) and
+    its location."""
     from magistrate.pipelines.units import apply_limit, plan_units
 
     src = locate(settings.input, settings.s3_endpoint_url)
@@ -142,13 +125,7 @@ def plan(settings: JobSettings):
     units = plan_units(src, files, kind, settings.unit_rows)
     if settings.limit:
         units = apply_limit(src.filesystem, units, settings.limit)
-    return units, mapping, preset, files, input_digest(src, files)
-
-
-RUN_FILE = "_run.json"
-# What a resumed run must share with the run it continues: otherwise verdicts would mix.
-RESUME_KEYS = ("input", "judge", "model", "mode", "order", "seed", "unit_rows", "limit", "dry_run",
-               "format", "columns", "max_new_tokens")
+    return units, mapping, preset, files, input_digest(src, files), src
 
 
 def input_digest(src: Location, files: list[str]) -> str:
@@ -163,83 +140,50 @@ def input_digest(src: Location, files: list[str]) -> str:
     return digest.hexdigest()
 
 
-def write_run_file(settings: JobSettings, out: Location, model: str, digest: str) -> None:
-    import json
-
-    record = {k: getattr(settings, k) for k in RESUME_KEYS} | {"model": model, "input_digest": digest}
-    out.filesystem.create_dir(out.path, recursive=True)
-    with out.filesystem.open_output_stream(f"{out.path.rstrip('/')}/{RUN_FILE}") as stream:
-        stream.write(json.dumps(record, indent=2, sort_keys=True).encode())
-
-
-def check_resumable(settings: JobSettings, out: Location, model: str, digest: str) -> None:
-    """Refuse to resume an output written with other settings or from another input."""
-    import json
-
-    path = f"{out.path.rstrip('/')}/{RUN_FILE}"
-    if out.filesystem.get_file_info(path).type == pafs.FileType.NotFound:
-        raise InputError(f"{settings.output} has no {RUN_FILE}: it was not written by magistrate judge")
-    with out.filesystem.open_input_stream(path) as stream:
-        before = json.loads(stream.read())
-    now = {k: getattr(settings, k) for k in RESUME_KEYS} | {"model": model}
-    changed = [f"{k} ({before.get(k)!r} -> {now[k]!r})" for k in RESUME_KEYS if before.get(k) != now[k]]
-    if changed:
-        raise InputError(f"cannot resume {settings.output} with other settings: {', '.join(changed)}; "
-                         "use the original settings, or --overwrite")
-    if before.get("input_digest", digest) != digest:
-        raise InputError(f"cannot resume {settings.output}: the input's files changed since the run "
-                         "began (a file added, removed or resized), so finished units no longer "
-                         "match it and rows would be judged twice or skipped; restore the input, "
-                         "or start again with --overwrite")
-
-
-def prepare_output(settings: JobSettings, out: Location) -> set[str]:
-    """Check the output against --resume/--overwrite; returns the finished unit ids."""
-    from magistrate.pipelines.units import clean_staging, finished_units
+def run(settings: JobSettings, progress=print) -> dict:
+    """Judge every pair of the input and write verdicts; returns the summary. The output
+    is written as a commit protocol (pipelines/commit.py)."""
+    from magistrate.judges.registry import get_judge
+    from magistrate.models import load_config, resolve_model
+    from magistrate.pipelines.commit import refuse_input_inside
+    from magistrate.pipelines.lease import Lease
 
     if settings.resume and settings.overwrite:
         raise InputError("--resume and --overwrite exclude each other")
-    if output_is_empty(out):
-        return set()
-    if settings.resume:
-        clean_staging(out)
-        return finished_units(out)
-    if not settings.overwrite:
-        raise InputError(
-            f"{settings.output} already holds output: pass --resume to judge only what is "
-            "missing, or --overwrite to start again"
-        )
-    clear_output(out)
-    return set()
+    get_judge(settings.judge)  # an unknown judge fails here, not in an actor
+    model = resolve_model(settings.model)
+    load_config(model)  # a model that cannot be had fails here, not in every actor
+    out = locate(settings.output, settings.s3_endpoint_url)
+    # The input is located and planned before the output is touched: a mistyped --input
+    # with --overwrite deletes nothing.
+    units, mapping, preset, files, digest, src = plan(settings)
+    refuse_input_inside(out, src, files)
+    run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    with Lease.acquire(out, run_id, take_over_stale=settings.resume or settings.overwrite) as lease:
+        return _run_leased(settings, progress, out, lease, run_id, model, units, mapping, preset,
+                           files, digest)
 
 
-def run(settings: JobSettings, progress=print) -> dict:
-    """Judge every pair of the input and write verdicts; returns the summary."""
+def _run_leased(settings, progress, out, lease, run_id, model, units, mapping, preset, files, digest) -> dict:
+    import dataclasses
+
     import ray
 
     from magistrate.actors.engine import EngineSettings
     from magistrate.actors.judge_actor import actor_resources, use_gpus
     from magistrate.judges.core import JudgeSettings
-    from magistrate.judges.registry import get_judge
-    from magistrate.models import load_config, resolve_model
     from magistrate.pipelines.capacity import CapacityRequest, actor_bundle, cluster_nodes, plan_pool
+    from magistrate.pipelines.commit import commit, open_output, reconcile, write_run_file
     from magistrate.pipelines.duplicates import duplicate_message, find_duplicate_ids
     from magistrate.pipelines.progress import ProgressPrinter
-    from magistrate.pipelines.summary import summarise, write_summary
+    from magistrate.pipelines.summary import summarise
     from magistrate.pipelines.unit_worker import UnitWorker
-    from magistrate.pipelines.units import finished_units
+    from magistrate.pipelines.units import unit_files
 
-    get_judge(settings.judge)  # an unknown judge fails here, not in an actor
-    model = resolve_model(settings.model)
-    load_config(model)  # a model that cannot be had fails here, not in every actor
-    out = locate(settings.output, settings.s3_endpoint_url)
-    resuming = settings.resume and not output_is_empty(out)
-    done = prepare_output(settings, out)
-    units, mapping, preset, files, digest = plan(settings)
-    if resuming:
-        check_resumable(settings, out, model, digest)
-    todo = [u for u in units if u.unit_id not in done]
-    run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    resuming, found = open_output(settings, out, model, digest, progress)
+    redo = {unit_id for unit_id, f in found.items() if f.whole and f.written_off}
+    todo = [dataclasses.replace(u, redo=u.unit_id in redo) for u in units
+            if not (u.unit_id in found and found[u.unit_id].finished)]
     connect_ray()
     if not resuming:  # a resumed run's input passed this check before its _run.json was written
         duplicates = find_duplicate_ids(settings.input, settings.s3_endpoint_url, units, mapping, preset)
@@ -247,8 +191,9 @@ def run(settings: JobSettings, progress=print) -> dict:
             raise InputError(duplicate_message(duplicates))
         write_run_file(settings, out, model, digest)
     progress(f"magistrate: {len(files)} input file(s), {len(units)} units "
-             f"({len(units) - len(todo)} already done), judge {settings.judge}, model {model}, "
-             f"run {run_id}")
+             f"({len(units) - len(todo)} already done"
+             f"{f', {len(redo)} with written-off rows to judge again' if redo else ''}), "
+             f"judge {settings.judge}, model {model}, run {run_id}")
 
     low, high = replica_bounds(settings.replicas)
     # A dry run needs no GPU, unless asked for one: `--dry-run --device gpu` rehearses a
@@ -309,24 +254,34 @@ def run(settings: JobSettings, progress=print) -> dict:
                 judged["pairs"] += result["rows"]
                 judged["errors"] += result["errors"]
                 judged["unit_seconds"] = round(judged["unit_seconds"] + result["seconds"], 3)
-        finished = finished_units(out)
-        pending = [u for u in pending if u.unit_id not in finished]
+        # Done in this round: a whole file of this run (a written-off row in it waits for
+        # --resume: the actor already tried its engine --max-tries times).
+        now = unit_files(out, only={u.unit_id for u in pending})
+        pending = [u for u in pending if not (u.unit_id in now and now[u.unit_id].whole
+                                             and now[u.unit_id].run_id == run_id)]
     for unit in pending:
+        if unit.redo:  # its earlier file stands, written-off rows and all
+            continue
         write_failed_unit(settings, out, unit, mapping, preset, run_id, engine.model, judge)
         judged["failed_units"] = judged.get("failed_units", 0) + 1
     elapsed = time.monotonic() - started
     summary = summarise(out, elapsed, run_id=run_id, settings=settings.model_dump(), model=model,
                         this_run=judged, units=len(units), units_skipped=len(units) - len(todo))
+    summary.update(reconcile(units, unit_files(out)).as_dict())
     # The rate of this run's own work, not of units a previous run finished.
     summary["pairs_per_second"] = round(judged["pairs"] / elapsed, 3) if elapsed > 0 else None
     if settings.dry_run:
         summary["estimate"] = dry_run_estimate(model, summary, settings.gpu)
-    write_summary(out, summary)
+    if lease.lost:  # another run owns the output now: commit nothing
+        summary.update(complete=False, lease_lost=lease.lost)
+        return summary
+    commit(out, summary)
     return summary
 
 
 def write_failed_unit(settings, out, unit, mapping, preset, run_id, model, judge) -> None:
-    """A unit that failed all its tries: every pair in it becomes an error row."""
+    """A unit that failed all its rounds: its pairs become written-off error rows, which
+    --resume judges again (its bad input rows stay error rows)."""
     from magistrate.judges.registry import get_judge
     from magistrate.pipelines.unit_worker import read_prepared_unit
     from magistrate.pipelines.units import publish
@@ -335,8 +290,8 @@ def write_failed_unit(settings, out, unit, mapping, preset, run_id, model, judge
     table = read_prepared_unit(settings.input, settings.s3_endpoint_url, unit, mapping, preset)
     message = (f"judging failed in {settings.max_tries} rounds (the judge actor or its node kept "
                "dying; see the Ray logs); fix the cause and rerun with --resume")
-    rows = [{"winner": "error", "error": problem or message} for problem in
-            table.column("_invalid").to_pylist()]
+    rows = [{"winner": "error", "error": problem or message, "written_off": problem is None}
+            for problem in table.column("_invalid").to_pylist()]
     profile = get_judge(judge.judge)
     verdicts = verdict_table(rows, {"judge": profile.name, "judge_version": profile.version,
                                     "mode": judge.mode or profile.default_mode, "order": judge.order,
@@ -344,7 +299,8 @@ def write_failed_unit(settings, out, unit, mapping, preset, run_id, model, judge
     kept = table.drop_columns(["_invalid"])
     for field in verdicts.schema:
         kept = kept.append_column(field, verdicts.column(field.name))
-    publish(out, unit.unit_id, kept, {"unit": unit.as_row(), "failed": True})
+    publish(out, unit.unit_id, kept, planned_rows=table.num_rows,
+            metadata={"unit": unit.as_row(), "run_id": run_id, "failed": True})
 
 
 def dry_run_estimate(model: str, summary: dict, gpu: str) -> dict:

@@ -4,8 +4,8 @@ in Parquet, JSONL or CSV; plus column mapping and format presets."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import pyarrow.fs as pafs
 
@@ -28,6 +28,7 @@ class Location:
     uri: str
     filesystem: pafs.FileSystem
     path: str  # the uri as the filesystem takes it
+    s3: Any = field(default=None, compare=False)  # the s3fs filesystem behind an s3:// location
 
     @property
     def is_s3(self) -> bool:
@@ -53,8 +54,10 @@ def locate(uri: str, endpoint_url: str | None = None) -> Location:
         import s3fs
         from pyarrow.fs import FSSpecHandler, PyFileSystem
 
-        fs = PyFileSystem(FSSpecHandler(s3fs.S3FileSystem(**s3_options(endpoint_url))))
-        return Location(uri, fs, uri[len("s3://"):])
+        # No listings cache: s3fs would otherwise answer every later listing from its
+        # first one, and a driver would never see the units its actors publish.
+        s3 = s3fs.S3FileSystem(use_listings_cache=False, **s3_options(endpoint_url))
+        return Location(uri, PyFileSystem(FSSpecHandler(s3)), uri[len("s3://"):], s3)
     if "://" in uri:
         raise InputError(f"{uri}: only local paths and s3:// URIs are supported")
     path = os.path.abspath(os.path.expanduser(uri))

@@ -10,11 +10,11 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
+from magistrate.pipelines.commit import SUMMARY
 from magistrate.pipelines.sources import Location
 from magistrate.pipelines.units import verdicts_dir
 
-SUMMARY = "summary.json"
-_COLUMNS = ("id", "winner", "consistent", "label", "error", "ab_prompt_tokens",
+_COLUMNS = ("winner", "consistent", "label", "error", "written_off", "ab_prompt_tokens",
             "ba_prompt_tokens", "ab_completion_tokens", "ba_completion_tokens")
 
 
@@ -57,44 +57,56 @@ def unified_schema(schemas: list[pa.Schema]) -> pa.Schema:
     return pa.schema(fields)
 
 
+def _counts(values: pa.Array) -> Counter:
+    """Value -> count, nulls left out."""
+    return Counter({item["values"].as_py(): item["counts"].as_py()
+                    for item in pc.value_counts(values) if item["values"].is_valid})
+
+
+def _true(mask) -> int:
+    return pc.sum(pc.fill_null(mask, False).cast(pa.int64())).as_py() or 0
+
+
 def summarise(loc: Location, elapsed: float, **extra) -> dict:
-    """Counts over the output, streamed batch by batch (memory does not grow with it)."""
+    """Counts over the output with Arrow compute, batch by batch: memory does not grow
+    with the output and no row passes through Python."""
     files = verdict_files(loc)
     dataset = verdict_dataset(loc, files)
-    columns = [c for c in _COLUMNS if c in dataset.schema.names]
+    names = dataset.schema.names
+    columns = [c for c in _COLUMNS if c in names]
     winners: Counter = Counter()
     errors: Counter = Counter()
-    pairs = consistent = judged_both = labelled = agree = 0
+    pairs = consistent = judged_both = labelled = agree = written_off = 0
     tokens = {"prompt": 0, "completion": 0}
-    for batch in dataset.to_batches(columns=columns):
+    for batch in dataset.to_batches(columns=columns, batch_size=1 << 18):
+        pairs += batch.num_rows
         for kind in tokens:
             for order in ("ab", "ba"):
                 column = f"{order}_{kind}_tokens"
                 if column in batch.schema.names:
                     tokens[kind] += pc.sum(batch.column(column)).as_py() or 0
-        rows = batch.to_pydict()
-        n = batch.num_rows
-        pairs += n
-        for i in range(n):
-            winner = rows["winner"][i]
-            if winner is None:  # a dry run's unjudged pair
-                continue
-            winners[winner] += 1
-            if winner == "error":
-                errors[(rows["error"][i] or "")[:80]] += 1
-                continue
-            if rows["consistent"][i] is not None:
-                judged_both += 1
-                consistent += bool(rows["consistent"][i])
-            label = rows.get("label", [None] * n)[i]
-            if label in ("A", "B"):
-                labelled += 1
-                agree += winner == label
+        winner = batch.column("winner")  # null: a dry run's unjudged pair
+        winners.update(_counts(winner))
+        failed = pc.equal(winner, "error")
+        errors.update(_counts(pc.utf8_slice_codeunits(
+            pc.fill_null(pc.filter(batch.column("error"), failed), ""), 0, 80)))
+        if "written_off" in batch.schema.names:
+            written_off += _true(batch.column("written_off"))
+        judged = pc.and_(pc.is_valid(winner), pc.invert(pc.fill_null(failed, False)))
+        both = batch.column("consistent")
+        judged_both += _true(pc.and_(judged, pc.is_valid(both)))
+        consistent += _true(pc.and_(judged, both))
+        if "label" in batch.schema.names:
+            label = batch.column("label").cast(pa.string())
+            has_label = pc.and_(judged, pc.is_in(label, pa.array(["A", "B"])))
+            labelled += _true(has_label)
+            agree += _true(pc.and_(has_label, pc.equal(winner, label)))
     return {
         "pairs": pairs,
         "winners": {k: winners.get(k, 0) for k in ("A", "B", "tie", "error")},
         "errors": winners.get("error", 0),
         "error_causes": dict(errors.most_common(10)),
+        "written_off_rows": written_off,
         "label_agreement": agree / labelled if labelled else None,
         "labelled_pairs": labelled,
         "position_consistency": consistent / judged_both if judged_both else None,
@@ -116,18 +128,25 @@ def read_summary(loc: Location) -> dict | None:
         return json.loads(stream.read())
 
 
-def write_summary(loc: Location, summary: dict) -> None:
-    with loc.filesystem.open_output_stream(f"{loc.path.rstrip('/')}/{SUMMARY}") as stream:
-        stream.write(json.dumps(summary, indent=2, sort_keys=True).encode())
-
-
 def _this_run(summary: dict) -> str:
     run = summary.get("this_run", {})
     text = (f"{run.get('pairs', 0)} pairs judged in {run.get('units', 0)} units; "
             f"{summary.get('units_skipped', 0)} of {summary.get('units', 0)} units already done")
     if run.get("failed_units"):
-        text += f"; {run['failed_units']} units failed every try (their pairs are error rows)"
+        text += f"; {run['failed_units']} units failed every round (written off)"
     return text
+
+
+def _output_state(summary: dict) -> str:
+    if summary.get("complete"):
+        return "complete (_SUCCESS written)"
+    parts = []
+    if summary.get("written_off_rows"):
+        parts.append(f"{summary['written_off_rows']} rows written off (engine or actor failures)")
+    if summary.get("missing_unit_count"):
+        parts.append(f"{summary['missing_unit_count']} units missing")
+    return "INCOMPLETE: " + ("; ".join(parts) or "rows written differ from rows planned") + \
+        "; rerun with --resume to judge them"
 
 
 def summary_table(summary: dict) -> str:
@@ -148,6 +167,8 @@ def summary_table(summary: dict) -> str:
         ("pairs/s", str(summary["pairs_per_second"])),
         ("wall time", f"{summary['seconds']} s"),
     ]
+    if "complete" in summary:
+        rows.append(("output", _output_state(summary)))
     if "estimate" in summary:
         e = summary["estimate"]
         rows.append((f"estimate on {e['gpu']}", f"{e['gpu_hours']:.3g} GPU-hours "

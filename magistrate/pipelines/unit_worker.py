@@ -3,20 +3,23 @@
 Ray Data schedules unit descriptors over a pool of these actors; each hosts one judge
 engine (actors/judge_actor.py). An actor that dies is restarted by Ray and its unit
 retried; since a unit is published whole or not at all, a retry never duplicates a row.
+A unit marked `redo` has a file whose written-off rows (engine or actor failures of an
+earlier run) are judged again; its other rows are kept as they are.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from magistrate.pipelines.prepare import prepare_batch
 from magistrate.pipelines.sources import locate
-from magistrate.pipelines.units import Unit, publish, read_unit
+from magistrate.pipelines.units import Unit, publish, read_unit, unit_path
 
 
 def read_prepared_unit(input_uri: str, endpoint: str | None, unit: Unit,
@@ -35,19 +38,44 @@ class UnitWorker:
         self.input_uri, self.endpoint = input_uri, endpoint
         self.out = locate(output_uri, endpoint)
         self.mapping, self.preset, self.batch_size = mapping, preset, batch_size
+        self.run_id = judge["run_id"]
         self.judge = JudgeActor(**judge)
+
+    def _judge(self, table: pa.Table) -> pa.Table:
+        parts = [self.judge(table.slice(i, self.batch_size))
+                 for i in range(0, table.num_rows, self.batch_size)]
+        return pa.concat_tables(parts) if parts else self.judge(table)
+
+    def _redo(self, unit: Unit, table: pa.Table) -> tuple[pa.Table, pa.Table]:
+        """The unit's earlier file with its written-off rows judged again, and those rows.
+        Row i of a unit file is row i of the prepared unit (units are judged in order)."""
+        with self.out.filesystem.open_input_file(unit_path(self.out, unit.unit_id)) as f:
+            old = pq.read_table(f)
+        if old.num_rows != table.num_rows or "written_off" not in old.column_names:
+            fresh = self._judge(table)
+            return fresh, fresh
+        flags = pc.fill_null(old.column("written_off"), False).to_pylist()
+        again = [i for i, flag in enumerate(flags) if flag]
+        kept = [i for i, flag in enumerate(flags) if not flag]
+        fresh = self._judge(table.take(again))
+        merged = pa.concat_tables([old.take(kept).replace_schema_metadata(None), fresh],
+                                  promote_options="permissive")
+        position = kept + again  # where each merged row sat in the unit
+        return merged.take(sorted(range(len(position)), key=position.__getitem__)), fresh
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         results = []
         for row in batch.to_pylist():
-            unit = Unit(**{f.name: row[f.name] for f in dataclasses.fields(Unit)})
+            unit = Unit.from_row(row)
             started = time.monotonic()
             table = read_prepared_unit(self.input_uri, self.endpoint, unit, self.mapping, self.preset)
-            parts = [self.judge(table.slice(i, self.batch_size))
-                     for i in range(0, table.num_rows, self.batch_size)]
-            verdicts = pa.concat_tables(parts) if parts else self.judge(table)
-            publish(self.out, unit.unit_id, verdicts, {"unit": row})
-            errors = verdicts.column("winner").to_pylist().count("error")
-            results.append({"unit_id": unit.unit_id, "rows": verdicts.num_rows, "errors": errors,
+            if unit.redo:
+                verdicts, judged = self._redo(unit, table)
+            else:
+                verdicts = judged = self._judge(table)
+            publish(self.out, unit.unit_id, verdicts, planned_rows=table.num_rows,
+                    metadata={"unit": row, "run_id": self.run_id})
+            errors = judged.column("winner").to_pylist().count("error")
+            results.append({"unit_id": unit.unit_id, "rows": judged.num_rows, "errors": errors,
                             "seconds": time.monotonic() - started, "pid": os.getpid()})
         return pa.Table.from_pylist(results)

@@ -2,11 +2,12 @@
 
 A unit is a run of Parquet row groups, a byte range of a JSONL file (the lines that
 start inside it), or a whole CSV file. Its verdicts are one file, verdicts/<unit>.parquet,
-written in full and then published in one step (a rename locally; on S3 the object only
-appears when its upload completes). So a file in verdicts/ is always a finished unit, a
-killed run leaves no half-unit, and resuming needs only the list of file names: never
-the finished ids (ray-project/ray#65891), never rows created mid-pipeline (#60704), since
-both orders of a pair are judged inside the unit that holds the pair.
+made in memory and then stored in one step (pipelines/store.py), with the rows the unit
+was planned to hold and the rows written off recorded in its footer. So a unit file whose
+footer agrees is a finished unit, a killed run leaves no half-unit, and resuming needs
+only the names and footers of the unit files: never the finished ids
+(ray-project/ray#65891), never rows created mid-pipeline (#60704), since both orders of a
+pair are judged inside the unit that holds the pair.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ import dataclasses
 import hashlib
 import json
 import os
-import uuid
 from dataclasses import asdict, dataclass
 from typing import Iterator
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -38,9 +39,14 @@ class Unit:
     stop: int  # parquet: row group after the last; json: byte after the last; csv: -1
     rows: int  # known for parquet; an estimate for json; -1 for csv
     max_rows: int = -1  # --limit: judge only the unit's first max_rows rows
+    redo: bool = False  # its file holds written-off rows: judge only those again
 
     def as_row(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_row(cls, row: dict) -> "Unit":
+        return cls(**{f.name: row[f.name] for f in dataclasses.fields(cls)})
 
 
 def _unit_id(path: str, kind: str, start: int, stop: int) -> str:
@@ -152,36 +158,91 @@ def unit_path(loc: Location, unit_id: str) -> str:
     return f"{verdicts_dir(loc)}/{unit_id}.parquet"
 
 
-def finished_units(loc: Location) -> set[str]:
-    """Ids of the units already published (file names only: bounded by the unit count)."""
+def is_unit_file(name: str) -> bool:
+    return name.startswith("unit-") and name.endswith(".parquet")
+
+
+@dataclass(frozen=True)
+class UnitFile:
+    """What a published unit file says of itself (its footer: no row is read)."""
+
+    rows: int  # rows in the file
+    planned: int  # rows its unit held when it was read (recorded at publish)
+    written_off: int  # rows that failed for infrastructure reasons: --resume judges them again
+    run_id: str | None = None  # the run that published it
+
+    @property
+    def whole(self) -> bool:
+        """Every planned row is in the file (some may be written off)."""
+        return self.rows == self.planned
+
+    @property
+    def finished(self) -> bool:
+        return self.whole and self.written_off == 0
+
+
+def unit_files(loc: Location, only: set[str] | None = None) -> dict[str, UnitFile]:
+    """The published units (or those of `only`) and their footers' account of themselves,
+    listed now (pipelines/sources.py: no cached listing). A file whose footer cannot be
+    read, or that does not say how many rows it was planned to hold, counts as holding
+    none of them: its unit is judged again."""
+    from concurrent.futures import ThreadPoolExecutor
+
     selector = pafs.FileSelector(verdicts_dir(loc), recursive=False, allow_not_found=True)
-    names = (os.path.basename(i.path) for i in loc.filesystem.get_file_info(selector) if i.is_file)
-    return {n[: -len(".parquet")] for n in names if n.startswith("unit-") and n.endswith(".parquet")}
+    found = {os.path.basename(i.path)[: -len(".parquet")]: i.path
+             for i in loc.filesystem.get_file_info(selector)
+             if i.is_file and is_unit_file(os.path.basename(i.path))}
+    if only is not None:
+        found = {k: v for k, v in found.items() if k in only}
+
+    def footer(path: str) -> UnitFile:
+        try:
+            with loc.filesystem.open_input_file(path) as f:
+                meta = pq.read_metadata(f)
+            record = json.loads((meta.metadata or {}).get(b"magistrate", b"{}"))
+            return UnitFile(meta.num_rows, int(record.get("rows", -1)), int(record.get("written_off", 0)),
+                            record.get("run_id"))
+        except Exception:  # noqa: BLE001 - an unreadable file is an unfinished unit
+            return UnitFile(0, -1, 0)
+
+    with ThreadPoolExecutor(max_workers=16) as pool:  # footers on S3: one round trip each
+        return dict(zip(found, pool.map(footer, found.values())))
 
 
-def publish(loc: Location, unit_id: str, table: pa.Table, metadata: dict | None = None) -> None:
-    """Write a unit's verdicts whole, then make them visible in one step."""
-    fs, final = loc.filesystem, unit_path(loc, unit_id)
-    if metadata:
-        table = table.replace_schema_metadata(
-            {**(table.schema.metadata or {}), b"magistrate": json.dumps(metadata).encode()})
-    if loc.is_s3:
-        # An S3 object is visible only once its upload completes: never half-written.
-        with fs.open_output_stream(final) as stream:
-            pq.write_table(table, stream)
-        return
-    fs.create_dir(verdicts_dir(loc), recursive=True)
-    staging = f"{verdicts_dir(loc)}/.{unit_id}.{uuid.uuid4().hex[:8]}.tmp"
-    with fs.open_output_stream(staging) as stream:
-        pq.write_table(table, stream)
-    fs.move(staging, final)  # rename(2): atomic on one filesystem
+def finished_units(loc: Location, only: set[str] | None = None) -> set[str]:
+    """Ids of the units published whole, with nothing written off."""
+    return {unit_id for unit_id, f in unit_files(loc, only).items() if f.finished}
+
+
+def publish(loc: Location, unit_id: str, table: pa.Table, planned_rows: int,
+            metadata: dict) -> None:
+    """Make a unit's verdicts visible under their final name, whole or not at all
+    (pipelines/store.py), recording the rows the unit was planned to hold and how many of
+    them were written off, so that only a complete file ever counts as finished."""
+    from magistrate.pipelines.store import write_whole
+
+    if table.num_rows != planned_rows:
+        raise ValueError(f"unit {unit_id}: {table.num_rows} rows, planned {planned_rows}")
+    written_off = table.column("written_off") if "written_off" in table.column_names else None
+    record = {**metadata, "rows": planned_rows,
+              "written_off": 0 if written_off is None else int(pc.sum(pc.fill_null(written_off, False)).as_py() or 0)}
+    table = table.replace_schema_metadata(
+        {**(table.schema.metadata or {}), b"magistrate": json.dumps(record).encode()})
+    buffer = pa.BufferOutputStream()
+    pq.write_table(table, buffer)  # all in memory first: an exception here publishes nothing
+    write_whole(loc, unit_path(loc, unit_id), buffer.getvalue().to_pybytes())
 
 
 def clean_staging(loc: Location) -> int:
     """Remove staging files a killed run left behind (they were never published)."""
     selector = pafs.FileSelector(verdicts_dir(loc), recursive=False, allow_not_found=True)
     stale = [i.path for i in loc.filesystem.get_file_info(selector)
-             if i.is_file and os.path.basename(i.path).endswith(".tmp")]
+             if i.is_file and is_staging_file(os.path.basename(i.path))]
     for path in stale:
         loc.filesystem.delete_file(path)
     return len(stale)
+
+
+def is_staging_file(name: str) -> bool:
+    """A local staging file of a unit (pipelines/store.py names them)."""
+    return name.startswith(".unit-") and name.endswith(".tmp")

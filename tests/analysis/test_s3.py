@@ -1,5 +1,5 @@
-"""The analysis commands over an output on S3: a moto server on 127.0.0.1 (the fixtures of
-tests/pipelines/test_s3.py), reached through s3fs as on AWS."""
+"""The analysis commands over an output on S3: a moto server on 127.0.0.1 (tests/conftest.py),
+reached through s3fs as on AWS."""
 
 from __future__ import annotations
 
@@ -10,19 +10,15 @@ import pyarrow.parquet as pq
 
 from tests.analysis.conftest import SUMMARY, synthetic_rows, write_output
 from tests.analysis.expected import expected_figures
-from tests.conftest import run_cli
-from tests.pipelines.test_s3 import REGION, aws_env, moto_url  # noqa: F401  (fixtures)
+from tests.conftest import run_cli, s3_client
 
 BUCKET = "magistrate-analysis-test"
 
 
-def test_report_and_select_on_s3(tmp_path, moto_url, aws_env):  # noqa: F811
-    import boto3
-
+def test_report_and_select_on_s3(tmp_path, moto_url, aws_env):  
     rows = synthetic_rows(90)
     local = write_output(tmp_path / "out", rows, summary=SUMMARY)
-    client = boto3.client("s3", endpoint_url=moto_url, region_name=REGION,
-                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    client = s3_client(moto_url)
     client.create_bucket(Bucket=BUCKET)
     for path in local.rglob("*"):
         if path.is_file():

@@ -5,88 +5,34 @@ Parquet, boto3 for summary.json), so what is checked is what landed in the bucke
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
-import socket
+import signal
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
-from pathlib import Path
 
+import psutil
+import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import EXAMPLES, run_cli
+from tests.conftest import BUCKET_REGION as REGION, EXAMPLES, MAGISTRATE, REPO, run_cli, s3_client
 
 BUCKET = "magistrate-s3-test"
 INPUT_KEY = "in/pairs.jsonl"
-REGION = "us-east-1"
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def aws_env(tmp_path_factory) -> dict:
-    """Fake credentials only: no profile, config file or instance metadata can leak in."""
-    home = tmp_path_factory.mktemp("aws")
-    return {
-        **CREDENTIALS,
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_CONFIG_FILE": str(home / "config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(home / "credentials"),
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "NO_PROXY": "127.0.0.1,localhost",
-        "no_proxy": "127.0.0.1,localhost",
-    }
-
-
-@pytest.fixture(scope="module")
-def moto_url(aws_env, tmp_path_factory):
-    """A moto S3 server in its own process on a free loopback port; killed at the end."""
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    moto_server = Path(sys.executable).parent / "moto_server"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [str(moto_server), "-H", "127.0.0.1", "-p", str(port)],
-            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **aws_env},
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"moto_server exited with {proc.returncode}:\n{log.read_text()}")
-            try:
-                with urllib.request.urlopen(url + "/", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"moto_server did not answer on {url} within 60 s:\n{log.read_text()}")
-            time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+PARQUET_KEY = "in/pairs.parquet"  # the same rows in row groups of 4: 4 units of --unit-rows 4
+OUT = f"s3://{BUCKET}/out"
+ENGINE_ARGS = ["--max-model-len", "2048", "--gpu-memory-utilization", "0.2", "--unit-rows", "4",
+               "--batch-size", "4"]
 
 
 def _input_rows() -> list[dict]:
     with open(EXAMPLES / "llmbar-demo.jsonl") as f:
-        good = [json.loads(line) for line in f][:4]
+        good = [json.loads(line) for line in f][:12]
     for i, row in enumerate(good):
         row["extra"] = f"keep-me-{i}"
     bad = {"id": "bad-empty-prompt", "prompt": "", "response_a": "x", "response_b": "y",
@@ -97,14 +43,14 @@ def _input_rows() -> list[dict]:
 @pytest.fixture(scope="module")
 def s3(moto_url):
     """boto3 client on the moto server, with a bucket holding the input JSONL."""
-    import boto3
-
-    client = boto3.client("s3", endpoint_url=moto_url, region_name=REGION,
-                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    client = s3_client(moto_url)
     client.create_bucket(Bucket=BUCKET)
     rows = _input_rows()
     client.put_object(Bucket=BUCKET, Key=INPUT_KEY,
                       Body="".join(json.dumps(r) + "\n" for r in rows).encode())
+    parquet = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows), parquet, row_group_size=4)
+    client.put_object(Bucket=BUCKET, Key=PARQUET_KEY, Body=parquet.getvalue())
     return client, rows
 
 
@@ -129,16 +75,70 @@ def test_render_reads_s3_with_endpoint_from_env(s3, moto_url, aws_env):
         assert by_id[r["id"]]["prompt"] in text
 
 
+def _judge(moto_url: str, *extra: str) -> list[str]:
+    return [*MAGISTRATE, "judge", "--input", f"s3://{BUCKET}/{PARQUET_KEY}", "--output", OUT,
+            "--s3-endpoint-url", moto_url, *ENGINE_ARGS, *extra]
+
+
+@contextlib.contextmanager
+def _running(command: list[str], env: dict):
+    """A judge run in a child process; what a failed test leaves of its tree is killed."""
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=REPO, env={**os.environ, **env})
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            _kill_tree(proc)
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL the driver and the local Ray it started, at once: a lost head node."""
+    family = [proc.pid] + [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
+    for pid in family:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    alive = []
+    for pid in family:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            alive.append(psutil.Process(pid))
+    psutil.wait_procs(alive, timeout=60)
+
+
+def _wait(condition, proc: subprocess.Popen, what: str, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended before {what}: {proc.stderr.read()[-3000:]}")
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.3)
+
+
+def _objects(client, prefix: str = "out/verdicts/") -> dict[str, str]:
+    """Key -> ETag of the objects under prefix, as another S3 client sees them."""
+    listed = client.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])
+    return {o["Key"]: o["ETag"] for o in listed}
+
+
+def _summary(client) -> dict:
+    return json.loads(client.get_object(Bucket=BUCKET, Key="out/summary.json")["Body"].read())
+
+
 @pytest.fixture(scope="module")
 def judged(s3, moto_url, aws_env, embedded_model):
+    """The first run, and a second run on the same output started while the first holds
+    its lease."""
     client, rows = s3
     started = time.monotonic()
-    result = run_cli("judge", "--input", f"s3://{BUCKET}/{INPUT_KEY}",
-                     "--output", f"s3://{BUCKET}/out", "--s3-endpoint-url", moto_url,
-                     "--max-model-len", "2048", "--gpu-memory-utilization", "0.2", env=aws_env)
+    with _running(_judge(moto_url), aws_env) as first:
+        _wait(lambda: "out/_lease.json" in _objects(client, "out/"), first, "the lease")
+        second = subprocess.run(_judge(moto_url), capture_output=True, text=True, timeout=300,
+                                cwd=REPO, env={**os.environ, **aws_env})
+        stdout, stderr = first.communicate(timeout=900)
     print(f"\njudge on S3 took {time.monotonic() - started:.1f} s")
-    assert result.returncode == 0, result.stderr[-4000:]
-    return client, rows, result
+    assert first.returncode == 0, stderr[-4000:]
+    return client, rows, subprocess.CompletedProcess(first.args, 0, stdout, stderr), second
 
 
 def _pyarrow_s3(moto_url: str) -> pafs.S3FileSystem:
@@ -150,7 +150,7 @@ def _pyarrow_s3(moto_url: str) -> pafs.S3FileSystem:
 
 @pytest.mark.engine
 def test_verdicts_on_s3_read_by_pyarrow(judged, moto_url):
-    client, rows, _ = judged
+    client, rows, _, _ = judged
     fs = _pyarrow_s3(moto_url)
     infos = fs.get_file_info(pafs.FileSelector(f"{BUCKET}/out/verdicts", recursive=True))
     files = [i.path for i in infos if i.is_file and i.path.endswith(".parquet")]
@@ -176,7 +176,7 @@ def test_verdicts_on_s3_read_by_pyarrow(judged, moto_url):
 
 @pytest.mark.engine
 def test_summary_on_s3_read_by_boto3(judged):
-    client, rows, result = judged
+    client, rows, result, _ = judged
     summary = json.loads(client.get_object(Bucket=BUCKET, Key="out/summary.json")["Body"].read())
     assert summary["pairs"] == len(rows)
     assert summary["winners"]["error"] == sum(1 for r in rows if not r["prompt"])
@@ -188,10 +188,88 @@ def test_summary_on_s3_read_by_boto3(judged):
 
 @pytest.mark.engine
 def test_existing_s3_output_is_refused(judged, moto_url, aws_env):
-    client, _, _ = judged
+    client, _, _, _ = judged
     before = client.get_object(Bucket=BUCKET, Key="out/summary.json")["Body"].read()
     again = run_cli("judge", "--input", f"s3://{BUCKET}/{INPUT_KEY}",
                     "--output", f"s3://{BUCKET}/out", "--s3-endpoint-url", moto_url, env=aws_env)
     assert again.returncode == 2, again.stderr[-3000:]
     assert "already holds output" in again.stderr and "Traceback" not in again.stderr
     assert client.get_object(Bucket=BUCKET, Key="out/summary.json")["Body"].read() == before
+
+
+@pytest.mark.engine
+def test_a_second_run_on_a_live_s3_output_is_refused(judged):
+    client, rows, _, second = judged
+    assert second.returncode == 2, second.stderr[-3000:]
+    assert "in use by a live run" in second.stderr and "pid" in second.stderr
+    assert "Traceback" not in second.stderr
+    summary = _summary(client)  # the first run finished, alone
+    assert summary["complete"] and summary["rows_written"] == len(rows)
+    assert "out/_SUCCESS" in _objects(client, "out/") and "out/_lease.json" not in _objects(client, "out/")
+
+
+def _unit_rows(client, key: str) -> int:
+    body = client.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    return pq.read_metadata(io.BytesIO(body)).num_rows
+
+
+def _all_ids(moto_url: str) -> list[str]:
+    fs = _pyarrow_s3(moto_url)
+    infos = fs.get_file_info(pafs.FileSelector(f"{BUCKET}/out/verdicts", recursive=True))
+    files = [i.path for i in infos if i.is_file and i.path.endswith(".parquet")]
+    return pads.dataset(files, filesystem=fs, format="parquet").to_table(columns=["id"]).column("id").to_pylist()
+
+
+@pytest.fixture(scope="module")
+def resumed_one(judged, moto_url, aws_env):
+    """One unit object deleted, then --resume."""
+    client = judged[0]
+    before = _objects(client)
+    assert len(before) == 4, before  # 13 rows in units of 4
+    gone = sorted(before)[0]
+    gone_rows = _unit_rows(client, gone)
+    client.delete_object(Bucket=BUCKET, Key=gone)
+    result = subprocess.run(_judge(moto_url, "--resume"), capture_output=True, text=True, timeout=900,
+                            cwd=REPO, env={**os.environ, **aws_env})
+    return client, before, gone, gone_rows, result
+
+
+@pytest.mark.engine
+def test_resume_on_s3_judges_exactly_the_missing_unit(resumed_one, moto_url):
+    client, before, gone, gone_rows, result = resumed_one
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = _summary(client)
+    assert summary["this_run"]["units"] == 1 and summary["this_run"]["pairs"] == gone_rows
+    assert summary["units_skipped"] == 3
+    after = _objects(client)
+    assert set(after) == set(before)
+    assert {k: v for k, v in after.items() if k != gone} == {k: v for k, v in before.items() if k != gone}, \
+        "the other unit objects are untouched (same ETags)"
+    assert summary["written_off_rows"] == 0 and summary["complete"]
+    assert "out/_SUCCESS" in _objects(client, "out/")
+    ids = _all_ids(moto_url)
+    assert len(ids) == len(set(ids)) == summary["pairs"]  # every id exactly once
+
+
+@pytest.mark.engine
+def test_driver_killed_on_s3_then_resume_finishes_exactly_once(resumed_one, moto_url, aws_env):
+    client, _, _, _, _ = resumed_one
+    rows = len(_all_ids(moto_url))
+    doomed = sorted(_objects(client))[1:3]
+    for key in doomed:
+        client.delete_object(Bucket=BUCKET, Key=key)
+    with _running(_judge(moto_url, "--resume"), aws_env) as proc:
+        _wait(lambda: any(k in _objects(client) for k in doomed), proc, "a unit published")
+        _kill_tree(proc)
+    assert "out/_SUCCESS" not in _objects(client, "out/"), "a killed run's output is not committed"
+    survivors = _objects(client)
+    again = subprocess.run(_judge(moto_url, "--resume"), capture_output=True, text=True, timeout=900,
+                           cwd=REPO, env={**os.environ, **aws_env})
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "taking over the lease" in again.stderr  # the killed driver's, stale at once here
+    after = _objects(client)
+    assert {k: after[k] for k in survivors} == survivors, "units finished before the kill are unchanged"
+    ids = _all_ids(moto_url)
+    assert len(ids) == len(set(ids)) == rows  # every id exactly once
+    summary = _summary(client)
+    assert summary["complete"] and summary["this_run"]["units"] == len(set(doomed) - set(survivors))

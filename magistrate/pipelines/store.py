@@ -1,0 +1,127 @@
+"""Writing to an output store, local or S3, so that a reader only ever sees whole files.
+
+Every file magistrate writes goes through `write_whole`: its bytes are complete in memory
+before the store sees any of them. Locally they go to a staging name beside the target
+and are renamed over it (rename(2) is atomic on one filesystem); on S3 they are one PUT,
+or, past s3fs's size for one PUT, a multipart upload that s3fs aborts on any failure, so
+no object appears until its last byte is stored. Writing into a stream that commits on
+close would publish whatever had been written when an exception or SIGTERM closed it.
+
+`create_exclusive` is the lease's primitive: an exclusive create, locally a hard link of
+a staged file (fails if the name exists), on S3 a conditional PUT (`If-None-Match: *`).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pyarrow.fs as pafs
+
+from magistrate.pipelines.sources import Location
+
+
+class AlreadyExists(Exception):
+    """An exclusive create found the name taken, or a conditional replace lost its race."""
+
+
+def join(loc: Location, name: str) -> str:
+    return f"{loc.path.rstrip('/')}/{name}"
+
+
+def staging_name(path: str) -> str:
+    """A local staging file beside `path`: hidden, and ending in .tmp, so no reader of
+    the output (which skips names starting with '.') and no listing of units sees it."""
+    head, tail = os.path.split(path)
+    return os.path.join(head, f".{tail}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def write_whole(loc: Location, path: str, data: bytes, if_match: str | None = None) -> str | None:
+    """Store `data` under `path` (a path as loc's filesystem takes it), whole or not at
+    all; returns the S3 ETag (None locally). `if_match`: on S3, only if the object still
+    has this ETag (AlreadyExists otherwise)."""
+    if loc.is_s3:
+        kwargs = {"IfMatch": if_match} if if_match else {}
+        try:
+            answer = loc.s3.pipe_file(path, data, **kwargs)
+        except Exception as exc:
+            if _precondition_failed(exc):
+                raise AlreadyExists(path) from exc
+            raise
+        return (answer or {}).get("ETag")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    staging = staging_name(path)
+    try:
+        with open(staging, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(staging, path)
+    finally:
+        if os.path.exists(staging):
+            os.unlink(staging)
+    return None
+
+
+def create_exclusive(loc: Location, path: str, data: bytes) -> str | None:
+    """Store `data` under `path` only if nothing is there yet (AlreadyExists otherwise)."""
+    if loc.is_s3:
+        try:
+            answer = loc.s3.pipe_file(path, data, mode="create")
+        except Exception as exc:
+            if _precondition_failed(exc) or isinstance(exc, FileExistsError):
+                raise AlreadyExists(path) from exc
+            raise
+        return (answer or {}).get("ETag")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    staging = staging_name(path)
+    try:
+        with open(staging, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(staging, path)  # fails if `path` exists: the exclusive step
+    except FileExistsError:
+        raise AlreadyExists(path) from None
+    finally:
+        os.unlink(staging)
+    return None
+
+
+def read_bytes(loc: Location, path: str) -> tuple[bytes, str | None] | None:
+    """The file's bytes and (on S3) its ETag, or None when there is no such file."""
+    if loc.is_s3:
+        try:
+            etag = loc.s3.info(path).get("ETag")
+            return loc.s3.cat_file(path), etag
+        except FileNotFoundError:
+            return None
+    try:
+        with open(path, "rb") as f:
+            return f.read(), None
+    except FileNotFoundError:
+        return None
+
+
+def delete(loc: Location, path: str) -> None:
+    """Delete one file; a file already gone is fine."""
+    try:
+        loc.filesystem.delete_file(path)
+    except FileNotFoundError:
+        pass
+
+
+def exists(loc: Location, path: str) -> bool:
+    return loc.filesystem.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def _precondition_failed(exc: BaseException) -> bool:
+    """s3fs turns S3's 412 PreconditionFailed into an OSError or a botocore ClientError,
+    depending on the version; look for it along the chain."""
+    seen = exc
+    while seen is not None:
+        text = f"{type(seen).__name__} {seen}"
+        if "PreconditionFailed" in text or "412" in text or "Precondition" in text:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

@@ -1,0 +1,335 @@
+"""The output as a commit protocol, piece by piece, on local disk and on a real
+S3-compatible server (moto on 127.0.0.1, through s3fs as on AWS): fresh listings, whole
+units only, the lease. No engine: the end-to-end runs are in test_s3.py and test_faults.py."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import time
+import uuid
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from magistrate.pipelines.sources import InputError, locate
+from tests.conftest import s3_client
+
+BUCKET = "magistrate-commit-test"
+
+
+@pytest.fixture(scope="module")
+def bucket(moto_url, aws_env):
+    saved = {k: os.environ.get(k) for k in aws_env}
+    os.environ.update(aws_env)  # s3fs in this process reads the fake credentials
+    client = s3_client(moto_url)
+    client.create_bucket(Bucket=BUCKET)
+    yield client
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(params=["local", "s3"])
+def output(request, tmp_path):
+    """(uri, endpoint, client or None) of a new, empty output."""
+    if request.param == "local":
+        return str(tmp_path / "out"), None, None
+    client = request.getfixturevalue("bucket")
+    moto_url = request.getfixturevalue("moto_url")
+    return f"s3://{BUCKET}/{uuid.uuid4().hex[:8]}/out", moto_url, client
+
+
+def _table(n: int) -> pa.Table:
+    return pa.table({"id": [f"p{i}" for i in range(n)], "winner": ["A"] * n,
+                     "written_off": [False] * n})
+
+
+def _unit_bytes(tmp_path, unit_id: str, table: pa.Table, planned: int) -> bytes:
+    """A unit file as an actor on another machine writes it."""
+    from magistrate.pipelines.units import publish
+
+    elsewhere = locate(str(tmp_path / "elsewhere"))
+    publish(elsewhere, unit_id, table, planned_rows=planned, metadata={})
+    with open(f"{elsewhere.path}/verdicts/{unit_id}.parquet", "rb") as f:
+        return f.read()
+
+
+def _put(uri: str, client, name: str, data: bytes) -> None:
+    """Write as another process does: not through the driver's filesystem object."""
+    if client is None:
+        path = f"{uri}/{name}"
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+    else:
+        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+        client.put_object(Bucket=bucket, Key=f"{prefix}/{name}", Body=data)
+
+
+def test_listings_see_units_published_after_them(output, tmp_path):
+    """Finding 1: s3fs kept its first listing of verdicts/ for its whole life."""
+    from magistrate.pipelines.units import finished_units
+
+    uri, endpoint, client = output
+    out = locate(uri, endpoint)
+    assert finished_units(out) == set()
+    _put(uri, client, "verdicts/unit-aaaa.parquet", _unit_bytes(tmp_path, "unit-aaaa", _table(3), 3))
+    assert finished_units(out) == {"unit-aaaa"}
+    _put(uri, client, "verdicts/unit-bbbb.parquet", _unit_bytes(tmp_path, "unit-bbbb", _table(2), 2))
+    assert finished_units(out) == {"unit-aaaa", "unit-bbbb"}, "listed again, not from a cache"
+    assert finished_units(locate(uri, endpoint)) == {"unit-aaaa", "unit-bbbb"}
+
+
+def test_an_exception_inside_a_units_write_leaves_nothing(output, monkeypatch):
+    """Finding 2: a write that raised still committed a valid, shorter Parquet file."""
+    from magistrate.pipelines.units import finished_units, publish, unit_path
+
+    uri, endpoint, client = output
+    out = locate(uri, endpoint)
+    original = pq.ParquetWriter.write_table
+    calls = []
+
+    def fail_after_first_row_group(self, table, *args, **kwargs):
+        calls.append(1)
+        original(self, table.slice(0, 2), *args, **kwargs)  # a row group reaches the stream
+        raise OSError("disk on fire (injected)")
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", fail_after_first_row_group)
+    with pytest.raises(OSError, match="injected"):
+        publish(out, "unit-bbbb", _table(5), planned_rows=5, metadata={})
+    assert calls
+    monkeypatch.undo()
+    assert not out.filesystem.get_file_info(unit_path(out, "unit-bbbb")).is_file
+    assert finished_units(out) == set()
+    if client is None:
+        left = os.listdir(f"{out.path}/verdicts") if os.path.isdir(f"{out.path}/verdicts") else []
+        assert left == [], left
+    else:
+        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+        listed = client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
+        assert listed == []
+        assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def test_a_unit_file_short_of_its_planned_rows_is_not_finished(output, tmp_path):
+    from magistrate.pipelines.units import finished_units, publish, unit_files
+
+    uri, endpoint, client = output
+    out = locate(uri, endpoint)
+    with pytest.raises(ValueError, match="3 rows, planned 4"):
+        publish(out, "unit-cccc", _table(3), planned_rows=4, metadata={})
+    # A file that says 4 rows but holds 3 (a torn write by some other tool): not finished.
+    whole = _unit_bytes(tmp_path, "unit-cccc", _table(4), 4)
+    meta = pq.read_metadata(io.BytesIO(whole)).metadata
+    short = io.BytesIO()
+    pq.write_table(_table(3).replace_schema_metadata(meta), short)
+    _put(uri, client, "verdicts/unit-cccc.parquet", short.getvalue())
+    _put(uri, client, "verdicts/unit-dddd.parquet", _unit_bytes(tmp_path, "unit-dddd", _table(2), 2))
+    files = unit_files(out)
+    assert files["unit-cccc"].rows == 3 and files["unit-cccc"].planned == 4
+    assert not files["unit-cccc"].finished
+    assert finished_units(out) == {"unit-dddd"}
+
+
+def test_written_off_rows_leave_their_unit_unfinished(output):
+    from magistrate.pipelines.units import finished_units, publish, unit_files
+
+    uri, endpoint, _ = output
+    out = locate(uri, endpoint)
+    table = _table(4).set_column(2, "written_off", pa.array([False, True, True, False]))
+    publish(out, "unit-eeee", table, planned_rows=4, metadata={})
+    assert unit_files(out)["unit-eeee"].written_off == 2
+    assert finished_units(out) == set()
+
+
+# The lease ------------------------------------------------------------------------------
+
+def test_a_live_lease_refuses_a_second_run_naming_its_holder(output):
+    from magistrate.pipelines.lease import Lease
+
+    uri, endpoint, _ = output
+    out = locate(uri, endpoint)
+    first = Lease.acquire(out, "run-one", take_over_stale=False)
+    try:
+        for take_over in (False, True):
+            with pytest.raises(InputError) as refused:
+                Lease.acquire(out, "run-two", take_over_stale=take_over)
+            text = str(refused.value)
+            assert "run-one" in text and socket.gethostname() in text and f"pid {os.getpid()}" in text
+            assert "since" in text
+    finally:
+        first.release()
+    second = Lease.acquire(out, "run-two", take_over_stale=False)  # released: free again
+    second.release()
+
+
+def test_a_stale_lease_is_taken_over_only_by_resume(output, capsys):
+    from magistrate.pipelines import lease as lease_module
+    from magistrate.pipelines.lease import LEASE, Lease
+
+    uri, endpoint, client = output
+    out = locate(uri, endpoint)
+    dead = {"run_id": "run-dead", "host": "gone-host", "pid": 1234, "pid_started": 0.0,
+            "since": "2026-01-01T00:00:00Z", "heartbeat": time.time() - 10 * lease_module.STALE_SECONDS}
+    _put(uri, client, LEASE, json.dumps(dead).encode())
+    with pytest.raises(InputError, match="stopped heartbeating.*--resume"):
+        Lease.acquire(out, "run-fresh", take_over_stale=False)
+    taken = Lease.acquire(out, "run-resume", take_over_stale=True)
+    try:
+        assert "run-dead" in capsys.readouterr().err
+        assert taken.holder()["run_id"] == "run-resume"
+    finally:
+        taken.release()
+
+
+def test_a_lease_of_a_dead_process_on_this_host_is_stale_at_once(output):
+    """A driver SIGKILLed here leaves a lease whose pid is gone: resume need not wait."""
+    from magistrate.pipelines.lease import LEASE, Lease
+
+    uri, endpoint, client = output
+    out = locate(uri, endpoint)
+    dead = {"run_id": "run-killed", "host": socket.gethostname(), "pid": 2 ** 22 + 17,
+            "pid_started": 0.0, "since": "2026-01-01T00:00:00Z", "heartbeat": time.time()}
+    _put(uri, client, LEASE, json.dumps(dead).encode())
+    Lease.acquire(out, "run-resume", take_over_stale=True).release()
+
+
+def test_the_heartbeat_refreshes_the_lease(output, monkeypatch):
+    from magistrate.pipelines import lease as lease_module
+    from magistrate.pipelines.lease import Lease
+
+    monkeypatch.setattr(lease_module, "HEARTBEAT_SECONDS", 0.2)
+    uri, endpoint, _ = output
+    out = locate(uri, endpoint)
+    with Lease.acquire(out, "run-beat", take_over_stale=False) as held:
+        first = held.holder()["heartbeat"]
+        deadline = time.monotonic() + 20
+        while held.holder()["heartbeat"] == first:
+            assert time.monotonic() < deadline, "no heartbeat"
+            time.sleep(0.1)
+        assert not held.lost
+    assert held.holder() is None, "released on exit"
+
+
+# --overwrite deletes only what magistrate wrote, and only after the input is planned ----
+
+def _pairs(path, n: int = 3) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"id": f"p{i}", "prompt": f"What is {i} plus {i}?",
+                                        "response_a": f"{2 * i}.", "response_b": f"Maybe {i}."}) + "\n"
+                            for i in range(n)))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def dry_output(tmp_path_factory, embedded_model):
+    """A real output of `magistrate judge --dry-run` (no engine), copied per test."""
+    from tests.conftest import run_cli
+
+    base = tmp_path_factory.mktemp("dry")
+    src = _pairs(base / "in" / "pairs.jsonl")
+    out = base / "out"
+    done = run_cli("judge", "--input", src, "--output", str(out), "--dry-run", timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return src, out
+
+
+def _tree(root) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_fresh_run_writes_success_last_and_releases_its_lease(dry_output):
+    _, out = dry_output
+    names = set(_tree(out))
+    assert {"_SUCCESS", "summary.json", "_run.json"} <= names and "_lease.json" not in names
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["complete"] is True and summary["rows_written"] == summary["rows_planned"] == 3
+    assert summary["written_off_rows"] == 0 and summary["missing_unit_count"] == 0
+
+
+def test_overwrite_refuses_an_output_holding_files_it_did_not_write(dry_output, tmp_path):
+    import shutil
+
+    from tests.conftest import run_cli
+
+    src, done = dry_output
+    out = tmp_path / "out"
+    shutil.copytree(done, out)
+    (out / "notes.txt").write_text("my notes")
+    (out / "verdicts" / "mine.parquet").write_bytes(b"not magistrate's")
+    before = _tree(out)
+    result = run_cli("judge", "--input", src, "--output", str(out), "--dry-run", "--overwrite")
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "did not write" in result.stderr and "notes.txt" in result.stderr
+    assert "verdicts/mine.parquet" in result.stderr and "Traceback" not in result.stderr
+    assert _tree(out) == before, "nothing deleted"
+
+
+def test_overwrite_refuses_an_output_that_holds_the_input(tmp_path):
+    from tests.conftest import run_cli
+
+    out = tmp_path / "out"
+    src = _pairs(out / "pairs.jsonl")
+    before = _tree(out)
+    result = run_cli("judge", "--input", src, "--output", str(out), "--dry-run", "--overwrite")
+    assert result.returncode == 2 and "holds the input" in result.stderr, result.stderr[-3000:]
+    assert _tree(out) == before
+    inside = run_cli("judge", "--input", str(out), "--output", str(out / "verdicts-here"), "--dry-run")
+    assert inside.returncode == 2 and "inside the input directory" in inside.stderr, inside.stderr[-3000:]
+
+
+def test_overwrite_with_a_mistyped_input_keeps_the_earlier_verdicts(dry_output, tmp_path):
+    import shutil
+
+    from tests.conftest import run_cli
+
+    src, done = dry_output
+    out = tmp_path / "out"
+    shutil.copytree(done, out)
+    before = _tree(out)
+    result = run_cli("judge", "--input", src + ".typo", "--output", str(out), "--dry-run", "--overwrite")
+    assert result.returncode == 2 and "no such file" in result.stderr, result.stderr[-3000:]
+    assert _tree(out) == before
+
+
+def test_overwrite_replaces_only_magistrates_files(dry_output, tmp_path):
+    import shutil
+
+    from tests.conftest import run_cli
+
+    src, done = dry_output
+    out = tmp_path / "out"
+    shutil.copytree(done, out)
+    (out / "verdicts" / ".unit-0123.parquet.89abcdef.tmp").write_bytes(b"a killed run's staging file")
+    old_run = json.loads((out / "summary.json").read_text())["run_id"]
+    result = run_cli("judge", "--input", src, "--output", str(out), "--dry-run", "--overwrite", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "deleting the" in result.stderr
+    assert not list((out / "verdicts").glob(".*.tmp"))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["run_id"] != old_run and summary["complete"] and (out / "_SUCCESS").exists()
+    assert summary["this_run"]["pairs"] == 3
+
+
+def test_overwrite_on_s3_refuses_objects_it_did_not_write(bucket, moto_url, aws_env, tmp_path):
+    from tests.conftest import run_cli
+
+    src = _pairs(tmp_path / "pairs.jsonl")
+    prefix = f"{uuid.uuid4().hex[:8]}/out"
+    for key in ("_run.json", "summary.json", "verdicts/unit-0000.parquet", "theirs/data.csv"):
+        bucket.put_object(Bucket=BUCKET, Key=f"{prefix}/{key}", Body=b"x")
+    result = run_cli("judge", "--input", src, "--output", f"s3://{BUCKET}/{prefix}", "--dry-run",
+                     "--overwrite", "--s3-endpoint-url", moto_url, env=aws_env)
+    assert result.returncode == 2 and "theirs/" in result.stderr, result.stderr[-3000:]
+    keys = sorted(o["Key"] for o in bucket.list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"])
+    assert len(keys) == 4, keys
+    bucket_root = run_cli("judge", "--input", src, "--output", f"s3://{BUCKET}/", "--dry-run",
+                          "--overwrite", "--s3-endpoint-url", moto_url, env=aws_env)
+    assert bucket_root.returncode == 2 and "did not write" in bucket_root.stderr, bucket_root.stderr[-3000:]
+    assert len(bucket.list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"]) == 4
