@@ -11,6 +11,8 @@ Sections (each a fresh process, one engine at a time, so they do not share the C
   peer      Ray Data LLM (build_processor + vLLM engine config) on the same prompts
   host      `magistrate judge --dry-run` on one actor: host-side pairs/s per core
   scaling   dry runs over 10k, 100k, 1M rows: time and the driver's peak memory
+  summary   the end of a 10M-row run: reconciliation from footers and summary.json's
+            figures over a synthetic output, time and peak memory (no engine)
 Results go in docs/performance.md by hand, with the date and the machine.
 """
 
@@ -32,7 +34,7 @@ from benchmarks.common import HERE, llmbar_pairs, run_measured, synthetic_pairs,
 
 PY = sys.executable
 MAGISTRATE = [PY, "-m", "magistrate.pipelines.cli", "judge"]
-SECTIONS = ("engine", "pipeline", "peer", "host", "scaling")
+SECTIONS = ("engine", "pipeline", "peer", "host", "scaling", "summary")
 
 
 def _json_out(out: str) -> dict:
@@ -101,6 +103,10 @@ def scaling(args, work: Path) -> dict:
     return results
 
 
+def summary(args, work: Path) -> dict:
+    return _json_out(run_measured([PY, "-m", "benchmarks.summary_scale", "--rows", str(args.summary_rows)])[2])
+
+
 def table(r: dict) -> str:
     lines = [("measure", "figure", "target")]
     if "engine" in r:
@@ -141,6 +147,10 @@ def table(r: dict) -> str:
     for rows, s in ((k, v) for k, v in r.get("scaling", {}).items() if isinstance(v, dict)):
         lines.append((f"dry run {int(rows):,} rows: s / driver peak MiB",
                       f"{s['seconds']} / {s['driver_peak_rss_mib']}", "flat memory"))
+    if "rows" in r.get("summary", {}):
+        s = r["summary"]
+        lines.append((f"summary + reconciliation, {s['rows']:,} rows: s / peak MiB",
+                      f"{round(s['footers_s'] + s['summarise_s'], 1)} / {s['peak_rss_mib']}", "seconds, flat memory"))
     width = [max(len(row[i]) for row in lines) for i in range(3)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, width)) for row in lines)
 
@@ -150,6 +160,7 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated of {', '.join(SECTIONS)}")
     parser.add_argument("--pairs", type=int, default=32, help="LLMBar pairs for the engine-bound sections")
     parser.add_argument("--host-rows", type=int, default=10_000)
+    parser.add_argument("--summary-rows", type=int, default=10_000_000)
     parser.add_argument("--scaling", default="10000,100000,1000000",
                         type=lambda s: [int(x) for x in s.split(",")])
     args = parser.parse_args()

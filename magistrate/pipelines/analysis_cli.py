@@ -12,13 +12,10 @@ _ENDPOINT = click.option("--s3-endpoint-url", default=None, help="S3-compatible 
 
 def _write_text(uri: str, text: str, endpoint_url: str | None) -> None:
     from magistrate.pipelines.sources import locate
+    from magistrate.pipelines.store import write_whole
 
     loc = locate(uri, endpoint_url)
-    parent = loc.path.rsplit("/", 1)[0]
-    if parent:
-        loc.filesystem.create_dir(parent, recursive=True)
-    with loc.filesystem.open_output_stream(loc.path) as stream:
-        stream.write(text.encode("utf-8"))
+    write_whole(loc, loc.path, text.encode("utf-8"))
 
 
 @click.command()

@@ -36,6 +36,22 @@ def staging_name(path: str) -> str:
     return os.path.join(head, f".{tail}.{uuid.uuid4().hex[:8]}.tmp")
 
 
+def _staged(path: str, data: bytes) -> str:
+    """`data` on disk under a staging name beside `path` (removed again if writing fails)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    staging = staging_name(path)
+    try:
+        with open(staging, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        if os.path.exists(staging):
+            os.unlink(staging)
+        raise
+    return staging
+
+
 def write_whole(loc: Location, path: str, data: bytes, if_match: str | None = None) -> str | None:
     """Store `data` under `path` (a path as loc's filesystem takes it), whole or not at
     all; returns the S3 ETag (None locally). `if_match`: on S3, only if the object still
@@ -49,13 +65,8 @@ def write_whole(loc: Location, path: str, data: bytes, if_match: str | None = No
                 raise AlreadyExists(path) from exc
             raise
         return (answer or {}).get("ETag")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    staging = staging_name(path)
+    staging = _staged(path, data)
     try:
-        with open(staging, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
         os.replace(staging, path)
     finally:
         if os.path.exists(staging):
@@ -73,13 +84,8 @@ def create_exclusive(loc: Location, path: str, data: bytes) -> str | None:
                 raise AlreadyExists(path) from exc
             raise
         return (answer or {}).get("ETag")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    staging = staging_name(path)
+    staging = _staged(path, data)
     try:
-        with open(staging, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
         os.link(staging, path)  # fails if `path` exists: the exclusive step
     except FileExistsError:
         raise AlreadyExists(path) from None

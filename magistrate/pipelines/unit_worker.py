@@ -54,14 +54,14 @@ class UnitWorker:
         if old.num_rows != table.num_rows or "written_off" not in old.column_names:
             fresh = self._judge(table)
             return fresh, fresh
-        flags = pc.fill_null(old.column("written_off"), False).to_pylist()
-        again = [i for i, flag in enumerate(flags) if flag]
-        kept = [i for i, flag in enumerate(flags) if not flag]
+        flags = pc.fill_null(old.column("written_off"), False)
+        again = pc.indices_nonzero(flags)
+        kept = pc.indices_nonzero(pc.invert(flags))
         fresh = self._judge(table.take(again))
         merged = pa.concat_tables([old.take(kept).replace_schema_metadata(None), fresh],
                                   promote_options="permissive")
-        position = kept + again  # where each merged row sat in the unit
-        return merged.take(sorted(range(len(position)), key=position.__getitem__)), fresh
+        position = pa.concat_arrays([kept, again])  # where each merged row sat in the unit
+        return merged.take(pc.sort_indices(position)), fresh
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         results = []

@@ -333,3 +333,47 @@ def test_overwrite_on_s3_refuses_objects_it_did_not_write(bucket, moto_url, aws_
                           "--overwrite", "--s3-endpoint-url", moto_url, env=aws_env)
     assert bucket_root.returncode == 2 and "did not write" in bucket_root.stderr, bucket_root.stderr[-3000:]
     assert len(bucket.list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"]) == 4
+
+
+@pytest.mark.parametrize("flags", [[False, True, False, True, True], [True] * 5])
+def test_redo_judges_only_the_written_off_rows_and_keeps_the_rest(tmp_path, embedded_model, flags):
+    """The worker's --resume path for a unit with written-off rows, on a dry-run judge
+    (its tokenizer, no engine): rows written off are judged again in place, the others
+    are kept byte for byte, and the unit is whole and finished afterwards."""
+    from magistrate.actors.engine import EngineSettings
+    from magistrate.judges.core import JudgeSettings
+    from magistrate.pipelines.unit_worker import UnitWorker, read_prepared_unit
+    from magistrate.pipelines.units import finished_units, plan_units, unit_files
+
+    src = _pairs(tmp_path / "in" / "pairs.jsonl", 5)
+    out = locate(str(tmp_path / "out"))
+    loc = locate(src)
+    (unit,) = plan_units(loc, [loc.path], "json")
+
+    def worker(run_id: str) -> UnitWorker:
+        return UnitWorker(src, out.uri, None, {}, "standard", 2,
+                          {"engine": EngineSettings(model=embedded_model), "judge": JudgeSettings(),
+                           "run_id": run_id, "dry_run": True})
+
+    first = worker("run-first")
+    first(pa.Table.from_pylist([unit.as_row()]))
+    path = f"{out.path}/verdicts/{unit.unit_id}.parquet"
+    table = pq.read_table(path)
+    table = table.set_column(table.schema.get_field_index("written_off"), "written_off", pa.array(flags))
+    meta = json.loads(table.schema.metadata[b"magistrate"])
+    table = table.replace_schema_metadata({b"magistrate": json.dumps({**meta, "written_off": sum(flags)}).encode()})
+    pq.write_table(table, path)
+    assert unit_files(out)[unit.unit_id].written_off == sum(flags) and finished_units(out) == set()
+    assert read_prepared_unit(src, None, unit, {}, "standard").num_rows == 5
+
+    import dataclasses
+
+    result = worker("run-second")(pa.Table.from_pylist([dataclasses.replace(unit, redo=True).as_row()]))
+    assert result.column("rows").to_pylist() == [sum(flags)], "exactly the written-off rows were judged"
+    after = pq.read_table(path).to_pylist()
+    before = table.to_pylist()
+    assert [r["id"] for r in after] == [r["id"] for r in before], "rows keep their places"
+    assert [r["run_id"] for r in after] == ["run-second" if f else "run-first" for f in flags]
+    assert [a for a, f in zip(after, flags) if not f] == [b for b, f in zip(before, flags) if not f]
+    assert not any(r["written_off"] for r in after)
+    assert finished_units(out) == {unit.unit_id}
