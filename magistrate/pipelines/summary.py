@@ -29,11 +29,29 @@ def verdict_dataset(loc: Location, files: list[str]) -> pads.Dataset:
     column of JSONL input can differ between files (absent from some, null-typed where a
     unit held no value, int in one and float in another); Arrow would take the first
     file's schema and fail on, or drop, the others. Read under one schema instead."""
-    dataset = pads.dataset(files, filesystem=loc.filesystem, format="parquet")
-    schemas = [fragment.physical_schema for fragment in dataset.get_fragments()]
-    if all(schema.equals(schemas[0]) for schema in schemas[1:]):
-        return dataset
-    return pads.dataset(files, filesystem=loc.filesystem, format="parquet", schema=unified_schema(schemas))
+    distinct = _distinct_schemas(loc, files)
+    schema = distinct[0] if len(distinct) == 1 else unified_schema(distinct)
+    return pads.dataset(files, filesystem=loc.filesystem, format="parquet", schema=schema)
+
+
+def _distinct_schemas(loc: Location, files: list[str]) -> list[pa.Schema]:
+    """The files' schemas, each kind once. Read footer by footer and dropped: a dataset
+    that inspects its fragments keeps every footer (~70 KB per unit file, 4 GB at 100M
+    rows; docs/performance.md)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pyarrow.parquet as pq
+
+    def schema(path: str) -> pa.Schema:
+        with loc.filesystem.open_input_file(path) as f:
+            return pq.read_schema(f).remove_metadata()
+
+    distinct: list[pa.Schema] = []
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        for found in pool.map(schema, files):
+            if not any(found.equals(known) for known in distinct):
+                distinct.append(found)
+    return distinct
 
 
 def unified_schema(schemas: list[pa.Schema]) -> pa.Schema:
@@ -67,53 +85,74 @@ def _true(mask) -> int:
     return pc.sum(pc.fill_null(mask, False).cast(pa.int64())).as_py() or 0
 
 
+def _file_figures(loc: Location, path: str) -> Counter:
+    """One verdict file's counts, with Arrow compute: no row passes through Python, and
+    nothing of the file (its footer included) outlives the call."""
+    import pyarrow.parquet as pq
+
+    figures: Counter = Counter()
+    with loc.filesystem.open_input_file(path) as f:
+        parquet = pq.ParquetFile(f)
+        names = set(parquet.schema_arrow.names)
+        # A unit file holds one unit (--unit-rows), so it is read whole.
+        _add_batch(figures, parquet.read(columns=[c for c in _COLUMNS if c in names]))
+    return figures
+
+
+def _add_batch(figures: Counter, batch: pa.Table) -> None:
+    names = batch.schema.names
+    figures["pairs"] += batch.num_rows
+    for kind in ("prompt", "completion"):
+        for order in ("ab", "ba"):
+            if f"{order}_{kind}_tokens" in names:
+                figures[f"{kind}_tokens"] += pc.sum(batch.column(f"{order}_{kind}_tokens")).as_py() or 0
+    winner = batch.column("winner")  # null: a dry run's unjudged pair
+    figures.update({("winner", k): n for k, n in _counts(winner).items()})
+    failed = pc.equal(winner, "error")
+    # Causes grouped by kind: figures in messages (token counts, line numbers) become N,
+    # so the counter holds kinds of error, not one entry per error row.
+    causes = pc.replace_substring_regex(pc.utf8_slice_codeunits(
+        pc.fill_null(pc.filter(batch.column("error"), failed), ""), 0, 80), r"\d+", "N")
+    figures.update({("cause", k): n for k, n in _counts(causes).items()})
+    if "written_off" in names:
+        figures["written_off"] += _true(batch.column("written_off"))
+    judged = pc.and_(pc.is_valid(winner), pc.invert(pc.fill_null(failed, False)))
+    both = batch.column("consistent")
+    figures["judged_both"] += _true(pc.and_(judged, pc.is_valid(both)))
+    figures["consistent"] += _true(pc.and_(judged, both))
+    if "label" in names:
+        label = batch.column("label").cast(pa.string())
+        has_label = pc.and_(judged, pc.is_in(label, pa.array(["A", "B"])))
+        figures["labelled"] += _true(has_label)
+        figures["agree"] += _true(pc.and_(has_label, pc.equal(winner, label)))
+
+
 def summarise(loc: Location, elapsed: float, **extra) -> dict:
-    """Counts over the output with Arrow compute, batch by batch: memory does not grow
-    with the output and no row passes through Python."""
+    """Counts over the output, file by file, so memory does not grow with the output."""
+    from concurrent.futures import ThreadPoolExecutor
+
     files = verdict_files(loc)
-    dataset = verdict_dataset(loc, files)
-    names = dataset.schema.names
-    columns = [c for c in _COLUMNS if c in names]
-    winners: Counter = Counter()
-    errors: Counter = Counter()
-    pairs = consistent = judged_both = labelled = agree = written_off = 0
-    tokens = {"prompt": 0, "completion": 0}
-    for batch in dataset.to_batches(columns=columns, batch_size=1 << 18):
-        pairs += batch.num_rows
-        for kind in tokens:
-            for order in ("ab", "ba"):
-                column = f"{order}_{kind}_tokens"
-                if column in batch.schema.names:
-                    tokens[kind] += pc.sum(batch.column(column)).as_py() or 0
-        winner = batch.column("winner")  # null: a dry run's unjudged pair
-        winners.update(_counts(winner))
-        failed = pc.equal(winner, "error")
-        errors.update(_counts(pc.utf8_slice_codeunits(
-            pc.fill_null(pc.filter(batch.column("error"), failed), ""), 0, 80)))
-        if "written_off" in batch.schema.names:
-            written_off += _true(batch.column("written_off"))
-        judged = pc.and_(pc.is_valid(winner), pc.invert(pc.fill_null(failed, False)))
-        both = batch.column("consistent")
-        judged_both += _true(pc.and_(judged, pc.is_valid(both)))
-        consistent += _true(pc.and_(judged, both))
-        if "label" in batch.schema.names:
-            label = batch.column("label").cast(pa.string())
-            has_label = pc.and_(judged, pc.is_in(label, pa.array(["A", "B"])))
-            labelled += _true(has_label)
-            agree += _true(pc.and_(has_label, pc.equal(winner, label)))
+    total: Counter = Counter()
+    # Threads pay on S3, where each file is a round trip; on local disk the per-call work
+    # holds the GIL, and one thread is faster (docs/performance.md).
+    with ThreadPoolExecutor(max_workers=16 if loc.is_s3 else 1) as pool:
+        for figures in pool.map(lambda path: _file_figures(loc, path), files):
+            total.update(figures)
+    winners = {k: total[("winner", k)] for k in ("A", "B", "tie", "error")}
+    causes = Counter({k[1]: n for k, n in total.items() if isinstance(k, tuple) and k[0] == "cause"})
     return {
-        "pairs": pairs,
-        "winners": {k: winners.get(k, 0) for k in ("A", "B", "tie", "error")},
-        "errors": winners.get("error", 0),
-        "error_causes": dict(errors.most_common(10)),
-        "written_off_rows": written_off,
-        "label_agreement": agree / labelled if labelled else None,
-        "labelled_pairs": labelled,
-        "position_consistency": consistent / judged_both if judged_both else None,
-        "prompt_tokens": tokens["prompt"],
-        "completion_tokens": tokens["completion"],
+        "pairs": total["pairs"],
+        "winners": winners,
+        "errors": winners["error"],
+        "error_causes": dict(causes.most_common(10)),
+        "written_off_rows": total["written_off"],
+        "label_agreement": total["agree"] / total["labelled"] if total["labelled"] else None,
+        "labelled_pairs": total["labelled"],
+        "position_consistency": total["consistent"] / total["judged_both"] if total["judged_both"] else None,
+        "prompt_tokens": total["prompt_tokens"],
+        "completion_tokens": total["completion_tokens"],
         "seconds": round(elapsed, 2),
-        "pairs_per_second": round(pairs / elapsed, 3) if elapsed > 0 else None,
+        "pairs_per_second": round(total["pairs"] / elapsed, 3) if elapsed > 0 else None,
         "files": len(files),
         **extra,
     }
