@@ -7,6 +7,7 @@ from collections import Counter, defaultdict
 
 from magistrate.analysis.rewardbench import pair_points, rewardbench_scores
 from magistrate.analysis.verdicts import Verdicts
+from magistrate.pipelines.summary import error_cause
 
 HIST_BINS = 20
 CALIBRATION_BINS = 10
@@ -64,7 +65,7 @@ class _Tally:
             self.points[subset][0] += pair_points(winner, label)
             self.points[subset][1] += 1
         if winner == "error":
-            self.causes[(row["error"] or "")[:80]] += 1
+            self.causes[error_cause(row["error"])] += 1
             return
         if row["consistent"] is not None:
             self.both += 1
@@ -98,7 +99,7 @@ class _Tally:
             "winner_shares": {k: _share(self.winners.get(k, 0), judged) for k in WINNERS},
             "errors": {"count": self.winners.get("error", 0),
                        "rate": _share(self.winners.get("error", 0), judged),
-                       "causes": dict(self.causes.most_common(10))},
+                       "causes": dict(self.causes.most_common(50))},
             "position": {
                 "pairs_both_orders": self.both,
                 "consistency": _share(self.consistent, self.both),

@@ -8,6 +8,7 @@ import sys
 import click
 
 from magistrate.pipelines.analysis_cli import COMMANDS
+from magistrate.pipelines.prepare import MAX_FIELD_CHARS
 from magistrate.pipelines.sources import InputError
 
 
@@ -61,6 +62,8 @@ def main():
 @click.option("--limit", type=int, default=None, help="Judge only the first N pairs.")
 @click.option("--max-model-len", type=int, default=None, help="Engine context length; default: the model's.")
 @click.option("--max-new-tokens", type=int, default=None, help="Generate mode; default: the profile's.")
+@click.option("--max-field-chars", type=int, default=MAX_FIELD_CHARS, show_default=True,
+              help="Longest prompt or response, in characters; longer ones are error rows, never tokenised.")
 @click.option("--gpu-memory-utilization", type=float, default=None,
               help="Share of GPU memory per engine (default 0.9); on CPU, share of host RAM for the KV cache (default 0.3).")
 @click.option("--dry-run", is_flag=True,
@@ -130,6 +133,18 @@ def serve(replicas, host, port, **args):
         ray.shutdown()
 
 
+_LINE_BREAKS = {"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"}
+
+
+def _json_line(record: dict) -> str:
+    """One JSON line, readable text, with the characters that line splitters other than
+    JSON's own (Python's str.splitlines, JavaScript) take for line ends escaped."""
+    text = json.dumps(record, ensure_ascii=False)
+    for char, escaped in _LINE_BREAKS.items():
+        text = text.replace(char, escaped)
+    return text
+
+
 @main.command()
 @click.option("--judge", "judge_name", default="mt-bench", show_default=True)
 @click.option("--input", "input_", required=True)
@@ -141,7 +156,10 @@ def serve(replicas, host, port, **args):
 @click.option("--columns", default=None)
 @click.option("--s3-endpoint-url", default=None)
 @click.option("--limit", type=int, default=None)
-def render(judge_name, input_, model, mode, order, seed, format_, columns, s3_endpoint_url, limit):
+@click.option("--max-field-chars", type=int, default=MAX_FIELD_CHARS, show_default=True,
+              help="Longest prompt or response, in characters; longer ones are error rows, never tokenised.")
+def render(judge_name, input_, model, mode, order, seed, format_, columns, s3_endpoint_url, limit,
+           max_field_chars):
     """Print what the judge sees: JSON lines, one per pair and order."""
     from magistrate.judges.registry import get_judge
     from magistrate.judges.render import final_prompt, orders_for, render_messages
@@ -154,9 +172,9 @@ def render(judge_name, input_, model, mode, order, seed, format_, columns, s3_en
         from magistrate.models import load_tokenizer, resolve_model
 
         tokenizer = load_tokenizer(resolve_model(None if model == "embedded" else model))
-    for row in read_prepared(input_, format_, columns, s3_endpoint_url, limit):
+    for row in read_prepared(input_, format_, columns, s3_endpoint_url, limit, max_field_chars):
         if row["_invalid"]:
-            click.echo(json.dumps({"id": row["id"], "error": row["_invalid"]}, ensure_ascii=False))
+            click.echo(_json_line({"id": row["id"], "error": row["_invalid"]}))
             continue
         for o in orders_for(order, row["id"], seed):
             prompt = row["prompt_messages"] or row["prompt"]
@@ -164,7 +182,7 @@ def render(judge_name, input_, model, mode, order, seed, format_, columns, s3_en
             record = {"id": row["id"], "order": o, "judge": profile.name, "mode": mode, "messages": messages}
             if tokenizer is not None:
                 record["prompt"] = final_prompt(profile, messages, tokenizer, mode)
-            click.echo(json.dumps(record, ensure_ascii=False))
+            click.echo(_json_line(record))
 
 
 @main.command()
@@ -185,15 +203,17 @@ def render(judge_name, input_, model, mode, order, seed, format_, columns, s3_en
 @click.option("--format", "format_", type=click.Choice(["auto", "rewardbench", "llmbar", "standard"]), default="auto")
 @click.option("--columns", default=None)
 @click.option("--s3-endpoint-url", default=None)
-@click.option("--json", "as_json", is_flag=True, help="Print the estimate as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the estimate as JSON (with the sample's error rows).")
+@click.option("--max-field-chars", type=int, default=MAX_FIELD_CHARS, show_default=True,
+              help="Longest prompt or response, in characters; longer ones are error rows, never tokenised.")
 def estimate(input_, judge, model, gpu, params, mode, order, sample, completion_tokens, price, format_, columns,
-             s3_endpoint_url, as_json):
+             s3_endpoint_url, as_json, max_field_chars):
     """Predict GPU-hours for judging INPUT (docs/performance.md#estimate)."""
     from magistrate.models import resolve_model
     from magistrate.pipelines.estimate import estimate_input
 
     result = estimate_input(input_, judge, resolve_model(model), gpu, format_, columns, s3_endpoint_url,
-                            mode, order, sample, completion_tokens, params)
+                            mode, order, sample, completion_tokens, params, max_field_chars)
     if price is not None:
         result["cost_usd"] = round(result["gpu_hours"] * price, 2)
     if as_json:
@@ -208,6 +228,9 @@ def estimate(input_, judge, model, gpu, params, mode, order, sample, completion_
                f"decode {result['decode_gpu_hours']:.3g})" +
                (f", ${result['cost_usd']:,} at ${price}/GPU-hour" if price is not None else ""))
     click.echo(f"assumptions: {result['assumptions']}; good to a factor of about 2")
+    if result["error_rows_in_sample"]:
+        causes = "; ".join(f"{n} x {cause}" for cause, n in result["error_causes"].items())
+        click.echo(f"error rows in the sample (not counted): {result['error_rows_in_sample']}: {causes}")
 
 
 @main.group()

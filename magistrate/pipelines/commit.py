@@ -174,7 +174,9 @@ def commit(loc: Location, summary: dict) -> bool:
 
 # What a resumed run must share with the run it continues: otherwise verdicts would mix.
 RESUME_KEYS = ("input", "judge", "model", "mode", "order", "seed", "unit_rows", "limit", "dry_run",
-               "format", "columns", "max_new_tokens")
+               "format", "columns", "max_new_tokens", "max_field_chars")
+# What a _run.json written before a key existed meant by it.
+_BEFORE_KEY = {"max_field_chars": 1_000_000}
 
 
 def write_run_file(settings, loc: Location, model: str, digest: str) -> None:
@@ -191,7 +193,8 @@ def check_resumable(settings, loc: Location, model: str, digest: str) -> None:
         raise InputError(f"{settings.output} has no {RUN_FILE}: it was not written by magistrate judge")
     before = json.loads(found[0])
     now = {k: getattr(settings, k) for k in RESUME_KEYS} | {"model": model}
-    changed = [f"{k} ({before.get(k)!r} -> {now[k]!r})" for k in RESUME_KEYS if before.get(k) != now[k]]
+    before = {k: before.get(k, _BEFORE_KEY.get(k)) for k in RESUME_KEYS} | {"input_digest": before.get("input_digest")}
+    changed = [f"{k} ({before[k]!r} -> {now[k]!r})" for k in RESUME_KEYS if before[k] != now[k]]
     if changed:
         raise InputError(f"cannot resume {settings.output} with other settings: {', '.join(changed)}; "
                          "use the original settings, or --overwrite")

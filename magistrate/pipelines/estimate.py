@@ -11,6 +11,8 @@ These are planning figures, good to a factor of about 2; measure a slice before 
 
 from __future__ import annotations
 
+from collections import Counter
+
 GPUS = {  # dense bf16 peak FLOP/s, memory bandwidth B/s, memory bytes
     "h100": (989e12, 3.35e12, 80e9),
     "h200": (989e12, 4.8e12, 141e9),
@@ -56,50 +58,33 @@ def gpu_hours(params: int, prompt_tokens: int, completion_tokens: int, gpu: str)
 
 
 def count_rows(uri: str, endpoint_url: str | None = None) -> int:
-    """Pairs in an input, streamed: Parquet from its footers, JSONL by its non-empty
-    lines, CSV by its parsed rows."""
-    from magistrate.pipelines.sources import file_format, list_input_files, locate
+    """Pairs in an input, streamed, counted as every command reads them."""
+    from magistrate.pipelines.reading import count_rows as count
+    from magistrate.pipelines.sources import list_input_files, locate
 
     loc = locate(uri, endpoint_url)
-    files = list_input_files(loc)
-    kind = file_format(files)
-    total = 0
-    for path in files:
-        with loc.filesystem.open_input_file(path) as stream:
-            if kind == "parquet":
-                import pyarrow.parquet as pq
-
-                total += pq.ParquetFile(stream).metadata.num_rows
-            elif kind == "json":
-                tail = b""
-                while chunk := stream.read(1 << 24):
-                    lines = (tail + chunk).split(b"\n")
-                    tail = lines.pop()
-                    total += sum(1 for line in lines if line.strip())
-                total += 1 if tail.strip() else 0
-            else:
-                import pyarrow.csv as pc
-
-                total += sum(batch.num_rows for batch in pc.open_csv(stream))
-    return total
+    return count(loc.filesystem, list_input_files(loc))
 
 
 def estimate_input(uri: str, judge: str, model: str, gpu: str, fmt: str = "auto",
                    columns: str | None = None, endpoint_url: str | None = None,
                    mode: str | None = None, order: str = "both", sample: int = 2000,
-                   completion_tokens: int | None = None, params_billions: float | None = None) -> dict:
+                   completion_tokens: int | None = None, params_billions: float | None = None,
+                   max_chars: int | None = None) -> dict:
     """GPU-hours for judging a whole input, from the exact token counts of its first
     `sample` pairs (every pair with sample=0) scaled to its row count."""
     from magistrate.actors.engine import EngineSettings, TokenizerEngine
     from magistrate.judges.core import Judge, JudgeSettings
     from magistrate.models import load_config
     from magistrate.pipelines.local_read import read_prepared
+    from magistrate.pipelines.summary import error_cause
 
     rows = count_rows(uri, endpoint_url)
     engine = TokenizerEngine(EngineSettings(model=model))
     core = Judge(engine, JudgeSettings(judge=judge, mode=mode, order=order))
     pairs = [dict(r, prompt=r["prompt_messages"] or r["prompt"], invalid=r["_invalid"])
-             for r in read_prepared(uri, fmt, columns, endpoint_url, limit=sample or None)]
+             for r in read_prepared(uri, fmt, columns, endpoint_url, limit=sample or None,
+                                    **({"max_chars": max_chars} if max_chars else {}))]
     counted = core.count(pairs)
     orders = [o for o in ("ab", "ba") if any(r[f"{o}_prompt_tokens"] for r in counted)]
     prompt_tokens = sum(r[f"{o}_prompt_tokens"] or 0 for r in counted for o in orders)
@@ -115,6 +100,9 @@ def estimate_input(uri: str, judge: str, model: str, gpu: str, fmt: str = "auto"
         model=model, prompt_tokens=total_prompt, completion_tokens=total_completion,
         prompt_tokens_per_pair=round(prompt_tokens / max(len(counted), 1), 1),
         error_rows_in_sample=len(counted) - judged,
+        error_causes=dict(Counter(error_cause(r["error"]) for r in counted if r["winner"] == "error").most_common(50)),
+        error_rows=[{"id": p["id"], "error": r["error"]} for p, r in zip(pairs, counted)
+                    if r["winner"] == "error"][:1000],
         completion_assumption=("logprob: no generated tokens" if core.mode == "logprob" else
                                f"generate: {per_order_out} tokens per order, "
                                + ("as given" if completion_tokens else "the profile's maximum: an upper bound")),

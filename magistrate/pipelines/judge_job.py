@@ -14,13 +14,12 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from magistrate.pipelines.prepare import MAX_FIELD_CHARS
 from magistrate.pipelines.sources import (
     InputError,
     Location,
-    file_format,
     list_input_files,
     locate,
-    peek_columns,
     resolve_mapping,
 )
 from magistrate.pipelines.units import UNIT_ROWS
@@ -50,6 +49,7 @@ class JobSettings(BaseModel):
     max_model_len: int | None = None
     gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
     max_new_tokens: int | None = None
+    max_field_chars: int = Field(MAX_FIELD_CHARS, ge=1)
     dry_run: bool = False
     gpu: str = "h100"  # for the dry run's GPU-hours estimate
 
@@ -115,14 +115,14 @@ def _answers(address: str, timeout: float = 2.0) -> bool:
 def plan(settings: JobSettings):
     """The input's units, its column mapping, its files, their digest (input_digest) and
     its location."""
+    from magistrate.pipelines.reading import peek_columns
     from magistrate.pipelines.units import apply_limit, plan_units
 
     src = locate(settings.input, settings.s3_endpoint_url)
     files = list_input_files(src)
-    kind = file_format(files)
-    mapping, preset = resolve_mapping(peek_columns(src, files[0], kind), settings.format,
+    mapping, preset = resolve_mapping(peek_columns(src.filesystem, files), settings.format,
                                       settings.columns, settings.input)
-    units = plan_units(src, files, kind, settings.unit_rows)
+    units = plan_units(src, files, settings.unit_rows)
     if settings.limit:
         units = apply_limit(src.filesystem, units, settings.limit)
     return units, mapping, preset, files, input_digest(src, files), src
@@ -235,7 +235,7 @@ def _run_leased(settings, progress, out, lease, run_id, model, units, mapping, p
             fn_constructor_kwargs={
                 "input_uri": settings.input, "output_uri": settings.output,
                 "endpoint": settings.s3_endpoint_url, "mapping": mapping, "preset": preset,
-                "batch_size": settings.batch_size,
+                "batch_size": settings.batch_size, "max_chars": settings.max_field_chars,
                 "judge": {"engine": engine, "judge": judge, "run_id": run_id,
                           "dry_run": settings.dry_run, "progress": printer.counter,
                           "max_tries": settings.max_tries},
@@ -287,7 +287,8 @@ def write_failed_unit(settings, out, unit, mapping, preset, run_id, model, judge
     from magistrate.pipelines.units import publish
     from magistrate.schema import verdict_table
 
-    table = read_prepared_unit(settings.input, settings.s3_endpoint_url, unit, mapping, preset)
+    table = read_prepared_unit(settings.input, settings.s3_endpoint_url, unit, mapping, preset,
+                               settings.max_field_chars)
     message = (f"judging failed in {settings.max_tries} rounds (the judge actor or its node kept "
                "dying; see the Ray logs); fix the cause and rerun with --resume")
     rows = [{"winner": "error", "error": problem or message, "written_off": problem is None}

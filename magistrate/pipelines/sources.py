@@ -83,21 +83,15 @@ def list_input_files(loc: Location) -> list[str]:
         else:
             infos = fs.get_file_info(pafs.FileSelector(loc.path, recursive=True))
             files = [i.path for i in infos if i.is_file]
-    files = sorted(f for f in files if _format_of(f) and not os.path.basename(f).startswith((".", "_")))
+    files = sorted(f for f in files if format_of(f) and not os.path.basename(f).startswith((".", "_")))
     if not files:
         raise InputError(f"{loc.uri}: no .parquet, .jsonl, .json or .csv files found")
     return files
 
 
-def _format_of(path: str) -> str | None:
+def format_of(path: str) -> str | None:
+    """parquet, json or csv, from the file's suffix (None: not an input file)."""
     return _SUFFIXES.get(os.path.splitext(path)[1].lower())
-
-
-def file_format(files: list[str]) -> str:
-    kinds = {_format_of(f) for f in files}
-    if len(kinds) > 1:
-        raise InputError(f"input mixes file formats ({', '.join(sorted(kinds))}); give one kind")
-    return kinds.pop()
 
 
 def column_mapping(columns: list[str], fmt: Format, overrides: dict[str, str]) -> tuple[dict[str, str], str]:
@@ -146,30 +140,3 @@ def resolve_mapping(columns: list[str], fmt: Format, spec: str | None, where: st
             "Use --format or --columns prompt=...,response_a=...,response_b=..."
         )
     return mapping, preset
-
-
-def peek_columns(loc: Location, path: str, kind: str, lines: int = 100) -> list[str]:
-    """The columns of an input, from its first file's schema (or first JSON lines)."""
-    fs = loc.filesystem
-    if kind == "parquet":
-        import pyarrow.parquet as pq
-
-        with fs.open_input_file(path) as f:
-            return pq.read_schema(f).names
-    with fs.open_input_stream(path) as f:
-        head = f.read(1 << 20).decode("utf-8", errors="replace").splitlines()
-    if kind == "csv":
-        import csv
-
-        return next(csv.reader(head[:1]), [])
-    import json
-
-    keys: dict[str, None] = {}
-    for line in head[:lines]:
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict):
-            keys.update(dict.fromkeys(record))
-    return list(keys)

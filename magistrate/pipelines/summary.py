@@ -75,6 +75,29 @@ def unified_schema(schemas: list[pa.Schema]) -> pa.Schema:
     return pa.schema(fields)
 
 
+# An error's cause is its kind: the message without the row's place and the order, up to
+# its first ": " or " (", figures as N. The counters then hold kinds of error, not one
+# entry per error row, and causes read alike in summary.json, the report and estimate.
+_PLACE = r"^(?:(?:line|row) \d+ of .+?|the line at byte \d+ of .+?): "
+_ORDER = r"^order (?:ab|ba): "
+_DETAIL = r": | \("
+
+
+def error_cause(message: str) -> str:
+    """The kind of one error message (the same rule as error_causes, for Python values)."""
+    import re
+
+    text = re.sub(_ORDER, "", re.sub(_PLACE, "", message or ""))
+    return re.sub(r"\d+", "N", re.split(_DETAIL, text, maxsplit=1)[0])[:80]
+
+
+def error_causes(messages: pa.Array) -> pa.Array:
+    """error_cause over an Arrow array of messages."""
+    text = pc.replace_substring_regex(pc.replace_substring_regex(messages, _PLACE, ""), _ORDER, "")
+    head = pc.list_element(pc.split_pattern_regex(text, _DETAIL, max_splits=1), 0)
+    return pc.utf8_slice_codeunits(pc.replace_substring_regex(head, r"\d+", "N"), 0, 80)
+
+
 def _counts(values: pa.Array) -> Counter:
     """Value -> count, nulls left out."""
     return Counter({item["values"].as_py(): item["counts"].as_py()
@@ -109,11 +132,8 @@ def _add_batch(figures: Counter, batch: pa.Table) -> None:
     winner = batch.column("winner")  # null: a dry run's unjudged pair
     figures.update({("winner", k): n for k, n in _counts(winner).items()})
     failed = pc.equal(winner, "error")
-    # Causes grouped by kind: figures in messages (token counts, line numbers) become N,
-    # so the counter holds kinds of error, not one entry per error row.
-    causes = pc.replace_substring_regex(pc.utf8_slice_codeunits(
-        pc.fill_null(pc.filter(batch.column("error"), failed), ""), 0, 80), r"\d+", "N")
-    figures.update({("cause", k): n for k, n in _counts(causes).items()})
+    figures.update({("cause", k): n for k, n in _counts(error_causes(
+        pc.fill_null(pc.filter(batch.column("error"), failed), ""))).items()})
     if "written_off" in names:
         figures["written_off"] += _true(batch.column("written_off"))
     judged = pc.and_(pc.is_valid(winner), pc.invert(pc.fill_null(failed, False)))
@@ -144,7 +164,7 @@ def summarise(loc: Location, elapsed: float, **extra) -> dict:
         "pairs": total["pairs"],
         "winners": winners,
         "errors": winners["error"],
-        "error_causes": dict(causes.most_common(10)),
+        "error_causes": dict(causes.most_common(50)),
         "written_off_rows": total["written_off"],
         "label_agreement": total["agree"] / total["labelled"] if total["labelled"] else None,
         "labelled_pairs": total["labelled"],

@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass
-from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -54,11 +53,17 @@ def _unit_id(path: str, kind: str, start: int, stop: int) -> str:
     return f"unit-{digest}"
 
 
-def plan_units(loc: Location, files: list[str], kind: str, unit_rows: int = UNIT_ROWS) -> list[Unit]:
-    """Deterministic units: the same input and unit size always give the same ids."""
+def plan_units(loc: Location, files: list[str], unit_rows: int = UNIT_ROWS) -> list[Unit]:
+    """Deterministic units: the same input and unit size always give the same ids. A file
+    that cannot be read as a whole is refused here, before any judging (reading.check_file)."""
+    from magistrate.pipelines.reading import check_file
+    from magistrate.pipelines.sources import format_of
+
     units: list[Unit] = []
     fs = loc.filesystem
     for path in files:
+        kind = format_of(path)
+        check_file(fs, path, kind)
         if kind == "parquet":
             with fs.open_input_file(path) as f:
                 meta = pq.ParquetFile(f).metadata
@@ -73,7 +78,8 @@ def plan_units(loc: Location, files: list[str], kind: str, unit_rows: int = UNIT
             size = fs.get_file_info(path).size
             with fs.open_input_stream(path) as f:
                 head = f.read(1 << 20)
-            lines = max(1, head.count(b"\n"))
+            # Line length from the first MiB (a CR-only file has no LF; reading.py splits at CR).
+            lines = max(1, head.count(b"\n") or head.count(b"\r"))
             per_unit = max(1 << 16, int(len(head) / lines * unit_rows))
             for start in range(0, max(size, 1), per_unit):
                 stop = min(size, start + per_unit)
@@ -87,6 +93,8 @@ def plan_units(loc: Location, files: list[str], kind: str, unit_rows: int = UNIT
 def apply_limit(fs: pafs.FileSystem, units: list[Unit], limit: int) -> list[Unit]:
     """The units that hold the first `limit` rows, the last one cut short. A cut unit
     has its own id, so a later full run never mistakes it for a whole one."""
+    from magistrate.pipelines.reading import read_unit
+
     kept, remaining = [], limit
     for unit in units:
         if remaining <= 0:
@@ -100,54 +108,6 @@ def apply_limit(fs: pafs.FileSystem, units: list[Unit], limit: int) -> list[Unit
         kept.append(unit)
         remaining -= rows
     return kept
-
-
-def read_unit(fs: pafs.FileSystem, unit: Unit) -> pa.Table:
-    """The unit's rows, as prepare_batch takes them (JSONL: a `text` column of lines)."""
-    if unit.kind == "parquet":
-        with fs.open_input_file(unit.path) as f:
-            return pq.ParquetFile(f).read_row_groups(list(range(unit.start, unit.stop)))
-    if unit.kind == "csv":
-        import pyarrow.csv as pcsv
-
-        with fs.open_input_file(unit.path) as f:
-            return pcsv.read_csv(f)
-    return pa.table({"text": pa.array(list(_lines_in_range(fs, unit)), pa.string())})
-
-
-def _lines_in_range(fs: pafs.FileSystem, unit: Unit) -> Iterator[str]:
-    """The lines that start at a byte in [start, stop): each line belongs to exactly one
-    unit, wherever the range boundaries fall."""
-    with fs.open_input_file(unit.path) as f:
-        position = unit.start
-        if unit.start > 0:
-            f.seek(unit.start - 1)
-            skipped = _readline(f)  # the line running across the boundary belongs before
-            position = unit.start - 1 + len(skipped)
-        while position < unit.stop:
-            line = _readline(f)
-            if not line:
-                return
-            position += len(line)
-            text = line.decode("utf-8", errors="replace").strip()
-            if text:
-                yield text
-
-
-def _readline(f, chunk: int = 1 << 16) -> bytes:
-    parts = []
-    while True:
-        start = f.tell()
-        data = f.read(chunk)
-        if not data:
-            break
-        cut = data.find(b"\n")
-        if cut >= 0:
-            parts.append(data[: cut + 1])
-            f.seek(start + cut + 1)
-            break
-        parts.append(data)
-    return b"".join(parts)
 
 
 def verdicts_dir(loc: Location) -> str:

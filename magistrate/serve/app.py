@@ -24,6 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve.config import BackpressureConfig
 
+from magistrate.pipelines.prepare import parse_line
+from magistrate.pipelines.reading import decode_line
 from magistrate.serve.bodies import (
     MAX_BATCH_PAIRS,
     BatchRequest,
@@ -123,6 +125,15 @@ class Guard:
                 return await _problem(413, f"request body is over the limit of {limit} bytes")(
                     scope, receive, send)
         body, sent = b"".join(chunks), False
+        if body and "json" in headers.get("content-type", "json"):
+            # The batch reader's own checks (pipelines/prepare.py): bytes that are not UTF-8,
+            # duplicate keys (JSON parsers keep the last one silently), nesting deep
+            # enough to overflow a parser; answered as every other bad field is.
+            text, problem = decode_line(body)
+            problem = problem or parse_line(text)[1]
+            if problem:
+                return await _problem(422, f"body: {problem}", [{"field": "body", "message": problem}])(
+                    scope, receive, send)
 
         async def replay():
             nonlocal sent

@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from magistrate.judges.combine import ORDERS, PER_ORDER_FIELDS
-from magistrate.pipelines.prepare import derived_id, row_problem
+from magistrate.pipelines.prepare import as_text, derived_id, row_problem
 
 MAX_BATCH_PAIRS = 64
 
@@ -40,7 +40,8 @@ class Pair(BaseModel):
 
     @model_validator(mode="after")
     def _judgeable(self) -> "Pair":
-        problem = row_problem(self.core_prompt(), self.response_a, self.response_b)
+        problem = (row_problem(self.core_prompt(), self.response_a, self.response_b)
+                   or (self.id is not None and as_text("id", self.id)[1]))
         if problem:
             raise ValueError(problem)
         if self.id is None:

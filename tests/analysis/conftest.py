@@ -19,6 +19,8 @@ PASSTHROUGH = ("id", "prompt", "response_a", "response_b", "label", "subset", "m
 SUBSETS = ("alpha", "beta", "gamma")
 CAUSES = ("order ab: prompt is longer than the judge's context (4100 > 4096 tokens)",
           "prompt is empty")
+# The cause each message is counted under: its kind, without the order and the figures.
+CAUSE_KINDS = {CAUSES[0]: "prompt is longer than the judge's context", CAUSES[1]: "prompt is empty"}
 
 
 def write_output(out: Path, rows: list[dict], files: int = 3, summary: dict | None = None) -> Path:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from collections import Counter
 
+from tests.analysis.conftest import CAUSE_KINDS
+
 
 def expected_figures(rows: list[dict], seconds: float | None = None) -> dict:
     judged = [r for r in rows if r.get("winner") is not None]
@@ -28,7 +30,7 @@ def expected_figures(rows: list[dict], seconds: float | None = None) -> dict:
     return {
         "winners": {k: winners[k] for k in ("A", "B", "tie", "error")},
         "error_rate": winners["error"] / len(judged),
-        "causes": Counter(r["error"] for r in judged if r["winner"] == "error"),
+        "causes": Counter(CAUSE_KINDS[r["error"]] for r in judged if r["winner"] == "error"),
         "consistency": sum(r["consistent"] for r in both) / len(both),
         "pairs_both_orders": len(both),
         "first_position": (ab["A"] + ba["B"]) / (ab["A"] + ab["B"] + ba["A"] + ba["B"]),

@@ -348,7 +348,7 @@ def test_redo_judges_only_the_written_off_rows_and_keeps_the_rest(tmp_path, embe
     src = _pairs(tmp_path / "in" / "pairs.jsonl", 5)
     out = locate(str(tmp_path / "out"))
     loc = locate(src)
-    (unit,) = plan_units(loc, [loc.path], "json")
+    (unit,) = plan_units(loc, [loc.path])
 
     def worker(run_id: str) -> UnitWorker:
         return UnitWorker(src, out.uri, None, {}, "standard", 2,

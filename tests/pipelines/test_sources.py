@@ -11,7 +11,8 @@ import pytest
 
 from magistrate.pipelines.local_read import read_prepared
 from magistrate.pipelines.sources import InputError, locate
-from magistrate.pipelines.units import apply_limit, plan_units, read_unit
+from magistrate.pipelines.reading import read_unit
+from magistrate.pipelines.units import apply_limit, plan_units
 
 
 def test_rewardbench_preset_maps_chosen_to_a(tmp_path):
@@ -74,11 +75,11 @@ def test_jsonl_units_hold_every_line_exactly_once(tmp_path, unit_rows):
     path.write_text("".join(json.dumps({"id": i, "prompt": "q" * (i % 211), "response_a": "a",
                                         "response_b": "b"}) + "\n" for i in range(3000)))
     loc = locate(str(path))
-    units = plan_units(loc, [loc.path], "json", unit_rows)
+    units = plan_units(loc, [loc.path], unit_rows)
     ids = [json.loads(t)["id"] for u in units for t in read_unit(loc.filesystem, u).column("text").to_pylist()]
     assert ids == list(range(3000))
     assert len({u.unit_id for u in units}) == len(units)
-    assert [u.unit_id for u in plan_units(loc, [loc.path], "json", unit_rows)] == [u.unit_id for u in units]
+    assert [u.unit_id for u in plan_units(loc, [loc.path], unit_rows)] == [u.unit_id for u in units]
 
 
 def test_limit_cuts_the_last_unit_under_its_own_id(tmp_path):
@@ -86,7 +87,7 @@ def test_limit_cuts_the_last_unit_under_its_own_id(tmp_path):
     pq.write_table(pa.table({"id": [str(i) for i in range(10)], "prompt": ["q"] * 10,
                              "response_a": ["a"] * 10, "response_b": ["b"] * 10}), path, row_group_size=4)
     loc = locate(str(path))
-    units = plan_units(loc, [loc.path], "parquet", 4)
+    units = plan_units(loc, [loc.path], 4)
     assert [u.rows for u in units] == [4, 4, 2]
     limited = apply_limit(loc.filesystem, units, 6)
     assert [u.max_rows for u in limited] == [-1, 2]

@@ -178,6 +178,35 @@ def test_bad_batches_and_bad_json_are_422(endpoint):
     assert not_json.status_code == 422
 
 
+# The hostile inputs of tests/pipelines/hostile_inputs.py, as raw HTTP bodies: every one a
+# 422 naming the field (or the body), never a 500.
+_HOSTILE_BODIES = [
+    (b'{"prompt": "bad \\ud800 text", "response_a": "a", "response_b": "b"}', "prompt holds a lone surrogate"),
+    (b'{"id": "x-\\udc00", "prompt": "Hi?", "response_a": "a", "response_b": "b"}', "id: Input should be a valid string"),
+    (b'{"prompt": "Hi?", "response_a": "a", "response_b": "b \\ud834"}', "response_b holds a lone surrogate"),
+    (b'{"prompt": "Hi?", "response_a": "a", "response_b": "b", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+     "nested too deeply"),
+    (b'{"prompt": "caf\xe9?", "response_a": "a", "response_b": "b"}', "not valid UTF-8"),
+    (b'{"prompt": "one", "prompt": "two", "response_a": "a", "response_b": "b"}', "key 'prompt' appears more than once"),
+    (json.dumps({"prompt": "Hi?", "response_a": "a" * 1_000_001, "response_b": "b"}).encode(),
+     "response_a is 1,000,001 characters"),
+    (b'[1, 2, 3]', "not an object"),
+    (b'{"prompt": "Hi?", "response_a": NaN, "response_b": "b"}', "response_a"),
+    (b'{"pairs": [{"prompt": "Hi?", "response_a": "a", "response_b": "b"}, '
+     b'{"prompt": "bad \\udfff", "response_a": "a", "response_b": "b"}]}', "pairs.1"),
+]
+
+
+@pytest.mark.parametrize("body,says", _HOSTILE_BODIES, ids=range(len(_HOSTILE_BODIES)))
+def test_hostile_bodies_are_422_naming_the_field(endpoint, body, says):
+    url, _, _ = endpoint
+    path = "/v1/judge/batch" if body.startswith(b'{"pairs"') else "/v1/judge"
+    answer = requests.post(f"{url}{path}", data=body, headers={**AUTH, "Content-Type": "application/json"},
+                           timeout=60)
+    assert answer.status_code == 422, (answer.status_code, answer.text[:500])
+    assert says in answer.json()["error"], answer.json()
+
+
 def test_oversized_body_is_413(endpoint):
     url, _, _ = endpoint
     limit = _config()["applications"][0]["args"]["max_body_bytes"]

@@ -1,0 +1,253 @@
+"""Reading input files: the one way every command reads pairs.
+
+`magistrate judge` (each unit, on the actors), the duplicate-id pass, `render` and
+`estimate` read through `read_unit`, so a file gives the same rows and the same problems
+whichever command reads it; pipelines/prepare.py then validates every row the same way
+(the Serve bodies too).
+
+- JSONL lines end at `\\n`, `\\r\\n` or a lone `\\r`. A raw CR cannot occur inside a JSON
+  string, so splitting there never cuts a valid record, and a file saved with CR-only line
+  endings keeps every record. U+2028, U+2029 and NEL are not line ends (JSON allows them
+  inside strings). A UTF-8 byte order mark at the start of a file is skipped.
+- Nothing is decoded leniently: a line that is not UTF-8 is an error row naming the byte.
+- CSV columns are read as text, as written: no type inference turns an answer `4,5` or
+  `007` into a number.
+- A whole-file problem found when planning (a Parquet footer that cannot be read, duplicate
+  column names) is a refusal naming the file (`check_file`); a row group that cannot be
+  read while judging (a corrupt data page) becomes error rows for exactly its rows.
+
+Every row gets `WHERE` (its place: `line 3 of pairs.jsonl`, `row 7 of pairs.parquet`) and
+`READ_PROBLEM` (why it could not be read, or null); prepare.py turns both into the error.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from magistrate.pipelines.sources import InputError
+from magistrate.pipelines.units import Unit
+
+WHERE = "_where"
+READ_PROBLEM = "_read_problem"
+TEXT = "text"  # a JSONL unit's column of decoded lines
+_BOM = b"\xef\xbb\xbf"
+_CHUNK = 1 << 16
+
+
+class _Bytes:
+    """Sequential reads from `pos` on, keeping only the unread tail in memory."""
+
+    def __init__(self, f, pos: int):
+        f.seek(pos)
+        self.f, self.base, self.buf, self.eof = f, pos, bytearray(), False
+
+    def _more(self) -> bool:
+        data = self.f.read(_CHUNK)
+        if not data:
+            self.eof = True
+            return False
+        self.buf += data
+        return True
+
+    def line(self, pos: int) -> tuple[bytes | None, int]:
+        """The line starting at `pos` (without its end) and where the next one starts;
+        None at the end of the file."""
+        del self.buf[: pos - self.base]
+        self.base, scan = pos, 0
+        while True:
+            ends = [i for i in (self.buf.find(b"\n", scan), self.buf.find(b"\r", scan)) if i >= 0]
+            if ends:
+                end = min(ends)
+                if self.buf[end] == 13 and end + 1 == len(self.buf) and not self.eof and self._more():
+                    scan = end  # a CR at the end of what was read: is an LF next?
+                    continue
+                after = end + 2 if self.buf[end:end + 2] == b"\r\n" else end + 1
+                return bytes(self.buf[:end]), self.base + after
+            scan = len(self.buf)
+            if not self._more():
+                return (bytes(self.buf), self.base + len(self.buf)) if self.buf else (None, pos)
+
+
+def iter_lines(f, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
+    """(offset, line) for every line that starts at a byte in [start, stop): each line
+    belongs to exactly one range, wherever the range boundaries fall."""
+    reader = _Bytes(f, max(start - 1, 0))
+    pos = start
+    if start > 0:  # the line running across the boundary belongs to the range before
+        _, pos = reader.line(start - 1)
+    while stop is None or pos < stop:
+        line, after = reader.line(pos)
+        if line is None:
+            return
+        yield pos, (line[len(_BOM):] if pos == 0 and line.startswith(_BOM) else line)
+        pos = after
+
+
+def decode_line(line: bytes) -> tuple[str | None, str | None]:
+    """(text, None), or (None, why the bytes are not UTF-8)."""
+    try:
+        return line.decode("utf-8"), None
+    except UnicodeDecodeError as exc:
+        return None, (f"not valid UTF-8 (byte 0x{line[exc.start]:02x} at column {exc.start + 1}); "
+                      "save the file as UTF-8")
+
+
+def _json_unit(fs: pafs.FileSystem, unit: Unit) -> pa.Table:
+    name = os.path.basename(unit.path)
+    texts, wheres, problems = [], [], []
+    with fs.open_input_file(unit.path) as f:
+        for number, (offset, line) in enumerate(iter_lines(f, unit.start, unit.stop), start=1):
+            if not line.strip():
+                continue
+            text, problem = decode_line(line)
+            texts.append(text)
+            problems.append(problem)
+            # Line numbers are known only counting from the file's start.
+            wheres.append(f"line {number} of {name}" if unit.start == 0 else f"the line at byte {offset} of {name}")
+    return pa.table({TEXT: pa.array(texts, pa.string()), WHERE: pa.array(wheres, pa.string()),
+                     READ_PROBLEM: pa.array(problems, pa.string())})
+
+
+def _parquet_unit(fs: pafs.FileSystem, unit: Unit) -> pa.Table:
+    import pyarrow.parquet as pq
+
+    name = os.path.basename(unit.path)
+    parts = []
+    with fs.open_input_file(unit.path) as f:
+        parquet = pq.ParquetFile(f)
+        meta = parquet.metadata
+        first = sum(meta.row_group(g).num_rows for g in range(unit.start))
+        for group in range(unit.start, unit.stop):
+            rows = meta.row_group(group).num_rows
+            wheres = pa.array([f"row {first + i + 1} of {name}" for i in range(rows)], pa.string())
+            try:
+                table = parquet.read_row_group(group)
+                problem = pa.nulls(rows, pa.string())
+            except (OSError, pa.ArrowException) as exc:
+                table = pa.table({})
+                problem = pa.array([f"row group {group} could not be read ({str(exc)[:200]})"] * rows, pa.string())
+            parts.append(table.append_column(WHERE, wheres).append_column(READ_PROBLEM, problem)
+                         if table.num_columns else pa.table({WHERE: wheres, READ_PROBLEM: problem}))
+            first += rows
+    return pa.concat_tables(parts, promote_options="permissive") if parts else pa.table({})
+
+
+def _csv_unit(fs: pafs.FileSystem, unit: Unit) -> pa.Table:
+    name = os.path.basename(unit.path)
+    with fs.open_input_file(unit.path) as f:
+        table = read_csv_as_text(f)
+    wheres = pa.array([f"row {i + 1} of {name}" for i in range(table.num_rows)], pa.string())
+    return table.append_column(WHERE, wheres).append_column(READ_PROBLEM, pa.nulls(table.num_rows, pa.string()))
+
+
+def read_csv_as_text(f) -> pa.Table:
+    """Every column as text; an empty file is an empty table."""
+    import pyarrow.csv as pcsv
+
+    names = csv_header(f)
+    if not names:
+        return pa.table({})
+    f.seek(0)
+    return pcsv.read_csv(f, convert_options=pcsv.ConvertOptions(
+        column_types={n: pa.string() for n in names}, strings_can_be_null=False))
+
+
+def csv_header(f) -> list[str]:
+    import pyarrow.csv as pcsv
+
+    f.seek(0)
+    try:
+        return pcsv.open_csv(f).schema.names
+    except pa.ArrowInvalid as exc:
+        if "Empty CSV file" in str(exc):
+            return []
+        raise
+
+
+def read_unit(fs: pafs.FileSystem, unit: Unit) -> pa.Table:
+    """The unit's rows, as prepare_batch takes them: a JSONL unit as a `text` column of
+    lines; every unit with WHERE and READ_PROBLEM."""
+    reader = {"parquet": _parquet_unit, "csv": _csv_unit, "json": _json_unit}[unit.kind]
+    return reader(fs, unit)
+
+
+def check_file(fs: pafs.FileSystem, path: str, kind: str) -> list[str]:
+    """The file's column names (JSONL: none here), or a refusal naming the file and what
+    is wrong with it as a whole."""
+    try:
+        with fs.open_input_file(path) as f:
+            if kind == "parquet":
+                import pyarrow.parquet as pq
+
+                names = pq.ParquetFile(f).schema_arrow.names
+            elif kind == "csv":
+                names = csv_header(f)
+            else:
+                return []
+    except (OSError, pa.ArrowException) as exc:
+        raise InputError(f"{path}: cannot be read as {kind.upper()} ({str(exc)[:300]}); "
+                         "fix or remove the file") from None
+    twice = [n for n, count in Counter(names).items() if count > 1]
+    if twice:
+        raise InputError(f"{path}: column name(s) {', '.join(map(repr, twice))} appear more than once; "
+                         "give every column its own name")
+    return names
+
+
+def peek_columns(fs: pafs.FileSystem, files: list[str], lines: int = 100) -> list[str]:
+    """The input's columns: the first file's that has any (a Parquet schema, a CSV
+    header, or the keys of the first JSON lines, each line read whole however long)."""
+    import json
+
+    from magistrate.pipelines.sources import format_of
+
+    for path in files:
+        kind = format_of(path)
+        if kind != "json":
+            names = check_file(fs, path, kind)
+        else:
+            keys: dict[str, None] = {}
+            with fs.open_input_file(path) as f:
+                seen = 0
+                for _, line in iter_lines(f):
+                    text, _ = decode_line(line)
+                    if not text or not text.strip():
+                        continue
+                    seen += 1
+                    try:
+                        record = json.loads(text)
+                    except (ValueError, RecursionError):
+                        record = None
+                    if isinstance(record, dict):
+                        keys.update(dict.fromkeys(record))
+                    if seen >= lines:
+                        break
+            names = list(keys)
+        if names:
+            return names
+    return []
+
+
+def count_rows(fs: pafs.FileSystem, files: list[str]) -> int:
+    """Rows in these files, streamed: Parquet from its footers, JSONL by its non-empty
+    lines, CSV by its parsed rows (each as read_unit reads them)."""
+    import pyarrow.parquet as pq
+
+    from magistrate.pipelines.sources import format_of
+
+    total = 0
+    for path in files:
+        kind = format_of(path)
+        with fs.open_input_file(path) as f:
+            if kind == "parquet":
+                total += pq.ParquetFile(f).metadata.num_rows
+            elif kind == "json":
+                total += sum(1 for _, line in iter_lines(f) if line.strip())
+            else:
+                total += read_csv_as_text(f).num_rows
+    return total
