@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
@@ -112,9 +113,19 @@ def _answers(address: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def plan(settings: JobSettings):
-    """The input's units, its column mapping, its files, their digest (input_digest) and
-    its location."""
+@dataclass(frozen=True)
+class Plan:
+    """The input, located and cut into units."""
+
+    units: list
+    mapping: dict
+    preset: str
+    files: list[str]
+    digest: str  # input_digest: what a resume must find unchanged
+    src: Location
+
+
+def plan(settings: JobSettings) -> Plan:
     from magistrate.pipelines.reading import peek_columns
     from magistrate.pipelines.units import apply_limit, plan_units
 
@@ -125,7 +136,7 @@ def plan(settings: JobSettings):
     units = plan_units(src, files, settings.unit_rows)
     if settings.limit:
         units = apply_limit(src.filesystem, units, settings.limit)
-    return units, mapping, preset, files, input_digest(src, files), src
+    return Plan(units, mapping, preset, files, input_digest(src, files), src)
 
 
 def input_digest(src: Location, files: list[str]) -> str:
@@ -156,15 +167,15 @@ def run(settings: JobSettings, progress=print) -> dict:
     out = locate(settings.output, settings.s3_endpoint_url)
     # The input is located and planned before the output is touched: a mistyped --input
     # with --overwrite deletes nothing.
-    units, mapping, preset, files, digest, src = plan(settings)
-    refuse_input_inside(out, src, files)
+    planned = plan(settings)
+    refuse_input_inside(out, planned.src, planned.files)
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     with Lease.acquire(out, run_id, take_over_stale=settings.resume or settings.overwrite) as lease:
-        return _run_leased(settings, progress, out, lease, run_id, model, units, mapping, preset,
-                           files, digest)
+        return _run_leased(settings, progress, out, lease, run_id, model, planned)
 
 
-def _run_leased(settings, progress, out, lease, run_id, model, units, mapping, preset, files, digest) -> dict:
+def _run_leased(settings: JobSettings, progress, out: Location, lease, run_id: str, model: str,
+                planned: Plan) -> dict:
     import dataclasses
 
     import ray
@@ -180,7 +191,8 @@ def _run_leased(settings, progress, out, lease, run_id, model, units, mapping, p
     from magistrate.pipelines.unit_worker import UnitWorker
     from magistrate.pipelines.units import unit_files
 
-    resuming, found = open_output(settings, out, model, digest, progress)
+    units, mapping, preset, files = planned.units, planned.mapping, planned.preset, planned.files
+    resuming, found = open_output(settings, out, model, planned.digest, progress)
     redo = {unit_id for unit_id, f in found.items() if f.whole and f.written_off}
     todo = [dataclasses.replace(u, redo=u.unit_id in redo) for u in units
             if not (u.unit_id in found and found[u.unit_id].finished)]
@@ -189,7 +201,7 @@ def _run_leased(settings, progress, out, lease, run_id, model, units, mapping, p
         duplicates = find_duplicate_ids(settings.input, settings.s3_endpoint_url, units, mapping, preset)
         if duplicates:
             raise InputError(duplicate_message(duplicates))
-        write_run_file(settings, out, model, digest)
+        write_run_file(settings, out, model, planned.digest)
     progress(f"magistrate: {len(files)} input file(s), {len(units)} units "
              f"({len(units) - len(todo)} already done"
              f"{f', {len(redo)} with written-off rows to judge again' if redo else ''}), "
