@@ -254,7 +254,7 @@ def test_resume_on_s3_judges_exactly_the_missing_unit(resumed_one, moto_url):
 @pytest.mark.engine
 def test_driver_killed_on_s3_then_resume_finishes_exactly_once(resumed_one, moto_url, aws_env):
     client, _, _, _, _ = resumed_one
-    rows = len(_all_ids(moto_url))
+    rows = len(_input_rows())
     doomed = sorted(_objects(client))[1:3]
     for key in doomed:
         client.delete_object(Bucket=BUCKET, Key=key)
