@@ -28,8 +28,14 @@ _LABELS = {"a": "A", "1": "A", "1.0": "A", "model_a": "A",
 
 def derived_id(prompt: Any, response_a: Any, response_b: Any) -> str:
     """A stable id from content, for rows that come without one."""
-    payload = json.dumps([prompt, response_a, response_b], ensure_ascii=True, sort_keys=True, default=str)
-    return "sha256-" + hashlib.sha256(payload.encode("utf-8")).hexdigest()[:20]
+    values = [prompt, response_a, response_b]
+    try:
+        payload = json.dumps(values, ensure_ascii=False, sort_keys=True).encode("utf-8")
+    except (TypeError, ValueError, UnicodeEncodeError):
+        # Bytes, decimals, dates, lone surrogates: only rows that cannot be judged hold
+        # them, and they still need an id of their own.
+        payload = json.dumps(values, ensure_ascii=True, sort_keys=True, default=str).encode("utf-8")
+    return "sha256-" + hashlib.sha256(payload).hexdigest()[:20]
 
 
 def _missing(value: Any) -> bool:
@@ -230,21 +236,23 @@ def prepare_batch(batch: pa.Table, mapping: dict[str, str], preset: str, json_li
         label, label_problem = normalise_label(record.get(source["label"]))
         given_id, id_problem = _row_id(record.get(source["id"]))
         ids.append(given_id or derived_id(
-            safe_text(prompt) if parse_problem is None else f"{where}: {parse_problem}", safe_text(a), safe_text(b)))
+            prompt if parse_problem is None else f"{where}: {parse_problem}", a, b))
         problem = parse_problem or id_problem or row_problem(prompt, a, b, max_chars) or label_problem
         problems.append(f"{where}: {problem}" if problem and where else problem)
         labels.append(label)
-        prompts.append(safe_text(prompt))
+        # A judgeable row's text fields are valid text already (a binary column's are
+        # bytes, decoded here); any other row keeps whatever it held as text.
+        prompts.append(prompt if isinstance(prompt, str) and problem is None else safe_text(prompt))
         messages.append(prompt if isinstance(prompt, list) and problem is None else None)
-        resp_a.append(a if problem is None else safe_text(a))
-        resp_b.append(b if problem is None else safe_text(b))
+        resp_a.append(a if isinstance(a, str) and problem is None else safe_text(a))
+        resp_b.append(b if isinstance(b, str) and problem is None else safe_text(b))
 
     columns: dict[str, pa.Array] = {
         "id": pa.array(ids, pa.string()),
         "prompt": pa.array(prompts, pa.string()),
         "prompt_messages": pa.array(messages, MESSAGES),
-        "response_a": pa.array([safe_text(v) for v in resp_a], pa.string()),
-        "response_b": pa.array([safe_text(v) for v in resp_b], pa.string()),
+        "response_a": pa.array(resp_a, pa.string()),
+        "response_b": pa.array(resp_b, pa.string()),
     }
     if any(source["label"] in r for r in records):
         columns["label"] = pa.array(labels, pa.string())
