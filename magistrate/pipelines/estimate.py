@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+from magistrate.pipelines.prepare import MAX_FIELD_CHARS
+
 GPUS = {  # dense bf16 peak FLOP/s, memory bandwidth B/s, memory bytes
     "h100": (989e12, 3.35e12, 80e9),
     "h200": (989e12, 4.8e12, 141e9),
@@ -70,7 +72,7 @@ def estimate_input(uri: str, judge: str, model: str, gpu: str, fmt: str = "auto"
                    columns: str | None = None, endpoint_url: str | None = None,
                    mode: str | None = None, order: str = "both", sample: int = 2000,
                    completion_tokens: int | None = None, params_billions: float | None = None,
-                   max_chars: int | None = None) -> dict:
+                   max_chars: int = MAX_FIELD_CHARS) -> dict:
     """GPU-hours for judging a whole input, from the exact token counts of its first
     `sample` pairs (every pair with sample=0) scaled to its row count."""
     from magistrate.actors.engine import EngineSettings, TokenizerEngine
@@ -83,8 +85,7 @@ def estimate_input(uri: str, judge: str, model: str, gpu: str, fmt: str = "auto"
     engine = TokenizerEngine(EngineSettings(model=model))
     core = Judge(engine, JudgeSettings(judge=judge, mode=mode, order=order))
     pairs = [dict(r, prompt=r["prompt_messages"] or r["prompt"], invalid=r["_invalid"])
-             for r in read_prepared(uri, fmt, columns, endpoint_url, limit=sample or None,
-                                    **({"max_chars": max_chars} if max_chars else {}))]
+             for r in read_prepared(uri, fmt, columns, endpoint_url, sample or None, max_chars)]
     counted = core.count(pairs)
     orders = [o for o in ("ab", "ba") if any(r[f"{o}_prompt_tokens"] for r in counted)]
     prompt_tokens = sum(r[f"{o}_prompt_tokens"] or 0 for r in counted for o in orders)

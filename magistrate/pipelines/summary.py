@@ -38,19 +38,18 @@ def _distinct_schemas(loc: Location, files: list[str]) -> list[pa.Schema]:
     """The files' schemas, each kind once. Read footer by footer and dropped: a dataset
     that inspects its fragments keeps every footer (~70 KB per unit file, 4 GB at 100M
     rows; docs/performance.md)."""
-    from concurrent.futures import ThreadPoolExecutor
-
     import pyarrow.parquet as pq
+
+    from magistrate.pipelines.store import map_files
 
     def schema(path: str) -> pa.Schema:
         with loc.filesystem.open_input_file(path) as f:
             return pq.read_schema(f).remove_metadata()
 
     distinct: list[pa.Schema] = []
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        for found in pool.map(schema, files):
-            if not any(found.equals(known) for known in distinct):
-                distinct.append(found)
+    for found in map_files(loc, schema, files):
+        if not any(found.equals(known) for known in distinct):
+            distinct.append(found)
     return distinct
 
 
@@ -149,15 +148,12 @@ def _add_batch(figures: Counter, batch: pa.Table) -> None:
 
 def summarise(loc: Location, elapsed: float, **extra) -> dict:
     """Counts over the output, file by file, so memory does not grow with the output."""
-    from concurrent.futures import ThreadPoolExecutor
+    from magistrate.pipelines.store import map_files
 
     files = verdict_files(loc)
     total: Counter = Counter()
-    # Threads pay on S3, where each file is a round trip; on local disk the per-call work
-    # holds the GIL, and one thread is faster (docs/performance.md).
-    with ThreadPoolExecutor(max_workers=16 if loc.is_s3 else 1) as pool:
-        for figures in pool.map(lambda path: _file_figures(loc, path), files):
-            total.update(figures)
+    for figures in map_files(loc, lambda path: _file_figures(loc, path), files):
+        total.update(figures)
     winners = {k: total[("winner", k)] for k in ("A", "B", "tie", "error")}
     causes = Counter({k[1]: n for k, n in total.items() if isinstance(k, tuple) and k[0] == "cause"})
     return {

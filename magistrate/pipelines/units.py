@@ -146,7 +146,7 @@ def unit_files(loc: Location, only: set[str] | None = None) -> dict[str, UnitFil
     listed now (pipelines/sources.py: no cached listing). A file whose footer cannot be
     read, or that does not say how many rows it was planned to hold, counts as holding
     none of them: its unit is judged again."""
-    from concurrent.futures import ThreadPoolExecutor
+    from magistrate.pipelines.store import map_files
 
     selector = pafs.FileSelector(verdicts_dir(loc), recursive=False, allow_not_found=True)
     found = {os.path.basename(i.path)[: -len(".parquet")]: i.path
@@ -165,8 +165,7 @@ def unit_files(loc: Location, only: set[str] | None = None) -> dict[str, UnitFil
         except Exception:  # noqa: BLE001 - an unreadable file is an unfinished unit
             return UnitFile(0, -1, 0)
 
-    with ThreadPoolExecutor(max_workers=16) as pool:  # footers on S3: one round trip each
-        return dict(zip(found, pool.map(footer, found.values())))
+    return dict(zip(found, map_files(loc, footer, found.values())))
 
 
 def finished_units(loc: Location, only: set[str] | None = None) -> set[str]:
