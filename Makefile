@@ -4,6 +4,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.magistrate-installed
+PLUGIN := tests/plugins/judge_plugin
 DEMO_OUT ?= out/demo
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
@@ -33,7 +34,13 @@ browser:
 demo: setup
 	$(BIN)/magistrate judge --input examples/data/llmbar-demo.jsonl --output $(DEMO_OUT) --overwrite
 
-test: setup browser
+# A third-party judge package, installed as a user's would be, for the entry-point test.
+$(VENV)/.test-plugin-installed: $(STAMP) $(PLUGIN)/pyproject.toml $(PLUGIN)/magistrate_test_judge_plugin.py
+	$(BIN)/pip install --quiet --no-deps --force-reinstall ./$(PLUGIN)
+	rm -rf $(PLUGIN)/build $(PLUGIN)/*.egg-info
+	touch $@
+
+test: setup browser $(VENV)/.test-plugin-installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # All benchmarks (~45 min here, ~25 without the 1M-row dry run: BENCH_ARGS="--scaling 10000,100000").

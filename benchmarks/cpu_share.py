@@ -51,7 +51,7 @@ def main() -> None:
             except psutil.Error:
                 pass
 
-    wall, _ = run_watched([sys.executable, "-m", "magistrate.pipelines.cli", "judge", "--input", str(src),
+    wall, _ = run_watched([sys.executable, "-m", "magistrate.cli", "judge", "--input", str(src),
                            "--output", str(out), "--batch-size", "64"], sample, every=0.2)
     cpu: dict[str, float] = defaultdict(float)
     for name, seconds in seen.values():

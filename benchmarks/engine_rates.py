@@ -29,7 +29,7 @@ def main() -> None:
 
     from magistrate.actors.engine import EngineSettings, VLLMEngine, logprob_params
     from magistrate.judges.core import Judge, JudgeSettings
-    from magistrate.models import resolve_model
+    from magistrate.model_files import resolve_model
 
     started = time.monotonic()
     engine = VLLMEngine(EngineSettings(model=resolve_model(None),
@@ -49,7 +49,7 @@ def main() -> None:
     both.judge(warm)  # first calls pay one-off costs; every timed run starts warm
 
     # The bare loop is handed prompts already tokenised, outside its timing.
-    planned = [both.plan(chunk)[1] for chunk in chunks]
+    planned = [both.requests(chunk)[1] for chunk in chunks]
     candidates = list(dict.fromkeys(both.label_ids.values()))
 
     def bare_engine():

@@ -23,22 +23,22 @@ def main() -> None:
 
     from magistrate.actors.engine import EngineSettings, TokenizerEngine
     from magistrate.judges.core import Judge, JudgeSettings
-    from magistrate.models import resolve_model
+    from magistrate.model_files import resolve_model
 
     pairs = llmbar_pairs()
     judge = Judge(TokenizerEngine(EngineSettings(model=resolve_model(None))),
                   JudgeSettings(judge=args.judge, mode="logprob"))
     batches = [pairs[i:i + args.batch] for i in range(0, len(pairs), args.batch)]
-    judge.count(batches[0])  # warm: the template's compilation, the tokenizer's caches
+    judge.count_tokens(batches[0])  # warm: the template's compilation, the tokenizer's caches
     started = time.perf_counter()
-    rows = [row for batch in batches for row in judge.count(batch)]
+    rows = [row for batch in batches for row in judge.count_tokens(batch)]
     seconds = time.perf_counter() - started
     tokens = sum((r.get("ab_prompt_tokens") or 0) + (r.get("ba_prompt_tokens") or 0) for r in rows)
 
     profile = cProfile.Profile()
     profile.enable()
     for batch in batches:
-        judge.count(batch)
+        judge.count_tokens(batch)
     profile.disable()
     stats = pstats.Stats(profile).stats
     total = max(v[3] for v in stats.values())  # cumulative time of the outermost call

@@ -28,7 +28,7 @@ def main() -> None:
     from magistrate.actors.engine import EngineSettings, engine_kwargs
     from magistrate.judges.registry import get_judge
     from magistrate.judges.render import final_prompt, label_token_ids, orders_for, render_messages
-    from magistrate.models import resolve_model
+    from magistrate.model_files import resolve_model
 
     # Before build_processor, which would start one itself. Four logical CPUs on two cores:
     # the tokenizer and engine actors hold one each, and Ray Data's _preprocess and

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from benchmarks.common import HERE, run_measured, synthetic_pairs
 
-MAGISTRATE = [sys.executable, "-m", "magistrate.pipelines.cli", "judge"]
+MAGISTRATE = [sys.executable, "-m", "magistrate.cli", "judge"]
 
 
 def main() -> None:

@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 from benchmarks.common import HERE, llmbar_pairs, run_measured, synthetic_pairs, write_jsonl
 
 PY = sys.executable
-MAGISTRATE = [PY, "-m", "magistrate.pipelines.cli", "judge"]
+MAGISTRATE = [PY, "-m", "magistrate.cli", "judge"]
 SECTIONS = ("engine", "pipeline", "peer", "host", "scaling", "summary")
 
 

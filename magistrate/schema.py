@@ -4,20 +4,15 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from magistrate.judges.combine import ORDERS
+from magistrate.judges.combine import ORDERS, PER_ORDER_FIELDS
+from magistrate.judges.core import JudgeSettings
+from magistrate.pairs import INVALID
 
 STANDARD_INPUT = ("id", "prompt", "response_a", "response_b")
 OPTIONAL_INPUT = ("label", "subset", "model_a", "model_b")
 
-_PER_ORDER = [
-    ("verdict", pa.string()),
-    ("p_a", pa.float64()),
-    ("rationale", pa.string()),
-    ("raw", pa.string()),
-    ("prompt_tokens", pa.int64()),
-    ("completion_tokens", pa.int64()),
-    ("error", pa.string()),
-]
+_PER_ORDER_TYPES = {"verdict": pa.string(), "p_a": pa.float64(), "rationale": pa.string(), "raw": pa.string(),
+                    "prompt_tokens": pa.int64(), "completion_tokens": pa.int64(), "error": pa.string()}
 
 VERDICT_FIELDS = pa.schema(
     [
@@ -27,7 +22,7 @@ VERDICT_FIELDS = pa.schema(
         ("error", pa.string()),
         ("injection_suspect", pa.bool_()),
         ("written_off", pa.bool_()),  # failed for infrastructure reasons; --resume judges it again
-        *[(f"{order}_{name}", kind) for order in ORDERS for name, kind in _PER_ORDER],
+        *[(f"{order}_{name}", _PER_ORDER_TYPES[name]) for order in ORDERS for name in PER_ORDER_FIELDS],
         ("judge", pa.string()),
         ("judge_version", pa.int64()),
         ("mode", pa.string()),
@@ -36,6 +31,28 @@ VERDICT_FIELDS = pa.schema(
         ("run_id", pa.string()),
     ]
 )
+
+
+RUN_CONSTANTS = ("judge", "judge_version", "mode", "order", "model", "run_id")
+
+
+def run_constants(judge: JudgeSettings, model: str, run_id: str | None = None,
+                  dry_run: bool = False) -> dict:
+    """What every row of a run (or answer of an endpoint, which has no run id) says about
+    how it was judged: the one definition batch, the written-off path and Serve use."""
+    judge = judge.resolved()
+    constants = {"judge": judge.profile.name, "judge_version": judge.profile.version,
+                 "mode": "dry-run" if dry_run else judge.mode, "order": judge.order, "model": model}
+    return constants if run_id is None else {**constants, "run_id": run_id}
+
+
+def with_verdicts(pairs: pa.Table, rows: list[dict], constants: dict) -> pa.Table:
+    """The prepared pairs (their `_invalid` column dropped) with the verdict columns."""
+    table = pairs.drop_columns([c for c in (INVALID,) if c in pairs.column_names])
+    verdicts = verdict_table(rows, constants)
+    for field in verdicts.schema:
+        table = table.append_column(field, verdicts.column(field.name))
+    return table
 
 
 def verdict_table(rows: list[dict], constants: dict) -> pa.Table:

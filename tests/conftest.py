@@ -26,15 +26,24 @@ os.environ.update(RAY_USAGE_STATS_ENABLED="0", VLLM_NO_USAGE_STATS="1", DO_NOT_T
 # ray start head and ray.cluster_utils node a test starts listens and talks on loopback.
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 EXAMPLES = REPO / "examples" / "data"
-MAGISTRATE = [sys.executable, "-m", "magistrate.pipelines.cli"]
+MAGISTRATE = [sys.executable, "-m", "magistrate.cli"]
 BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="session")
 def embedded_model() -> str:
-    from magistrate.models import prepare_embedded
+    from magistrate.model_files import prepare_embedded
 
     return str(prepare_embedded())
+
+
+@pytest.fixture(scope="session")
+def tiny_model(embedded_model) -> str:
+    """A random-weight judge of the embedded one's shape (tests/tiny_model.py): for tests
+    of mechanics, where what the judge says does not matter."""
+    from tests.tiny_model import tiny_model as build
+
+    return str(build(Path(embedded_model)))
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import pytest
 HEAVY = ("vllm", "torch", "transformers", "ray")
 
 
-@pytest.mark.parametrize("module", ["magistrate", "magistrate.judges", "magistrate.pipelines.cli",
+@pytest.mark.parametrize("module", ["magistrate", "magistrate.judges", "magistrate.cli",
                                     "magistrate.schema"])
 def test_import_is_light(module):
     code = (f"import sys, {module}; "

@@ -6,10 +6,16 @@ import asyncio
 import contextlib
 import logging
 import os
+import subprocess
+import sys
 import threading
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Sequence
+
+import psutil
+
+from magistrate.model_files import load_config, load_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -107,41 +113,21 @@ def _wake_waiters_of_a_dead_engine(core: Any, stopped: threading.Event, every: f
             return
 
 
-# Runs beside the engine as a child of the engine's host process; when that process dies
-# (SIGKILL, Ray's OOM killer, a crash) this child is re-parented, and kills the processes
-# vLLM started, which would otherwise live on and hold the memory (on a GPU node: the
-# GPU memory) that the restarted actor's new engine needs.
-_REAPER = """
-import os, signal, sys, time
-host, pids = int(sys.argv[1]), [int(p) for p in sys.argv[2:]]
-while os.getppid() == host:
-    time.sleep(1)
-for pid in pids:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-"""
-
-
 class EngineProcesses:
-    """The processes an engine start adds below this one, tied to this process's life."""
+    """The processes an engine start adds below this one, tied to this process's life
+    (actors/reaper.py)."""
 
     def __init__(self):
-        import psutil
-
         self._me = psutil.Process()
         self._before = {p.pid for p in self._me.children(recursive=True)}
         self._reaper = None
 
     def started(self) -> None:
-        import subprocess
-        import sys
-
         pids = [p.pid for p in self._me.children(recursive=True) if p.pid not in self._before]
         if pids:
-            self._reaper = subprocess.Popen([sys.executable, "-c", _REAPER, str(os.getpid()), *map(str, pids)],
-                                            stdin=subprocess.DEVNULL)
+            self._reaper = subprocess.Popen(
+                [sys.executable, "-m", "magistrate.actors.reaper", str(os.getpid()), *map(str, pids)],
+                stdin=subprocess.DEVNULL)
 
     def stopped(self) -> None:
         if self._reaper is not None:
@@ -150,47 +136,59 @@ class EngineProcesses:
             self._reaper = None
 
 
-class VLLMEngine:
-    """Owns one vLLM `LLM`; speaks token ids in, logprobs or text out."""
+def greedy_params(max_tokens: int):
+    from vllm import SamplingParams
 
-    def __init__(self, settings: EngineSettings):
+    return SamplingParams(max_tokens=max_tokens, temperature=0.0)
+
+
+def generated(output) -> tuple[str, int]:
+    """(text, completion token count) of a finished request."""
+    return output.outputs[0].text, len(output.outputs[0].token_ids)
+
+
+class _Hosted:
+    """What the two engines share: the settings, the engine built with this machine's
+    defaults, its processes tied to this one's life, its tokenizer."""
+
+    def _start(self, settings: EngineSettings, build) -> None:
         cpu_threads_env()
-        from vllm import LLM
-
         self.settings = settings
         self.model = settings.model
         self._processes = EngineProcesses()
-        self._stopped = threading.Event()
-        self.llm = LLM(**engine_kwargs(settings))
+        self.llm = build(engine_kwargs(settings))
         self._processes.started()
         self.tokenizer = self.llm.get_tokenizer()
+
+
+class VLLMEngine(_Hosted):
+    """Owns one vLLM `LLM`; speaks token ids in, logprobs or text out."""
+
+    def __init__(self, settings: EngineSettings):
+        from vllm import LLM
+
+        self._stopped = threading.Event()
+        self._start(settings, lambda kwargs: LLM(**kwargs))
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
         threading.Thread(target=_wake_waiters_of_a_dead_engine,
                          args=(getattr(self.llm.llm_engine, "engine_core", None), self._stopped),
                          daemon=True, name="magistrate-engine-watchdog").start()
+
+    def _run(self, prompts: Sequence[list[int]], params) -> list:
+        from vllm import TokensPrompt
+
+        return self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
 
     def next_token_logprobs(
         self, prompts: Sequence[list[int]], candidates: Sequence[int]
     ) -> list[dict[int, float]]:
         """For each prompt, the log-probability of each candidate as the next token,
         read from the full (raw) next-token distribution: one forward pass, no decoding."""
-        from vllm import TokensPrompt
-
-        outputs = self.llm.generate(
-            [TokensPrompt(prompt_token_ids=p) for p in prompts], logprob_params(candidates),
-            use_tqdm=False,
-        )
-        return [candidate_logprobs(output, candidates) for output in outputs]
+        return [candidate_logprobs(o, candidates) for o in self._run(prompts, logprob_params(candidates))]
 
     def generate(self, prompts: Sequence[list[int]], max_tokens: int) -> list[tuple[str, int]]:
         """Greedy generation; returns (text, completion token count) per prompt."""
-        from vllm import SamplingParams, TokensPrompt
-
-        params = SamplingParams(max_tokens=max_tokens, temperature=0.0)
-        outputs = self.llm.generate(
-            [TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False
-        )
-        return [(o.outputs[0].text, len(o.outputs[0].token_ids)) for o in outputs]
+        return [generated(o) for o in self._run(prompts, greedy_params(max_tokens))]
 
     def shutdown(self) -> None:
         """Stops the engine's processes (EngineCore, workers) now, not whenever the
@@ -204,47 +202,38 @@ class VLLMEngine:
         self._processes.stopped()
 
 
-class AsyncVLLMEngine:
+class AsyncVLLMEngine(_Hosted):
     """Owns one vLLM `AsyncLLM` for online serving: the same answers as `VLLMEngine`,
     as coroutines, so requests from concurrent callers share the engine's continuous
     batches."""
 
     def __init__(self, settings: EngineSettings):
-        cpu_threads_env()
         from vllm import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        self.settings = settings
-        self.model = settings.model
-        self._processes = EngineProcesses()
-        self.llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**engine_kwargs(settings)))
-        self._processes.started()
-        self.tokenizer = self.llm.get_tokenizer()
+        self._start(settings, lambda kwargs: AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs)))
         self.max_model_len = self.llm.model_config.max_model_len
 
-    async def _final(self, prompt: list[int], params):
+    async def _run(self, prompts: Sequence[list[int]], params) -> list:
         from vllm import TokensPrompt
 
-        final = None
-        async for output in self.llm.generate(
-            TokensPrompt(prompt_token_ids=prompt), params, request_id=uuid.uuid4().hex
-        ):
-            final = output
-        return final
+        async def final(prompt: list[int]):
+            last = None
+            async for output in self.llm.generate(
+                TokensPrompt(prompt_token_ids=prompt), params, request_id=uuid.uuid4().hex
+            ):
+                last = output
+            return last
+
+        return await asyncio.gather(*(final(p) for p in prompts))
 
     async def next_token_logprobs(
         self, prompts: Sequence[list[int]], candidates: Sequence[int]
     ) -> list[dict[int, float]]:
-        params = logprob_params(candidates)
-        outputs = await asyncio.gather(*(self._final(p, params) for p in prompts))
-        return [candidate_logprobs(output, candidates) for output in outputs]
+        return [candidate_logprobs(o, candidates) for o in await self._run(prompts, logprob_params(candidates))]
 
     async def generate(self, prompts: Sequence[list[int]], max_tokens: int) -> list[tuple[str, int]]:
-        from vllm import SamplingParams
-
-        params = SamplingParams(max_tokens=max_tokens, temperature=0.0)
-        outputs = await asyncio.gather(*(self._final(p, params) for p in prompts))
-        return [(o.outputs[0].text, len(o.outputs[0].token_ids)) for o in outputs]
+        return [generated(o) for o in await self._run(prompts, greedy_params(max_tokens))]
 
     async def check_health(self) -> None:
         await self.llm.check_health()
@@ -261,8 +250,6 @@ class TokenizerEngine:
     length, no model weights and no vLLM. It cannot judge: calling it is a bug."""
 
     def __init__(self, settings: EngineSettings):
-        from magistrate.models import load_config, load_tokenizer
-
         self.settings = settings
         self.model = settings.model
         self.tokenizer = load_tokenizer(settings.model)

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 
 from magistrate.analysis.rewardbench import pair_points, rewardbench_scores
-from magistrate.analysis.verdicts import Verdicts
-from magistrate.pipelines.summary import error_cause
+from magistrate.analysis.output import Verdicts
+from magistrate.pipelines import error_cause
 
 HIST_BINS = 20
 CALIBRATION_BINS = 10

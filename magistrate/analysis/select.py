@@ -13,8 +13,8 @@ from collections import Counter
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from magistrate.analysis.verdicts import Verdicts
-from magistrate.pipelines.sources import locate
+from magistrate.analysis.output import Verdicts
+from magistrate.pipelines import locate
 
 DPO_SCHEMA = pa.schema([("id", pa.string()), ("prompt", pa.string()), ("chosen", pa.string()),
                         ("rejected", pa.string()), ("confidence", pa.float64())])

@@ -46,6 +46,12 @@ class OrderResult:
         )
 
 
+def error_row(message: str, written_off: bool = False) -> dict[str, Any]:
+    """The verdict fields of a pair that was not judged: a bad input row (final), or one
+    its host gave up on (`written_off`: --resume judges it again)."""
+    return dict(combine([]), error=message, written_off=written_off, injection_suspect=None)
+
+
 def combine(results: list[OrderResult]) -> dict[str, Any]:
     """Output fields for one pair: winner, p_a, consistent, error and `<order>_*` fields."""
     row: dict[str, Any] = {f"{o}_{f}": None for o in ORDERS for f in PER_ORDER_FIELDS}

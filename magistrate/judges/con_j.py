@@ -77,6 +77,7 @@ def _loose_reason(text: str) -> str | None:
 
 PROFILE = JudgeProfile(
     name="con-j",
+    aliases=("conj",),
     version=1,
     description="Con-J pairwise prompt (Chinese) from the model card; JSON verdict with rationale",
     models=("ZiyiYe/Con-J-Qwen2-7B",),

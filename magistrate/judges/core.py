@@ -7,10 +7,10 @@ the same rows.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping, Protocol, Sequence
 
-from magistrate.judges.combine import OrderResult, combine
+from magistrate.judges.combine import OrderResult, combine, error_row
 from magistrate.judges.profile import JudgeProfile, Mode
 from magistrate.judges.registry import get_judge
 from magistrate.judges.render import (
@@ -27,6 +27,7 @@ from magistrate.judges.verdicts import (
     p_first_from_verdict,
     verdict_from_probabilities,
 )
+from magistrate.pairs import INVALID
 
 
 class Engine(Protocol):
@@ -53,6 +54,21 @@ class JudgeSettings:
     order: OrderMode = "both"
     seed: int = 0
     max_new_tokens: int | None = None  # None: the profile's
+    # The profile itself, looked up once where the job starts (`resolved`) and carried
+    # with the settings to every actor and replica, which never look a judge up by name:
+    # a profile registered in the driver exists only there.
+    profile: JudgeProfile | None = None
+
+    def resolved(self) -> "JudgeSettings":
+        """These settings with the profile looked up and the mode chosen and checked."""
+        profile = self.profile or get_judge(self.judge)
+        mode = self.mode or profile.default_mode
+        if mode not in profile.modes:
+            raise ValueError(
+                f"judge {profile.name!r} does not support mode {mode!r} "
+                f"(it supports {', '.join(profile.modes)})"
+            )
+        return replace(self, judge=profile.name, profile=profile, mode=mode)
 
 
 @dataclass
@@ -65,16 +81,11 @@ class _Request:
 class Judge:
     """A profile bound to an engine and settings."""
 
-    def __init__(self, engine: Engine, settings: JudgeSettings, profile: JudgeProfile | None = None):
+    def __init__(self, engine: Engine, settings: JudgeSettings):
         self.engine = engine
-        self.settings = settings
-        self.profile = profile or get_judge(settings.judge)
-        self.mode: Mode = settings.mode or self.profile.default_mode
-        if self.mode not in self.profile.modes:
-            raise ValueError(
-                f"judge {self.profile.name!r} does not support mode {self.mode!r} "
-                f"(it supports {', '.join(self.profile.modes)})"
-            )
+        self.settings = settings = settings.resolved()
+        self.profile: JudgeProfile = settings.profile
+        self.mode: Mode = settings.mode
         self.max_new_tokens = settings.max_new_tokens or self.profile.max_new_tokens
         self.label_ids = (
             label_token_ids(self.profile, engine.tokenizer) if self.mode == "logprob" else {}
@@ -91,14 +102,14 @@ class Judge:
         """Tokens the verdict needs after the prompt."""
         return 1 if self.mode == "logprob" else self.max_new_tokens
 
-    def plan(self, pairs: Sequence[Mapping[str, Any]]) -> tuple[list[list[OrderResult]], list[_Request]]:
+    def requests(self, pairs: Sequence[Mapping[str, Any]]) -> tuple[list[list[OrderResult]], list[_Request]]:
         """Render and tokenise every order of every valid pair (one batched tokeniser
         call). Returns per-pair results known already (prompts too long) and the
         requests for the engine."""
         results: list[list[OrderResult]] = [[] for _ in pairs]
         todo = [
             (i, order)
-            for i, pair in enumerate(pairs) if not pair.get("invalid")
+            for i, pair in enumerate(pairs) if not pair.get(INVALID)
             for order in orders_for(self.settings.order, str(pair["id"]), self.settings.seed)
         ]
         texts = [
@@ -122,18 +133,18 @@ class Judge:
         return results, requests
 
     def judge(self, pairs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        """Verdict fields for each pair (same order). A pair with an `invalid` message
+        """Verdict fields for each pair (same order). A pair with an `_invalid` message (magistrate/pairs.py)
         becomes an error row without reaching the engine. All orders of all pairs go to
         the engine in one call, so it batches them and its prefix cache shares the
         common prompt head of the two orders."""
-        results, requests = self.plan(pairs)
+        results, requests = self.requests(pairs)
         outputs = self._ask(requests) if requests else []
         return self._collect(pairs, results, requests, outputs)
 
     async def judge_async(self, pairs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """`judge` over an async engine (online serving): the same rows for the same
         pairs, while the engine batches these requests with everyone else's."""
-        results, requests = self.plan(pairs)
+        results, requests = self.requests(pairs)
         outputs = await self._ask(requests) if requests else []
         return self._collect(pairs, results, requests, outputs)
 
@@ -154,14 +165,14 @@ class Judge:
                 results[request.pair].append(self._from_text(request, text, n_out))
         return [self._row(pair, sorted(r, key=lambda x: x.order)) for pair, r in zip(pairs, results)]
 
-    def count(self, pairs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    def count_tokens(self, pairs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """A dry run: rows with each order's prompt tokens and every error a real run
         would meet before the engine, but no verdict (winner null unless an error)."""
-        results, requests = self.plan(pairs)
+        results, requests = self.requests(pairs)
         rows = []
         for i, pair in enumerate(pairs):
             row = self._row(pair, [r for r in results[i] if r.error])
-            if row["winner"] == "error" and not pair.get("invalid") and not results[i]:
+            if row["winner"] == "error" and not pair.get(INVALID) and not results[i]:
                 row.update(winner=None, error=None)  # nothing failed: the pair is just unjudged
             rows.append(row)
         for request in requests:
@@ -169,13 +180,12 @@ class Judge:
         return rows
 
     def _row(self, pair: Mapping[str, Any], results: list[OrderResult]) -> dict[str, Any]:
-        if pair.get("invalid"):
-            row = combine([])
-            row["error"] = str(pair["invalid"])
+        if pair.get(INVALID):
+            row = error_row(str(pair[INVALID]))
         else:
             row = combine(results)
         row["injection_suspect"] = (
-            None if pair.get("invalid")
+            None if pair.get(INVALID)
             else injection_suspect(self.profile, pair["response_a"], pair["response_b"])
         )
         return row

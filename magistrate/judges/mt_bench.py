@@ -18,36 +18,28 @@ _MARKERS = (
     "[[A]]", "[[B]]", "[[C]]",
 )
 
-PROFILE = JudgeProfile(
-    name="mt-bench",
-    version=1,
-    description="MT-Bench pair-v2 as in RewardBench: explanation, then [[A]] or [[B]]",
-    models=("any instruct model",),
-    system=packaged_text("mt_bench.system.txt"),
-    user_template=_USER,
-    multi_turn_system=packaged_text("mt_bench.multi.system.txt"),
-    multi_turn_template=_MULTI_USER,
-    read=bracket_reader({"A": "A", "B": "B"}),
-    # logprob by default: one forward pass gives a probability for any instruct model,
-    # where a small model's free text often carries no verdict at all.
-    default_mode="logprob",
-    labels={"A": "A", "B": "B"},
-    max_new_tokens=512,
-    markers=_MARKERS,
-)
+def _profile(name: str, description: str, texts: str, labels: dict, default_mode: str) -> JudgeProfile:
+    """The two MT-Bench profiles differ in their system texts, labels and default mode."""
+    return JudgeProfile(
+        name=name,
+        version=1,
+        description=description,
+        models=("any instruct model",),
+        system=packaged_text(f"{texts}.system.txt"),
+        user_template=_USER,
+        multi_turn_system=packaged_text(f"{texts}.multi.system.txt"),
+        multi_turn_template=_MULTI_USER,
+        read=bracket_reader(labels),
+        default_mode=default_mode,
+        labels=labels,
+        max_new_tokens=512,
+        markers=_MARKERS,
+    )
 
-TIE_PROFILE = JudgeProfile(
-    name="mt-bench-tie",
-    version=1,
-    description="MT-Bench pair-v2 as in FastChat, with [[C]] for a tie",
-    models=("any instruct model",),
-    system=packaged_text("mt_bench_tie.system.txt"),
-    user_template=_USER,
-    multi_turn_system=packaged_text("mt_bench_tie.multi.system.txt"),
-    multi_turn_template=_MULTI_USER,
-    read=bracket_reader({"A": "A", "B": "B", "tie": "C"}),
-    default_mode="generate",
-    labels={"A": "A", "B": "B", "tie": "C"},
-    max_new_tokens=512,
-    markers=_MARKERS,
-)
+
+# logprob by default: one forward pass gives a probability for any instruct model, where
+# a small model's free text often carries no verdict at all.
+PROFILE = _profile("mt-bench", "MT-Bench pair-v2 as in RewardBench: explanation, then [[A]] or [[B]]",
+                   "mt_bench", {"A": "A", "B": "B"}, "logprob")
+TIE_PROFILE = _profile("mt-bench-tie", "MT-Bench pair-v2 as in FastChat, with [[C]] for a tie",
+                       "mt_bench_tie", {"A": "A", "B": "B", "tie": "C"}, "generate")

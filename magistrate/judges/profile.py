@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass, field
+from importlib.resources import files
 from typing import Callable, Literal, Mapping, Protocol
 
 Mode = Literal["logprob", "generate"]
@@ -17,8 +18,6 @@ Verdict = Literal["A", "B", "tie"]
 
 def packaged_text(name: str) -> str:
     """A prompt text shipped in judges/texts/, byte for byte (see texts/SOURCES.md)."""
-    from importlib.resources import files
-
     return (files("magistrate.judges") / "texts" / name).read_text(encoding="utf-8")
 
 

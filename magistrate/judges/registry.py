@@ -1,29 +1,27 @@
 """The one place judges are registered.
 
-Seed judges register through `register` exactly as a user's would. Entries may be lazy
-("module:attribute") so listing judges imports nothing heavy.
+Every judge comes in through `register`: the shipped ones and those of installed packages
+through the `magistrate.judges` entry-point group (pyproject.toml; docs/judges.md), a
+user's own with `register()` in the driver. Only the driver looks a judge up by name: the
+resolved profile then travels with the job to every actor and replica.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.metadata
 from typing import Union
 
+from magistrate.judges.custom import load_profile
 from magistrate.judges.profile import JudgeProfile
 
+ENTRY_POINTS = "magistrate.judges"
 _Entry = Union[JudgeProfile, str]
 _REGISTRY: dict[str, _Entry] = {}
 _ALIASES: dict[str, str] = {}
-
-# Built-in judge families, one module each: name -> (lazy entry, aliases). Adding one is
-# one line here and one file; listing them imports none.
-BUILTIN = {
-    "mt-bench": ("magistrate.judges.mt_bench:PROFILE", ()),
-    "mt-bench-tie": ("magistrate.judges.mt_bench:TIE_PROFILE", ()),
-    "skywork-critic": ("magistrate.judges.skywork_critic:PROFILE", ("skywork",)),
-    "con-j": ("magistrate.judges.con_j:PROFILE", ("conj",)),
-}
+_BROKEN: dict[str, str] = {}  # entry points that failed to load: name -> why
+PLUGGED_IN: set[str] = set()  # names that came from an installed package
 
 
 class UnknownJudge(KeyError):
@@ -48,6 +46,7 @@ def register(profile: _Entry, name: str | None = None, aliases: tuple[str, ...] 
 
 def unregister(name: str) -> None:
     _REGISTRY.pop(name, None)
+    PLUGGED_IN.discard(name)
     for alias in [a for a, n in _ALIASES.items() if n == name]:
         del _ALIASES[alias]
 
@@ -55,11 +54,11 @@ def unregister(name: str) -> None:
 def get_judge(name: str) -> JudgeProfile:
     """The profile for a name, an alias, or a path to a custom YAML profile."""
     if name.endswith((".yaml", ".yml")):
-        from magistrate.judges.custom import load_profile
-
         return load_profile(name)
     key = _ALIASES.get(name, name)
     if key not in _REGISTRY:
+        if key in _BROKEN:
+            raise UnknownJudge(f"judge {name!r} is installed but failed to load: {_BROKEN[key]}")
         known = sorted(_REGISTRY) + sorted(_ALIASES)
         close = difflib.get_close_matches(name, known, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
@@ -81,5 +80,22 @@ def judge_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-for _name, (_path, _aliases) in BUILTIN.items():
-    register(_path, name=_name, aliases=_aliases)
+def _load_entry_points() -> None:
+    """Each entry point names a JudgeProfile ("module:attribute") under the judge's name.
+    Loading one imports its module (profiles are pure Python), so aliases are known; one
+    that fails to load is reported when asked for, and the others still work."""
+    for point in sorted(importlib.metadata.entry_points(group=ENTRY_POINTS), key=lambda p: p.name):
+        source = f"{point.value} (package {point.dist.name if point.dist else '?'})"
+        try:
+            profile = point.load()
+            if not isinstance(profile, JudgeProfile):
+                raise TypeError(f"{type(profile).__name__} is not a JudgeProfile")
+            if profile.name != point.name:
+                raise ValueError(f"the profile is named {profile.name!r}")
+            register(profile)
+            PLUGGED_IN.add(point.name)
+        except Exception as exc:  # noqa: BLE001 - one broken plugin must not hide the rest
+            _BROKEN.setdefault(point.name, f"{source}: {type(exc).__name__}: {exc}")
+
+
+_load_entry_points()

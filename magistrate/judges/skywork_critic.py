@@ -10,6 +10,7 @@ from magistrate.judges.verdicts import bracket_reader
 
 PROFILE = JudgeProfile(
     name="skywork-critic",
+    aliases=("skywork",),
     version=1,
     description="Skywork-Critic pairwise prompt from the model card; verdict [[A]]/[[B]]",
     models=("Skywork/Skywork-Critic-Llama-3.1-70B", "Skywork/Skywork-Critic-Llama-3.1-8B"),

@@ -73,17 +73,6 @@ class PoolPlan(BaseModel):
         return f"{size} judge actor(s) of {{{shape}}}, starting with {self.initial_size}"
 
 
-def actor_bundle(remote_args: dict[str, Any]) -> dict[str, float]:
-    """A judge actor's Ray options (actors/judge_actor.py:actor_resources) as the resource
-    bundle the autoscaler and the scheduler see."""
-    bundle = {"CPU": float(remote_args.get("num_cpus", 1)), "GPU": float(remote_args.get("num_gpus", 0))}
-    if remote_args.get("accelerator_type"):
-        # What Ray itself asks for when an actor has accelerator_type=...: a sliver of the
-        # marker resource that every node of that GPU type carries.
-        bundle[f"accelerator_type:{remote_args['accelerator_type']}"] = 0.001
-    return {k: v for k, v in bundle.items() if v > 0}
-
-
 def fitting_actors(nodes: list[dict[str, float]], bundle: dict[str, float]) -> int:
     """How many actors of this bundle the nodes hold. An actor never spans nodes, so a
     tensor-parallel-8 actor needs one node with 8 GPUs, not two with 4."""

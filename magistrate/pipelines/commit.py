@@ -24,7 +24,9 @@ import pyarrow.fs as pafs
 from magistrate.pipelines.lease import LEASE
 from magistrate.pipelines.sources import InputError, Location
 from magistrate.pipelines.store import delete, join, write_whole
+from magistrate.pipelines.store import read_bytes
 from magistrate.pipelines.units import VERDICTS, Unit, UnitFile, is_staging_file, is_unit_file, verdicts_dir
+from magistrate.pipelines.units import clean_staging, unit_files
 
 RUN_FILE = "_run.json"
 SUCCESS = "_SUCCESS"
@@ -148,9 +150,9 @@ def reconcile(units: list[Unit], files: dict[str, UnitFile]) -> Reconciliation:
     for unit in units:
         found = files.get(unit.unit_id)
         expected = unit.max_rows if unit.max_rows >= 0 else unit.rows
-        if found is None or found.rows != found.planned or (unit.kind == "parquet" and found.planned != expected):
+        if found is None or found.rows != found.planned or (unit.rows_exact and found.planned != expected):
             missing.append(unit.unit_id)
-            planned += expected if unit.kind == "parquet" else max(found.planned if found else 0, 0)
+            planned += expected if unit.rows_exact else max(found.planned if found else 0, 0)
         else:
             planned += found.planned
     kept = [f for unit_id, f in files.items() if unit_id in planned_ids]
@@ -186,8 +188,6 @@ def write_run_file(settings, loc: Location, model: str, digest: str) -> None:
 
 def check_resumable(settings, loc: Location, model: str, digest: str) -> None:
     """Refuse to resume an output written with other settings or from another input."""
-    from magistrate.pipelines.store import read_bytes
-
     found = read_bytes(loc, join(loc, RUN_FILE))
     if found is None:
         raise InputError(f"{settings.output} has no {RUN_FILE}: it was not written by magistrate judge")
@@ -208,8 +208,6 @@ def check_resumable(settings, loc: Location, model: str, digest: str) -> None:
 def open_output(settings, loc: Location, model: str, digest: str, progress=print) -> tuple[bool, dict[str, UnitFile]]:
     """Check the output against --resume/--overwrite, with the lease held; returns whether
     this run resumes one, and the unit files already there."""
-    from magistrate.pipelines.units import clean_staging, unit_files
-
     found = contents(loc)
     if not found.holds_output():
         refuse_foreign(loc, found)

@@ -13,7 +13,14 @@ from __future__ import annotations
 
 from collections import Counter
 
-from magistrate.pipelines.prepare import MAX_FIELD_CHARS
+from magistrate.actors.engine import EngineSettings, TokenizerEngine
+from magistrate.judges.core import Judge, JudgeSettings
+from magistrate.model_files import load_config
+from magistrate.pairs import MAX_FIELD_CHARS, judge_prompt
+from magistrate.pipelines.prepare import read_prepared
+from magistrate.pipelines.reading import count_rows as count
+from magistrate.pipelines.sources import list_input_files, locate
+from magistrate.pipelines.summary import error_cause
 
 GPUS = {  # dense bf16 peak FLOP/s, memory bandwidth B/s, memory bytes
     "h100": (989e12, 3.35e12, 80e9),
@@ -61,9 +68,6 @@ def gpu_hours(params: int, prompt_tokens: int, completion_tokens: int, gpu: str)
 
 def count_rows(uri: str, endpoint_url: str | None = None) -> int:
     """Pairs in an input, streamed, counted as every command reads them."""
-    from magistrate.pipelines.reading import count_rows as count
-    from magistrate.pipelines.sources import list_input_files, locate
-
     loc = locate(uri, endpoint_url)
     return count(loc.filesystem, list_input_files(loc))
 
@@ -75,18 +79,12 @@ def estimate_input(uri: str, judge: str, model: str, gpu: str, fmt: str = "auto"
                    max_chars: int = MAX_FIELD_CHARS) -> dict:
     """GPU-hours for judging a whole input, from the exact token counts of its first
     `sample` pairs (every pair with sample=0) scaled to its row count."""
-    from magistrate.actors.engine import EngineSettings, TokenizerEngine
-    from magistrate.judges.core import Judge, JudgeSettings
-    from magistrate.models import load_config
-    from magistrate.pipelines.local_read import read_prepared
-    from magistrate.pipelines.summary import error_cause
-
     rows = count_rows(uri, endpoint_url)
     engine = TokenizerEngine(EngineSettings(model=model))
     core = Judge(engine, JudgeSettings(judge=judge, mode=mode, order=order))
-    pairs = [dict(r, prompt=r["prompt_messages"] or r["prompt"], invalid=r["_invalid"])
+    pairs = [dict(r, prompt=judge_prompt(r))
              for r in read_prepared(uri, fmt, columns, endpoint_url, sample or None, max_chars)]
-    counted = core.count(pairs)
+    counted = core.count_tokens(pairs)
     orders = [o for o in ("ab", "ba") if any(r[f"{o}_prompt_tokens"] for r in counted)]
     prompt_tokens = sum(r[f"{o}_prompt_tokens"] or 0 for r in counted for o in orders)
     judged = sum(1 for r in counted if r["winner"] != "error")

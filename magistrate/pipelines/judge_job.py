@@ -7,7 +7,8 @@ unit list (a few MB at 100M pairs), so its memory does not grow with the input.
 
 from __future__ import annotations
 
-import sys
+import dataclasses
+import hashlib
 import time
 import uuid
 from dataclasses import dataclass
@@ -15,15 +16,25 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from magistrate.pipelines.prepare import MAX_FIELD_CHARS
-from magistrate.pipelines.sources import (
-    InputError,
-    Location,
-    list_input_files,
-    locate,
-    resolve_mapping,
-)
-from magistrate.pipelines.units import UNIT_ROWS
+from magistrate.actors.engine import EngineSettings
+from magistrate.actors.judge_host import engine_failure_rows
+from magistrate.actors.placement import actor_bundle, actor_resources, connect_ray, replica_bounds, shippable, use_gpus
+from magistrate.judges.core import JudgeSettings
+from magistrate.model_files import load_config, resolve_model
+from magistrate.pairs import INVALID, MAX_FIELD_CHARS
+from magistrate.pipelines.capacity import CapacityRequest, cluster_nodes, plan_pool
+from magistrate.pipelines.commit import commit, open_output, reconcile, refuse_input_inside, write_run_file
+from magistrate.pipelines.duplicate_ids import duplicate_message, find_duplicate_ids
+from magistrate.pipelines.estimate import gpu_hours, parameter_count
+from magistrate.pipelines.lease import Lease
+from magistrate.pipelines.prepare import prepare_unit
+from magistrate.pipelines.progress import ProgressPrinter
+from magistrate.pipelines.reading import peek_columns
+from magistrate.pipelines.sources import InputError, Location, list_input_files, locate, resolve_mapping
+from magistrate.pipelines.summary import summarise
+from magistrate.pipelines.unit_worker import UnitWorker
+from magistrate.pipelines.units import UNIT_ROWS, Unit, apply_limit, plan_units, publish, unit_files
+from magistrate.schema import run_constants, with_verdicts
 
 
 class JobSettings(BaseModel):
@@ -61,58 +72,6 @@ class JobSettings(BaseModel):
         return value
 
 
-def replica_bounds(spec: str) -> tuple[int, int]:
-    """"2" -> (2, 2); "1:8" -> (1, 8)."""
-    try:
-        low, _, high = spec.partition(":")
-        bounds = (int(low), int(high or low))
-    except ValueError:
-        raise ValueError(f"--replicas {spec!r}: give N or MIN:MAX") from None
-    if bounds[0] < 1 or bounds[1] < bounds[0]:
-        raise ValueError(f"--replicas {spec!r}: need 1 <= MIN <= MAX")
-    return bounds
-
-
-def connect_ray() -> None:
-    """Join the cluster in RAY_ADDRESS (set by `ray job submit`; `local` forces a new one),
-    else one started on this machine with `ray start`, else start a local Ray (Ray's own
-    rule for `ray.init()`), except that a cluster which is gone is not waited for."""
-    import os
-
-    import ray
-
-    if ray.is_initialized():
-        return
-    address = os.environ.get("RAY_ADDRESS") or None
-    if address is None and (last := _last_started_cluster()) and not _answers(last):
-        # A crashed or killed `ray start` leaves its address file behind, and ray.init()
-        # would wait on that dead address for many minutes.
-        print(f"magistrate: the Ray cluster last started here ({last}) is gone; "
-              "starting a local Ray", file=sys.stderr)
-        address = "local"
-    ray.init(address=address, logging_level="WARNING")
-
-
-def _last_started_cluster() -> str | None:
-    try:
-        from ray._private.services import find_bootstrap_address  # where `ray start` records it
-
-        return find_bootstrap_address(None)
-    except Exception:  # a Ray without it: leave the choice to ray.init()
-        return None
-
-
-def _answers(address: str, timeout: float = 2.0) -> bool:
-    import socket
-
-    host, _, port = address.rpartition(":")
-    try:
-        with socket.create_connection((host, int(port)), timeout=timeout):
-            return True
-    except (OSError, ValueError):
-        return False
-
-
 @dataclass(frozen=True)
 class Plan:
     """The input, located and cut into units."""
@@ -125,10 +84,8 @@ class Plan:
     src: Location
 
 
-def plan(settings: JobSettings) -> Plan:
-    from magistrate.pipelines.reading import peek_columns
-    from magistrate.pipelines.units import apply_limit, plan_units
-
+def plan_input(settings: JobSettings) -> Plan:
+    """The input located and cut into units, with its column mapping."""
     src = locate(settings.input, settings.s3_endpoint_url)
     files = list_input_files(src)
     mapping, preset = resolve_mapping(peek_columns(src.filesystem, files), settings.format,
@@ -143,8 +100,6 @@ def input_digest(src: Location, files: list[str]) -> str:
     """The names and sizes of the input's files. Unit ids come from file names, row groups
     and byte ranges, so a resumed run over a changed input (a file added, a JSONL file
     appended to) would judge some rows twice or never: it is refused instead."""
-    import hashlib
-
     digest = hashlib.sha256()
     for info in src.filesystem.get_file_info(files):
         digest.update(f"{info.path}\t{info.size}\n".encode())
@@ -154,89 +109,117 @@ def input_digest(src: Location, files: list[str]) -> str:
 def run(settings: JobSettings, progress=print) -> dict:
     """Judge every pair of the input and write verdicts; returns the summary. The output
     is written as a commit protocol (pipelines/commit.py)."""
-    from magistrate.judges.registry import get_judge
-    from magistrate.models import load_config, resolve_model
-    from magistrate.pipelines.commit import refuse_input_inside
-    from magistrate.pipelines.lease import Lease
-
     if settings.resume and settings.overwrite:
         raise InputError("--resume and --overwrite exclude each other")
-    get_judge(settings.judge)  # an unknown judge fails here, not in an actor
+    # An unknown judge or a model that cannot be had fails here, not in every actor; the
+    # resolved profile then travels with the job.
+    judge = JudgeSettings(judge=settings.judge, mode=settings.mode, order=settings.order,
+                          seed=settings.seed, max_new_tokens=settings.max_new_tokens).resolved()
+    judge = shippable(judge)
     model = resolve_model(settings.model)
-    load_config(model)  # a model that cannot be had fails here, not in every actor
+    load_config(model)
     out = locate(settings.output, settings.s3_endpoint_url)
     # The input is located and planned before the output is touched: a mistyped --input
     # with --overwrite deletes nothing.
-    planned = plan(settings)
+    planned = plan_input(settings)
     refuse_input_inside(out, planned.src, planned.files)
-    run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    with Lease.acquire(out, run_id, take_over_stale=settings.resume or settings.overwrite) as lease:
-        return _run_leased(settings, progress, out, lease, run_id, model, planned)
+    job = Job(settings, planned, out, judge, model, time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6])
+    with Lease.acquire(out, job.run_id, take_over_stale=settings.resume or settings.overwrite) as lease:
+        todo = job.open(progress)
+        started = time.monotonic()
+        judged, failed = job.rounds(todo, progress)
+        for unit in failed:
+            job.write_off(unit)
+        if failed:
+            judged["failed_units"] = len(failed)
+        summary = job.summary(judged, time.monotonic() - started, skipped=len(planned.units) - len(todo))
+        if lease.lost:  # another run owns the output now: commit nothing
+            return {**summary, "complete": False, "lease_lost": lease.lost}
+        commit(out, summary)
+        return summary
 
 
-def _run_leased(settings: JobSettings, progress, out: Location, lease, run_id: str, model: str,
-                planned: Plan) -> dict:
-    import dataclasses
+@dataclass
+class Job:
+    """One run over one output, with its lease held."""
 
-    import ray
+    settings: JobSettings
+    planned: Plan
+    out: Location
+    judge: JudgeSettings  # resolved
+    model: str
+    run_id: str
 
-    from magistrate.actors.engine import EngineSettings
-    from magistrate.actors.judge_actor import actor_resources, use_gpus
-    from magistrate.judges.core import JudgeSettings
-    from magistrate.pipelines.capacity import CapacityRequest, actor_bundle, cluster_nodes, plan_pool
-    from magistrate.pipelines.commit import commit, open_output, reconcile, write_run_file
-    from magistrate.pipelines.duplicates import duplicate_message, find_duplicate_ids
-    from magistrate.pipelines.progress import ProgressPrinter
-    from magistrate.pipelines.summary import summarise
-    from magistrate.pipelines.unit_worker import UnitWorker
-    from magistrate.pipelines.units import unit_files
+    @property
+    def constants(self) -> dict:
+        return run_constants(self.judge, self.model, self.run_id, self.settings.dry_run)
 
-    units, mapping, preset, files = planned.units, planned.mapping, planned.preset, planned.files
-    resuming, found = open_output(settings, out, model, planned.digest, progress)
-    redo = {unit_id for unit_id, f in found.items() if f.whole and f.written_off}
-    todo = [dataclasses.replace(u, redo=u.unit_id in redo) for u in units
-            if not (u.unit_id in found and found[u.unit_id].finished)]
-    connect_ray()
-    if not resuming:  # a resumed run's input passed this check before its _run.json was written
-        duplicates = find_duplicate_ids(settings.input, settings.s3_endpoint_url, units, mapping, preset)
-        if duplicates:
-            raise InputError(duplicate_message(duplicates))
-        write_run_file(settings, out, model, planned.digest)
-    progress(f"magistrate: {len(files)} input file(s), {len(units)} units "
-             f"({len(units) - len(todo)} already done"
-             f"{f', {len(redo)} with written-off rows to judge again' if redo else ''}), "
-             f"judge {settings.judge}, model {model}, run {run_id}")
+    def open(self, progress) -> list[Unit]:
+        """Check the output (pipelines/commit.py), and the units this run judges: those
+        without a finished file; a whole file with written-off rows is judged again in part."""
+        units = self.planned.units
+        resuming, found = open_output(self.settings, self.out, self.model, self.planned.digest, progress)
+        redo = {unit_id for unit_id, f in found.items() if f.whole and f.written_off}
+        todo = [dataclasses.replace(u, redo=u.unit_id in redo) for u in units
+                if not (u.unit_id in found and found[u.unit_id].finished)]
+        connect_ray()
+        if not resuming:  # a resumed run's input passed this check before its _run.json was written
+            duplicates = find_duplicate_ids(self.settings.input, self.settings.s3_endpoint_url, units,
+                                            self.planned.mapping, self.planned.preset)
+            if duplicates:
+                raise InputError(duplicate_message(duplicates))
+            write_run_file(self.settings, self.out, self.model, self.planned.digest)
+        progress(f"magistrate: {len(self.planned.files)} input file(s), {len(units)} units "
+                 f"({len(units) - len(todo)} already done"
+                 f"{f', {len(redo)} with written-off rows to judge again' if redo else ''}), "
+                 f"judge {self.judge.judge}, model {self.model}, run {self.run_id}")
+        return todo
 
-    low, high = replica_bounds(settings.replicas)
-    # A dry run needs no GPU, unless asked for one: `--dry-run --device gpu` rehearses a
-    # GPU run's placement and autoscaling without starting an engine.
-    gpus = settings.device == "gpu" if settings.dry_run else use_gpus(settings.device)
-    resources = actor_resources(settings.tensor_parallel_size, gpus, settings.gpu_type)
-    engine = EngineSettings(
-        model=model, tensor_parallel_size=settings.tensor_parallel_size,
-        max_model_len=settings.max_model_len, seed=settings.seed,
-        gpu_memory_utilization=settings.gpu_memory_utilization,
-    )
-    judge = JudgeSettings(
-        judge=settings.judge, mode=settings.mode, order=settings.order, seed=settings.seed,
-        max_new_tokens=settings.max_new_tokens,
-    )
-    started = time.monotonic()
-    # unit_seconds: time the actors spent on units (read, judge, write), engine start
-    # excluded: pairs / unit_seconds is the warm rate of one actor.
-    judged = {"units": 0, "pairs": 0, "errors": 0, "unit_seconds": 0.0}
-    pending = todo
-    for round_ in range(1, settings.max_tries + 1):
-        if not pending:
-            break
-        if round_ > 1:
-            progress(f"magistrate: {len(pending)} unit(s) not finished; retrying them "
-                     f"(round {round_} of {settings.max_tries})")
-        printer = ProgressPrinter(progress)
+    def resources(self) -> dict:
+        """Ray options of one judge actor. A dry run needs no GPU unless asked for one:
+        `--dry-run --device gpu` rehearses a GPU run's placement and autoscaling."""
+        s = self.settings
+        gpus = s.device == "gpu" if s.dry_run else use_gpus(s.device)
+        return actor_resources(s.tensor_parallel_size, gpus, s.gpu_type)
+
+    def rounds(self, todo: list[Unit], progress) -> tuple[dict, list[Unit]]:
+        """Judge the units in up to --max-tries rounds; returns this run's counts and the
+        units no round finished (never a redo unit: its earlier file stands)."""
+        # unit_seconds: time the actors spent on units (read, judge, write), engine start
+        # excluded: pairs / unit_seconds is the warm rate of one actor.
+        judged = {"units": 0, "pairs": 0, "errors": 0, "unit_seconds": 0.0}
+        pending = todo
+        for round_ in range(1, self.settings.max_tries + 1):
+            if not pending:
+                break
+            if round_ > 1:
+                progress(f"magistrate: {len(pending)} unit(s) not finished; retrying them "
+                         f"(round {round_} of {self.settings.max_tries})")
+            for result in self._round(pending, progress):
+                judged["units"] += 1
+                judged["pairs"] += result["rows"]
+                judged["errors"] += result["errors"]
+                judged["unit_seconds"] = round(judged["unit_seconds"] + result["seconds"], 3)
+            # Done in this round: a whole file of this run (a written-off row in it waits
+            # for --resume: the actor already tried its engine --max-tries times).
+            now = unit_files(self.out, only={u.unit_id for u in pending})
+            pending = [u for u in pending if not (u.unit_id in now and now[u.unit_id].whole
+                                                 and now[u.unit_id].run_id == self.run_id)]
+        return judged, [u for u in pending if not u.redo]
+
+    def _round(self, pending: list[Unit], progress):
+        """One pass of an actor pool over the units: each result row reports a unit."""
+        import ray
+
+        s, resources = self.settings, self.resources()
         # Sized from the cluster as it is now; the autoscaler is asked for the rest
         # (pipelines/capacity.py: how this avoids ray-project/ray#59144).
-        pool = plan_pool((low, high), len(pending), actor_bundle(resources), cluster_nodes())
+        pool = plan_pool(replica_bounds(s.replicas), len(pending), actor_bundle(resources), cluster_nodes())
         progress(f"magistrate: {pool.describe()}")
+        printer = ProgressPrinter(progress)
+        engine = EngineSettings(model=self.model, tensor_parallel_size=s.tensor_parallel_size,
+                                max_model_len=s.max_model_len, seed=s.seed,
+                                gpu_memory_utilization=s.gpu_memory_utilization)
         # Within a round, a unit whose actor dies is retried once on a restarted actor; a
         # unit still missing after the round (e.g. its node was lost before Ray noticed)
         # goes to the next round, on a fresh pool. Failed units never stop the job.
@@ -245,12 +228,11 @@ def _run_leased(settings: JobSettings, progress, out: Location, lease, run_id: s
         ds = ds.map_batches(
             UnitWorker,
             fn_constructor_kwargs={
-                "input_uri": settings.input, "output_uri": settings.output,
-                "endpoint": settings.s3_endpoint_url, "mapping": mapping, "preset": preset,
-                "batch_size": settings.batch_size, "max_chars": settings.max_field_chars,
-                "judge": {"engine": engine, "judge": judge, "run_id": run_id,
-                          "dry_run": settings.dry_run, "progress": printer.counter,
-                          "max_tries": settings.max_tries},
+                "input_uri": s.input, "output_uri": s.output, "endpoint": s.s3_endpoint_url,
+                "mapping": self.planned.mapping, "preset": self.planned.preset,
+                "batch_size": s.batch_size, "max_chars": s.max_field_chars,
+                "judge": {"engine": engine, "judge": self.judge, "run_id": self.run_id,
+                          "dry_run": s.dry_run, "progress": printer.counter, "max_tries": s.max_tries},
             },
             batch_format="pyarrow",
             batch_size=1,
@@ -261,65 +243,33 @@ def _run_leased(settings: JobSettings, progress, out: Location, lease, run_id: s
             **resources,
         )
         with printer, CapacityRequest(pool):
-            for result in ds.iter_rows():
-                judged["units"] += 1
-                judged["pairs"] += result["rows"]
-                judged["errors"] += result["errors"]
-                judged["unit_seconds"] = round(judged["unit_seconds"] + result["seconds"], 3)
-        # Done in this round: a whole file of this run (a written-off row in it waits for
-        # --resume: the actor already tried its engine --max-tries times).
-        now = unit_files(out, only={u.unit_id for u in pending})
-        pending = [u for u in pending if not (u.unit_id in now and now[u.unit_id].whole
-                                             and now[u.unit_id].run_id == run_id)]
-    for unit in pending:
-        if unit.redo:  # its earlier file stands, written-off rows and all
-            continue
-        write_failed_unit(settings, out, unit, mapping, preset, run_id, engine.model, judge)
-        judged["failed_units"] = judged.get("failed_units", 0) + 1
-    elapsed = time.monotonic() - started
-    summary = summarise(out, elapsed, run_id=run_id, settings=settings.model_dump(), model=model,
-                        this_run=judged, units=len(units), units_skipped=len(units) - len(todo))
-    summary.update(reconcile(units, unit_files(out)).as_dict())
-    # The rate of this run's own work, not of units a previous run finished.
-    summary["pairs_per_second"] = round(judged["pairs"] / elapsed, 3) if elapsed > 0 else None
-    if settings.dry_run:
-        summary["estimate"] = dry_run_estimate(model, summary, settings.gpu)
-    if lease.lost:  # another run owns the output now: commit nothing
-        summary.update(complete=False, lease_lost=lease.lost)
+            yield from ds.iter_rows()
+
+    def write_off(self, unit: Unit) -> None:
+        """A unit that failed all its rounds: its pairs become written-off error rows, which
+        --resume judges again (its bad input rows stay error rows)."""
+        s = self.settings
+        table = prepare_unit(self.planned.src, unit, self.planned.mapping, self.planned.preset,
+                             s.max_field_chars)
+        message = (f"judging failed in {s.max_tries} rounds (the judge actor or its node kept "
+                   "dying; see the Ray logs); fix the cause and rerun with --resume")
+        rows = engine_failure_rows([{INVALID: p} for p in table.column(INVALID).to_pylist()], message)
+        publish(self.out, unit.unit_id, with_verdicts(table, rows, self.constants), planned_rows=table.num_rows,
+                metadata={"unit": unit.as_row(), "run_id": self.run_id, "failed": True})
+
+    def summary(self, judged: dict, elapsed: float, skipped: int) -> dict:
+        s, units = self.settings, self.planned.units
+        summary = summarise(self.out, elapsed, run_id=self.run_id, settings=s.model_dump(), model=self.model,
+                            this_run=judged, units=len(units), units_skipped=skipped)
+        summary.update(reconcile(units, unit_files(self.out)).as_dict())
+        # The rate of this run's own work, not of units a previous run finished.
+        summary["pairs_per_second"] = round(judged["pairs"] / elapsed, 3) if elapsed > 0 else None
+        if s.dry_run:
+            summary["estimate"] = dry_run_estimate(self.model, summary, s.gpu)
         return summary
-    commit(out, summary)
-    return summary
-
-
-def write_failed_unit(settings, out, unit, mapping, preset, run_id, model, judge) -> None:
-    """A unit that failed all its rounds: its pairs become written-off error rows, which
-    --resume judges again (its bad input rows stay error rows)."""
-    from magistrate.judges.registry import get_judge
-    from magistrate.pipelines.unit_worker import read_prepared_unit
-    from magistrate.pipelines.units import publish
-    from magistrate.schema import verdict_table
-
-    table = read_prepared_unit(settings.input, settings.s3_endpoint_url, unit, mapping, preset,
-                               settings.max_field_chars)
-    message = (f"judging failed in {settings.max_tries} rounds (the judge actor or its node kept "
-               "dying; see the Ray logs); fix the cause and rerun with --resume")
-    rows = [{"winner": "error", "error": problem or message, "written_off": problem is None}
-            for problem in table.column("_invalid").to_pylist()]
-    profile = get_judge(judge.judge)
-    verdicts = verdict_table(rows, {"judge": profile.name, "judge_version": profile.version,
-                                    "mode": judge.mode or profile.default_mode, "order": judge.order,
-                                    "model": model, "run_id": run_id})
-    kept = table.drop_columns(["_invalid"])
-    for field in verdicts.schema:
-        kept = kept.append_column(field, verdicts.column(field.name))
-    publish(out, unit.unit_id, kept, planned_rows=table.num_rows,
-            metadata={"unit": unit.as_row(), "run_id": run_id, "failed": True})
 
 
 def dry_run_estimate(model: str, summary: dict, gpu: str) -> dict:
     """GPU-hours for the real run, from the dry run's token totals."""
-    from magistrate.models import load_config
-    from magistrate.pipelines.estimate import gpu_hours, parameter_count
-
     params = parameter_count(load_config(model))
     return gpu_hours(params, summary["prompt_tokens"], summary["completion_tokens"], gpu)

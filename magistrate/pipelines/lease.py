@@ -21,6 +21,8 @@ import sys
 import threading
 import time
 
+import psutil
+
 from magistrate.pipelines.sources import InputError, Location
 from magistrate.pipelines.store import AlreadyExists, create_exclusive, delete, join, read_bytes, write_whole
 
@@ -30,8 +32,6 @@ STALE_SECONDS = 90.0  # six missed heartbeats
 
 
 def _process_started(pid: int) -> float | None:
-    import psutil
-
     try:
         return psutil.Process(pid).create_time()
     except psutil.Error:

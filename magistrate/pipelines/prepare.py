@@ -1,178 +1,39 @@
-"""Per-batch preparation: standard column names, labels, stable ids, row validation.
+"""Prepared pairs: a unit's rows read (pipelines/reading.py), put under the standard column
+names, given labels and stable ids, and checked (magistrate/pairs.py). The one way every
+command gets its pairs: `judge` (each unit, on the actors), the duplicate-id pass,
+`render` and `estimate`.
 
 A bad row is never dropped: it keeps its place and gets an `_invalid` message, which
-the judge actor turns into an error row without sending it to the engine.
+the judge host turns into an error row without sending it to the engine.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
-from collections import Counter
-from typing import Any
+from typing import Any, Iterator
 
 import pyarrow as pa
 
+from magistrate.pairs import (
+    INVALID,
+    MAX_FIELD_CHARS,
+    PROMPT_MESSAGES,
+    is_missing,
+    as_text,
+    derived_id,
+    normalise_label,
+    parse_line,
+    row_problem,
+    safe_text,
+)
+from magistrate.pipelines.reading import READ_PROBLEM, TEXT, WHERE, peek_columns, read_unit
+from magistrate.pipelines.sources import Location, list_input_files, locate, resolve_mapping
+from magistrate.pipelines.units import Unit, plan_units
 from magistrate.schema import VERDICT_FIELDS
-
-INVALID = "_invalid"
-# Fields longer than this are refused before rendering or tokenising: no judge's context
-# holds a million characters, and tokenising a 50 MB field first would take minutes.
-MAX_FIELD_CHARS = 1_000_000
-MAX_MESSAGES = 1_000
-_LABELS = {"a": "A", "1": "A", "1.0": "A", "model_a": "A",
-           "b": "B", "2": "B", "2.0": "B", "model_b": "B",
-           "tie": "tie", "c": "tie", "0": "tie", "0.0": "tie", "tie (bothbad)": "tie"}
-
-
-def derived_id(prompt: Any, response_a: Any, response_b: Any) -> str:
-    """A stable id from content, for rows that come without one."""
-    values = [prompt, response_a, response_b]
-    try:
-        payload = json.dumps(values, ensure_ascii=False, sort_keys=True).encode("utf-8")
-    except (TypeError, ValueError, UnicodeEncodeError):
-        # Bytes, decimals, dates, lone surrogates: only rows that cannot be judged hold
-        # them, and they still need an id of their own.
-        payload = json.dumps(values, ensure_ascii=True, sort_keys=True, default=str).encode("utf-8")
-    return "sha256-" + hashlib.sha256(payload).hexdigest()[:20]
-
-
-def _missing(value: Any) -> bool:
-    """None, an empty string, or NaN (pandas writes missing values as NaN)."""
-    return value is None or value == "" or (isinstance(value, float) and math.isnan(value))
-
-
-def normalise_label(value: Any) -> tuple[str | None, str | None]:
-    """(A | B | tie | None, None), or (None, why the label is not understood)."""
-    if _missing(value):
-        return None, None
-    label = _LABELS.get(str(value).strip().lower())
-    if label is None:
-        return None, (f"label is not understood ({safe_text(str(value))[:50]!r}): give A, B or tie "
-                      "(or 1/2, model_a/model_b), or leave it empty")
-    return label, None
-
-
-def as_text(name: str, value: Any, max_chars: int = MAX_FIELD_CHARS) -> tuple[str | None, str | None]:
-    """(the value as text, None), or (None, why it is not usable text, naming the field)."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None, f"{name} is missing"
-    if isinstance(value, bytes):
-        try:
-            value = value.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            return None, f"{name} is bytes that are not UTF-8 (byte 0x{value[exc.start]:02x} at {exc.start + 1})"
-    if not isinstance(value, str):
-        return None, f"{name} is not text (got {type(value).__name__})"
-    if len(value) > max_chars:
-        return None, f"{name} is {len(value):,} characters, over the limit of {max_chars:,} (--max-field-chars)"
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        return None, (f"{name} holds a lone surrogate (U+{ord(value[exc.start]):04X}) at character "
-                      f"{exc.start + 1}: not valid Unicode")
-    return value, None
-
-
-def safe_text(value: Any) -> str | None:
-    """Any value as text Arrow can hold, for the output of a row that could not be judged:
-    invalid Unicode escaped, not dropped."""
-    if value is None:
-        return None
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "backslashreplace")
-    if not isinstance(value, str):
-        value = json.dumps(value, ensure_ascii=False, default=str)
-    return value.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def row_problem(prompt: Any, response_a: Any, response_b: Any, max_chars: int = MAX_FIELD_CHARS,
-                max_messages: int = MAX_MESSAGES) -> str | None:
-    """Why a row cannot be judged, or None."""
-    if isinstance(prompt, list):
-        if not prompt:
-            return "prompt is an empty list of messages"
-        if len(prompt) > max_messages:
-            return f"prompt has {len(prompt):,} messages, over the limit of {max_messages:,}"
-        total = 0
-        for i, message in enumerate(prompt):
-            if not isinstance(message, dict):
-                return f"prompt message {i} is not {{role, content}}"
-            content = message.get("content")
-            if content is None or not isinstance(content, str):
-                return f"prompt message {i} is not {{role, content}} with string content"
-            _, problem = as_text(f"prompt message {i} content", content, max_chars)
-            if problem:
-                return problem
-            total += len(content)
-            if message.get("role") not in ("system", "user", "assistant"):
-                return f"prompt message {i} has role {safe_text(message.get('role'))!r}"
-        if total > max_chars:
-            return f"prompt is {total:,} characters over its messages, over the limit of {max_chars:,} (--max-field-chars)"
-        if prompt[-1].get("role") != "user":
-            return "a multi-turn prompt must end with a user message"
-    elif isinstance(prompt, (str, bytes)) or prompt is None or isinstance(prompt, float):
-        text, problem = as_text("prompt", prompt, max_chars)
-        if problem:
-            return problem
-        if not text.strip():
-            return "prompt is empty"
-    else:
-        return f"prompt is not a string or a list of messages (got {type(prompt).__name__})"
-    for name, value in (("response_a", response_a), ("response_b", response_b)):
-        _, problem = as_text(name, value, max_chars)
-        if problem:
-            return problem
-    return None
-
 
 MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 # Standard columns this step builds itself; everything else passes through.
 _BUILT = ("id", "prompt", "response_a", "response_b", "label")
-_DEPTH = 200  # JSON nested deeper than this is refused (Python's parser overflows near 1000)
-
-
-class _DuplicateKey(ValueError):
-    pass
-
-
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict:
-    record = dict(pairs)
-    if len(record) != len(pairs):
-        twice = next(k for k, n in Counter(k for k, _ in pairs).items() if n > 1)
-        raise _DuplicateKey(twice)
-    return record
-
-
-def _depth(value: Any, limit: int = _DEPTH) -> int:
-    """Nesting depth of a parsed JSON value, counted up to limit + 1."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        item, level = stack.pop()
-        if isinstance(item, (dict, list)):
-            deepest = max(deepest, level)
-            if deepest > limit:
-                return deepest
-            stack.extend((v, level + 1) for v in (item.values() if isinstance(item, dict) else item))
-    return deepest
-
-
-def parse_line(text: str) -> tuple[dict, str | None]:
-    """A JSON line -> (record, None), or ({}, the problem): never an exception."""
-    try:
-        record = json.loads(text, object_pairs_hook=_no_duplicate_keys)
-    except _DuplicateKey as exc:
-        return {}, f"key {str(exc)[:80]!r} appears more than once in this JSON object; keep one"
-    except RecursionError:
-        return {}, f"JSON nested too deeply (more than {_DEPTH} levels)"
-    except json.JSONDecodeError as exc:
-        return {}, f"not valid JSON ({exc.msg} at column {exc.colno}): {safe_text(text[:200])!r}"
-    if not isinstance(record, dict):
-        return {}, f"a JSON {type(record).__name__}, not an object: {safe_text(text[:200])!r}"
-    if _depth(record) > _DEPTH:
-        return {}, f"JSON nested too deeply (more than {_DEPTH} levels)"
-    return record, None
 
 
 def _json_text(value: Any) -> str:
@@ -195,20 +56,19 @@ def _column_from_values(values: list) -> pa.Array:
 
 def _row_id(given: Any) -> tuple[str | None, str | None]:
     """The row's own id as text, or (None, None) when it has none (NaN counts as none)."""
-    if _missing(given):
+    if is_missing(given):
         return None, None
     return as_text("id", given if isinstance(given, (str, bytes)) else str(given), 10_000)
 
 
-def prepare_batch(batch: pa.Table, mapping: dict[str, str], preset: str, json_lines: bool = False,
+def prepare_batch(batch: pa.Table, mapping: dict[str, str], preset: str,
                   max_chars: int = MAX_FIELD_CHARS) -> pa.Table:
     """Standard columns, stable ids, normalised labels, and `_invalid` per row (naming the
     row's place in its file, when the reader gave one: pipelines/reading.py).
 
     `prompt` is always text (a multi-turn prompt as its JSON); `prompt_messages` holds a
     multi-turn prompt as typed messages, null otherwise."""
-    from magistrate.pipelines.reading import READ_PROBLEM, TEXT, WHERE
-
+    json_lines = TEXT in batch.column_names  # a JSONL unit comes as its lines
     source = {target: mapping.get(target, target) for target in _BUILT}
     source_names = set(source.values())
     n = batch.num_rows
@@ -250,7 +110,7 @@ def prepare_batch(batch: pa.Table, mapping: dict[str, str], preset: str, json_li
     columns: dict[str, pa.Array] = {
         "id": pa.array(ids, pa.string()),
         "prompt": pa.array(prompts, pa.string()),
-        "prompt_messages": pa.array(messages, MESSAGES),
+        PROMPT_MESSAGES: pa.array(messages, MESSAGES),
         "response_a": pa.array(resp_a, pa.string()),
         "response_b": pa.array(resp_b, pa.string()),
     }
@@ -268,3 +128,27 @@ def prepare_batch(batch: pa.Table, mapping: dict[str, str], preset: str, json_li
         columns[name] = values
     columns[INVALID] = pa.array(problems, pa.string())
     return pa.table(columns)
+
+
+def prepare_unit(src: Location, unit: Unit, mapping: dict, preset: str,
+                 max_chars: int = MAX_FIELD_CHARS) -> pa.Table:
+    """A unit's prepared pairs, in input order."""
+    table = prepare_batch(read_unit(src.filesystem, unit), mapping, preset, max_chars=max_chars)
+    return table.slice(0, unit.max_rows) if unit.max_rows >= 0 else table
+
+
+def read_prepared(uri: str, fmt: str = "auto", columns: str | None = None,
+                  endpoint_url: str | None = None, limit: int | None = None,
+                  max_chars: int = MAX_FIELD_CHARS) -> Iterator[dict]:
+    """Prepared pairs as dicts, in input order, in this process and without Ray (`render`,
+    `estimate`): one unit at a time, so a large input is streamed."""
+    loc = locate(uri, endpoint_url)
+    files = list_input_files(loc)
+    mapping, preset = resolve_mapping(peek_columns(loc.filesystem, files), fmt, columns, uri)
+    seen = 0
+    for unit in plan_units(loc, files):
+        for row in prepare_unit(loc, unit, mapping, preset, max_chars).to_pylist():
+            if limit is not None and seen >= limit:
+                return
+            seen += 1
+            yield row

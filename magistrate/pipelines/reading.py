@@ -22,15 +22,22 @@ Every row gets `WHERE` (its place: `line 3 of pairs.jsonl`, `row 7 of pairs.parq
 
 from __future__ import annotations
 
+import json
 import os
 from collections import Counter
-from typing import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import pyarrow as pa
+import pyarrow.csv as pcsv
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
-from magistrate.pipelines.sources import InputError
-from magistrate.pipelines.units import Unit
+from magistrate.pairs import decode_line
+from magistrate.pipelines.sources import InputError, format_of
+
+if TYPE_CHECKING:
+    from magistrate.pipelines.units import Unit
 
 WHERE = "_where"
 READ_PROBLEM = "_read_problem"
@@ -88,16 +95,7 @@ def iter_lines(f, start: int = 0, stop: int | None = None) -> Iterator[tuple[int
         pos = after
 
 
-def decode_line(line: bytes) -> tuple[str | None, str | None]:
-    """(text, None), or (None, why the bytes are not UTF-8)."""
-    try:
-        return line.decode("utf-8"), None
-    except UnicodeDecodeError as exc:
-        return None, (f"not valid UTF-8 (byte 0x{line[exc.start]:02x} at column {exc.start + 1}); "
-                      "save the file as UTF-8")
-
-
-def _json_unit(fs: pafs.FileSystem, unit: Unit) -> pa.Table:
+def _json_unit(fs: pafs.FileSystem, unit: "Unit") -> pa.Table:
     name = os.path.basename(unit.path)
     texts, wheres, problems = [], [], []
     with fs.open_input_file(unit.path) as f:
@@ -113,9 +111,7 @@ def _json_unit(fs: pafs.FileSystem, unit: Unit) -> pa.Table:
                      READ_PROBLEM: pa.array(problems, pa.string())})
 
 
-def _parquet_unit(fs: pafs.FileSystem, unit: Unit) -> pa.Table:
-    import pyarrow.parquet as pq
-
+def _parquet_unit(fs: pafs.FileSystem, unit: "Unit") -> pa.Table:
     name = os.path.basename(unit.path)
     parts = []
     with fs.open_input_file(unit.path) as f:
@@ -137,7 +133,7 @@ def _parquet_unit(fs: pafs.FileSystem, unit: Unit) -> pa.Table:
     return pa.concat_tables(parts, promote_options="permissive") if parts else pa.table({})
 
 
-def _csv_unit(fs: pafs.FileSystem, unit: Unit) -> pa.Table:
+def _csv_unit(fs: pafs.FileSystem, unit: "Unit") -> pa.Table:
     name = os.path.basename(unit.path)
     with fs.open_input_file(unit.path) as f:
         table = read_csv_as_text(f)
@@ -147,8 +143,6 @@ def _csv_unit(fs: pafs.FileSystem, unit: Unit) -> pa.Table:
 
 def read_csv_as_text(f) -> pa.Table:
     """Every column as text; an empty file is an empty table."""
-    import pyarrow.csv as pcsv
-
     names = csv_header(f)
     if not names:
         return pa.table({})
@@ -158,8 +152,6 @@ def read_csv_as_text(f) -> pa.Table:
 
 
 def csv_header(f) -> list[str]:
-    import pyarrow.csv as pcsv
-
     f.seek(0)
     try:
         return pcsv.open_csv(f).schema.names
@@ -169,85 +161,117 @@ def csv_header(f) -> list[str]:
         raise
 
 
-def read_unit(fs: pafs.FileSystem, unit: Unit) -> pa.Table:
+def _parquet_spans(fs: pafs.FileSystem, path: str, unit_rows: int) -> list[tuple[int, int, int]]:
+    """Runs of whole row groups of about unit_rows rows."""
+    with fs.open_input_file(path) as f:
+        meta = pq.ParquetFile(f).metadata
+    spans, start, rows = [], 0, 0
+    for group in range(meta.num_row_groups):
+        rows += meta.row_group(group).num_rows
+        if rows >= unit_rows or group == meta.num_row_groups - 1:
+            spans.append((start, group + 1, rows))
+            start, rows = group + 1, 0
+    return spans
+
+
+def _json_spans(fs: pafs.FileSystem, path: str, unit_rows: int) -> list[tuple[int, int, int]]:
+    """Byte ranges of about unit_rows lines (a line belongs to the range it starts in),
+    sized from the line length of the first MiB; their row counts are estimates."""
+    size = fs.get_file_info(path).size
+    with fs.open_input_stream(path) as f:
+        head = f.read(1 << 20)
+    # A CR-only file has no LF; iter_lines splits at CR.
+    lines = max(1, head.count(b"\n") or head.count(b"\r"))
+    per_unit = max(1 << 16, int(len(head) / lines * unit_rows))
+    return [(start, min(size, start + per_unit), round((min(size, start + per_unit) - start) * lines / max(1, len(head))))
+            for start in range(0, max(size, 1), per_unit)]
+
+
+def _json_keys(f, lines: int = 100) -> list[str]:
+    """The keys of a JSONL file's first records, each line read whole however long."""
+    keys: dict[str, None] = {}
+    seen = 0
+    for _, line in iter_lines(f):
+        text, _ = decode_line(line)
+        if not text or not text.strip():
+            continue
+        seen += 1
+        try:
+            record = json.loads(text)
+        except (ValueError, RecursionError):
+            record = None
+        if isinstance(record, dict):
+            keys.update(dict.fromkeys(record))
+        if seen >= lines:
+            break
+    return list(keys)
+
+
+@dataclass(frozen=True)
+class FileFormat:
+    """How one input format is read: the only place that knows the formats apart."""
+
+    name: str
+    columns: Callable  # open file -> its column names (JSONL: its first records' keys)
+    spans: Callable  # (fs, path, unit_rows) -> [(start, stop, rows)]: how a file is cut into units
+    read: Callable  # (fs, unit) -> the unit's rows, as prepare_batch takes them
+    count: Callable  # open file -> its rows
+    exact_rows: bool  # the spans' row counts are exact (else estimates)
+    fixed_columns: bool  # one header for the whole file (JSONL: keys vary by line)
+
+
+FORMATS = {
+    "parquet": FileFormat("parquet", lambda f: pq.ParquetFile(f).schema_arrow.names, _parquet_spans,
+                          _parquet_unit, lambda f: pq.ParquetFile(f).metadata.num_rows,
+                          exact_rows=True, fixed_columns=True),
+    "json": FileFormat("json", _json_keys, _json_spans, _json_unit,
+                       lambda f: sum(1 for _, line in iter_lines(f) if line.strip()),
+                       exact_rows=False, fixed_columns=False),
+    # A CSV file is one unit: quoted fields may hold newlines, so it cannot be cut by bytes.
+    "csv": FileFormat("csv", csv_header, lambda fs, path, unit_rows: [(0, -1, -1)], _csv_unit,
+                      lambda f: read_csv_as_text(f).num_rows, exact_rows=False, fixed_columns=True),
+}
+
+
+def read_unit(fs: pafs.FileSystem, unit: "Unit") -> pa.Table:
     """The unit's rows, as prepare_batch takes them: a JSONL unit as a `text` column of
     lines; every unit with WHERE and READ_PROBLEM."""
-    reader = {"parquet": _parquet_unit, "csv": _csv_unit, "json": _json_unit}[unit.kind]
-    return reader(fs, unit)
+    return FORMATS[unit.kind].read(fs, unit)
 
 
-def check_file(fs: pafs.FileSystem, path: str, kind: str) -> list[str]:
-    """The file's column names (JSONL: none here), or a refusal naming the file and what
-    is wrong with it as a whole."""
+def check_file(fs: pafs.FileSystem, path: str, fmt: FileFormat) -> None:
+    """Refuses, naming the file, one that cannot be read as a whole, or whose header names
+    a column twice."""
+    if not fmt.fixed_columns:
+        return
     try:
         with fs.open_input_file(path) as f:
-            if kind == "parquet":
-                import pyarrow.parquet as pq
-
-                names = pq.ParquetFile(f).schema_arrow.names
-            elif kind == "csv":
-                names = csv_header(f)
-            else:
-                return []
+            names = fmt.columns(f)
     except (OSError, pa.ArrowException) as exc:
-        raise InputError(f"{path}: cannot be read as {kind.upper()} ({str(exc)[:300]}); "
+        raise InputError(f"{path}: cannot be read as {fmt.name.upper()} ({str(exc)[:300]}); "
                          "fix or remove the file") from None
     twice = [n for n, count in Counter(names).items() if count > 1]
     if twice:
         raise InputError(f"{path}: column name(s) {', '.join(map(repr, twice))} appear more than once; "
                          "give every column its own name")
-    return names
 
 
-def peek_columns(fs: pafs.FileSystem, files: list[str], lines: int = 100) -> list[str]:
-    """The input's columns: the first file's that has any (a Parquet schema, a CSV
-    header, or the keys of the first JSON lines, each line read whole however long)."""
-    import json
-
-    from magistrate.pipelines.sources import format_of
-
+def peek_columns(fs: pafs.FileSystem, files: list[str]) -> list[str]:
+    """The input's columns: the first file's that has any."""
     for path in files:
-        kind = format_of(path)
-        if kind != "json":
-            names = check_file(fs, path, kind)
-        else:
-            keys: dict[str, None] = {}
-            with fs.open_input_file(path) as f:
-                seen = 0
-                for _, line in iter_lines(f):
-                    text, _ = decode_line(line)
-                    if not text or not text.strip():
-                        continue
-                    seen += 1
-                    try:
-                        record = json.loads(text)
-                    except (ValueError, RecursionError):
-                        record = None
-                    if isinstance(record, dict):
-                        keys.update(dict.fromkeys(record))
-                    if seen >= lines:
-                        break
-            names = list(keys)
+        fmt = FORMATS[format_of(path)]
+        check_file(fs, path, fmt)
+        with fs.open_input_file(path) as f:
+            names = fmt.columns(f)
         if names:
             return names
     return []
 
 
 def count_rows(fs: pafs.FileSystem, files: list[str]) -> int:
-    """Rows in these files, streamed: Parquet from its footers, JSONL by its non-empty
-    lines, CSV by its parsed rows (each as read_unit reads them)."""
-    import pyarrow.parquet as pq
-
-    from magistrate.pipelines.sources import format_of
-
+    """Rows in these files, streamed, each counted as read_unit reads it."""
     total = 0
     for path in files:
-        kind = format_of(path)
         with fs.open_input_file(path) as f:
-            if kind == "parquet":
-                total += pq.ParquetFile(f).metadata.num_rows
-            elif kind == "json":
-                total += sum(1 for _, line in iter_lines(f) if line.strip())
-            else:
-                total += read_csv_as_text(f).num_rows
+            total += FORMATS[format_of(path)].count(f)
     return total

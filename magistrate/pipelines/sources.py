@@ -3,11 +3,14 @@ in Parquet, JSONL or CSV; plus column mapping and format presets."""
 
 from __future__ import annotations
 
+import fnmatch
 import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import pyarrow.fs as pafs
+import s3fs
+from pyarrow.fs import FSSpecHandler, PyFileSystem
 
 Format = Literal["auto", "rewardbench", "llmbar", "standard"]
 _SUFFIXES = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}
@@ -51,9 +54,6 @@ def s3_options(endpoint_url: str | None = None) -> dict:
 
 def locate(uri: str, endpoint_url: str | None = None) -> Location:
     if uri.startswith("s3://"):
-        import s3fs
-        from pyarrow.fs import FSSpecHandler, PyFileSystem
-
         # No listings cache: s3fs would otherwise answer every later listing from its
         # first one, and a driver would never see the units its actors publish.
         s3 = s3fs.S3FileSystem(use_listings_cache=False, **s3_options(endpoint_url))
@@ -68,8 +68,6 @@ def list_input_files(loc: Location) -> list[str]:
     """The data files an input names: a file, a directory (recursively) or a glob."""
     fs = loc.filesystem
     if any(ch in loc.path for ch in "*?["):
-        import fnmatch
-
         base = loc.path[: min(loc.path.find(c) for c in "*?[" if c in loc.path)]
         base = base.rsplit("/", 1)[0] or "/"
         infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator, TypeVar
 
 import pyarrow.fs as pafs
@@ -124,8 +125,6 @@ def map_files(loc: Location, fn: Callable[[str], T], paths: Iterable[str]) -> It
     """fn over the output's files, in order. On S3 each file is a round trip, so 16 go at
     once; on local disk one thread is faster (the per-file work holds the GIL;
     docs/performance.md)."""
-    from concurrent.futures import ThreadPoolExecutor
-
     with ThreadPoolExecutor(max_workers=16 if loc.is_s3 else 1) as pool:
         yield from pool.map(fn, paths)
 

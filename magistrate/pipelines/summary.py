@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from magistrate.pipelines.commit import SUMMARY
 from magistrate.pipelines.sources import Location
+from magistrate.pipelines.store import map_files
 from magistrate.pipelines.units import verdicts_dir
 
 _COLUMNS = ("winner", "consistent", "label", "error", "written_off", "ab_prompt_tokens",
@@ -38,10 +41,6 @@ def _distinct_schemas(loc: Location, files: list[str]) -> list[pa.Schema]:
     """The files' schemas, each kind once. Read footer by footer and dropped: a dataset
     that inspects its fragments keeps every footer (~70 KB per unit file, 4 GB at 100M
     rows; docs/performance.md)."""
-    import pyarrow.parquet as pq
-
-    from magistrate.pipelines.store import map_files
-
     def schema(path: str) -> pa.Schema:
         with loc.filesystem.open_input_file(path) as f:
             return pq.read_schema(f).remove_metadata()
@@ -84,8 +83,6 @@ _DETAIL = r": | \("
 
 def error_cause(message: str) -> str:
     """The kind of one error message (the same rule as error_causes, for Python values)."""
-    import re
-
     text = re.sub(_ORDER, "", re.sub(_PLACE, "", message or ""))
     return re.sub(r"\d+", "N", re.split(_DETAIL, text, maxsplit=1)[0])[:80]
 
@@ -110,8 +107,6 @@ def _true(mask) -> int:
 def _file_figures(loc: Location, path: str) -> Counter:
     """One verdict file's counts, with Arrow compute: no row passes through Python, and
     nothing of the file (its footer included) outlives the call."""
-    import pyarrow.parquet as pq
-
     figures: Counter = Counter()
     with loc.filesystem.open_input_file(path) as f:
         parquet = pq.ParquetFile(f)
@@ -148,8 +143,6 @@ def _add_batch(figures: Counter, batch: pa.Table) -> None:
 
 def summarise(loc: Location, elapsed: float, **extra) -> dict:
     """Counts over the output, file by file, so memory does not grow with the output."""
-    from magistrate.pipelines.store import map_files
-
     files = verdict_files(loc)
     total: Counter = Counter()
     for figures in map_files(loc, lambda path: _file_figures(loc, path), files):

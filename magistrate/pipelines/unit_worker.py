@@ -1,7 +1,7 @@
 """The Ray Data callable that judges whole units: read, prepare, judge, publish.
 
 Ray Data schedules unit descriptors over a pool of these actors; each hosts one judge
-engine (actors/judge_actor.py). An actor that dies is restarted by Ray and its unit
+engine (actors/judge_host.py). An actor that dies is restarted by Ray and its unit
 retried; since a unit is published whole or not at all, a retry never duplicates a row.
 A unit marked `redo` has a file whose written-off rows (engine or actor failures of an
 earlier run) are judged again; its other rows are kept as they are.
@@ -17,36 +17,21 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from magistrate.pipelines.prepare import MAX_FIELD_CHARS, prepare_batch
-from magistrate.pipelines.reading import read_unit
-from magistrate.pipelines.sources import Location, locate
+from magistrate.actors.judge_host import JudgeHost
+from magistrate.pairs import MAX_FIELD_CHARS
+from magistrate.pipelines.prepare import prepare_unit
+from magistrate.pipelines.sources import locate
 from magistrate.pipelines.units import Unit, publish, unit_path
-
-
-def prepare_unit(src: Location, unit: Unit, mapping: dict, preset: str,
-                 max_chars: int = MAX_FIELD_CHARS) -> pa.Table:
-    """A unit's rows read (pipelines/reading.py) and validated (pipelines/prepare.py): the
-    one way every command gets its pairs."""
-    table = prepare_batch(read_unit(src.filesystem, unit), mapping, preset,
-                          json_lines=unit.kind == "json", max_chars=max_chars)
-    return table.slice(0, unit.max_rows) if unit.max_rows >= 0 else table
-
-
-def read_prepared_unit(input_uri: str, endpoint: str | None, unit: Unit, mapping: dict, preset: str,
-                       max_chars: int = MAX_FIELD_CHARS) -> pa.Table:
-    return prepare_unit(locate(input_uri, endpoint), unit, mapping, preset, max_chars)
 
 
 class UnitWorker:
     def __init__(self, input_uri: str, output_uri: str, endpoint: str | None, mapping: dict,
                  preset: str, batch_size: int, judge: dict[str, Any], max_chars: int = MAX_FIELD_CHARS):
-        from magistrate.actors.judge_actor import JudgeActor
-
-        self.input_uri, self.endpoint = input_uri, endpoint
+        self.src = locate(input_uri, endpoint)
         self.out = locate(output_uri, endpoint)
         self.mapping, self.preset, self.batch_size, self.max_chars = mapping, preset, batch_size, max_chars
         self.run_id = judge["run_id"]
-        self.judge = JudgeActor(**judge)
+        self.judge = JudgeHost(**judge)
 
     def _judge(self, table: pa.Table) -> pa.Table:
         parts = [self.judge(table.slice(i, self.batch_size))
@@ -75,8 +60,7 @@ class UnitWorker:
         for row in batch.to_pylist():
             unit = Unit.from_row(row)
             started = time.monotonic()
-            table = read_prepared_unit(self.input_uri, self.endpoint, unit, self.mapping, self.preset,
-                                       self.max_chars)
+            table = prepare_unit(self.src, unit, self.mapping, self.preset, self.max_chars)
             if unit.redo:
                 verdicts, judged = self._redo(unit, table)
             else:

@@ -23,7 +23,9 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from magistrate.pipelines.sources import Location
+from magistrate.pipelines.reading import FORMATS, check_file, read_unit
+from magistrate.pipelines.sources import Location, format_of
+from magistrate.pipelines.store import map_files, write_whole
 
 VERDICTS = "verdicts"
 UNIT_ROWS = 2048  # target pairs per unit: a lost unit costs at most this much judging
@@ -39,6 +41,11 @@ class Unit:
     rows: int  # known for parquet; an estimate for json; -1 for csv
     max_rows: int = -1  # --limit: judge only the unit's first max_rows rows
     redo: bool = False  # its file holds written-off rows: judge only those again
+
+    @property
+    def rows_exact(self) -> bool:
+        """`rows` is exact (Parquet's footers), not an estimate."""
+        return FORMATS[self.kind].exact_rows
 
     def as_row(self) -> dict:
         return asdict(self)
@@ -56,50 +63,23 @@ def _unit_id(path: str, kind: str, start: int, stop: int) -> str:
 def plan_units(loc: Location, files: list[str], unit_rows: int = UNIT_ROWS) -> list[Unit]:
     """Deterministic units: the same input and unit size always give the same ids. A file
     that cannot be read as a whole is refused here, before any judging (reading.check_file)."""
-    from magistrate.pipelines.reading import check_file
-    from magistrate.pipelines.sources import format_of
-
     units: list[Unit] = []
-    fs = loc.filesystem
     for path in files:
-        kind = format_of(path)
-        check_file(fs, path, kind)
-        if kind == "parquet":
-            with fs.open_input_file(path) as f:
-                meta = pq.ParquetFile(f).metadata
-            start, rows = 0, 0
-            for group in range(meta.num_row_groups):
-                rows += meta.row_group(group).num_rows
-                if rows >= unit_rows or group == meta.num_row_groups - 1:
-                    units.append(Unit(_unit_id(path, kind, start, group + 1), path, kind,
-                                      start, group + 1, rows))
-                    start, rows = group + 1, 0
-        elif kind == "json":
-            size = fs.get_file_info(path).size
-            with fs.open_input_stream(path) as f:
-                head = f.read(1 << 20)
-            # Line length from the first MiB (a CR-only file has no LF; reading.py splits at CR).
-            lines = max(1, head.count(b"\n") or head.count(b"\r"))
-            per_unit = max(1 << 16, int(len(head) / lines * unit_rows))
-            for start in range(0, max(size, 1), per_unit):
-                stop = min(size, start + per_unit)
-                units.append(Unit(_unit_id(path, kind, start, stop), path, kind, start, stop,
-                                  round((stop - start) * lines / max(1, len(head)))))
-        else:
-            units.append(Unit(_unit_id(path, kind, 0, -1), path, kind, 0, -1, -1))
+        fmt = FORMATS[format_of(path)]
+        check_file(loc.filesystem, path, fmt)
+        units += [Unit(_unit_id(path, fmt.name, start, stop), path, fmt.name, start, stop, rows)
+                  for start, stop, rows in fmt.spans(loc.filesystem, path, unit_rows)]
     return units
 
 
 def apply_limit(fs: pafs.FileSystem, units: list[Unit], limit: int) -> list[Unit]:
     """The units that hold the first `limit` rows, the last one cut short. A cut unit
     has its own id, so a later full run never mistakes it for a whole one."""
-    from magistrate.pipelines.reading import read_unit
-
     kept, remaining = [], limit
     for unit in units:
         if remaining <= 0:
             break
-        rows = unit.rows if unit.kind == "parquet" else read_unit(fs, unit).num_rows
+        rows = unit.rows if unit.rows_exact else read_unit(fs, unit).num_rows
         if rows > remaining:
             unit = dataclasses.replace(
                 unit, max_rows=remaining,
@@ -146,8 +126,6 @@ def unit_files(loc: Location, only: set[str] | None = None) -> dict[str, UnitFil
     listed now (pipelines/sources.py: no cached listing). A file whose footer cannot be
     read, or that does not say how many rows it was planned to hold, counts as holding
     none of them: its unit is judged again."""
-    from magistrate.pipelines.store import map_files
-
     selector = pafs.FileSelector(verdicts_dir(loc), recursive=False, allow_not_found=True)
     found = {os.path.basename(i.path)[: -len(".parquet")]: i.path
              for i in loc.filesystem.get_file_info(selector)
@@ -178,8 +156,6 @@ def publish(loc: Location, unit_id: str, table: pa.Table, planned_rows: int,
     """Make a unit's verdicts visible under their final name, whole or not at all
     (pipelines/store.py), recording the rows the unit was planned to hold and how many of
     them were written off, so that only a complete file ever counts as finished."""
-    from magistrate.pipelines.store import write_whole
-
     if table.num_rows != planned_rows:
         raise ValueError(f"unit {unit_id}: {table.num_rows} rows, planned {planned_rows}")
     written_off = table.column("written_off") if "written_off" in table.column_names else None

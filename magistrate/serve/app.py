@@ -24,8 +24,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve.config import BackpressureConfig
 
-from magistrate.pipelines.prepare import parse_line
-from magistrate.pipelines.reading import decode_line
+from magistrate.actors.engine import AsyncVLLMEngine, EngineSettings
+from magistrate.actors.placement import actor_resources, shippable, use_gpus
+from magistrate.judges.core import JudgeSettings
+from magistrate.judges.core import Judge
+from magistrate.model_files import resolve_model
+from magistrate.pairs import decode_line, parse_line
+from magistrate.schema import run_constants
 from magistrate.serve.bodies import (
     MAX_BATCH_PAIRS,
     BatchRequest,
@@ -126,7 +131,7 @@ class Guard:
                     scope, receive, send)
         body, sent = b"".join(chunks), False
         if body and "json" in headers.get("content-type", "json"):
-            # The batch reader's own checks (pipelines/prepare.py): bytes that are not UTF-8,
+            # The batch reader's own checks (magistrate/pairs.py): bytes that are not UTF-8,
             # duplicate keys (JSON parsers keep the last one silently), nesting deep
             # enough to overflow a parser; answered as every other bad field is.
             text, problem = decode_line(body)
@@ -160,11 +165,9 @@ api.add_middleware(Guard)
 class JudgeServer:
     """One replica: one async vLLM engine and the judging core."""
 
-    def __init__(self, args: dict[str, Any]):
-        from magistrate.actors.engine import AsyncVLLMEngine, EngineSettings
-        from magistrate.judges.core import Judge, JudgeSettings
-        from magistrate.models import resolve_model
-
+    def __init__(self, args: dict[str, Any], judge: JudgeSettings):
+        """`judge` arrives resolved from where the app was built (`judge_app`): a replica
+        never looks a judge up by name."""
         self.args = ServeArgs(**args)
         api.state.max_body_bytes = self.args.max_body_bytes
         model = resolve_model(self.args.model)
@@ -173,14 +176,9 @@ class JudgeServer:
             max_model_len=self.args.max_model_len, seed=self.args.seed,
             gpu_memory_utilization=self.args.gpu_memory_utilization,
         ))
-        self.judge = Judge(self.engine, JudgeSettings(
-            judge=self.args.judge, mode=self.args.mode, order=self.args.order, seed=self.args.seed,
-            max_new_tokens=self.args.max_new_tokens,
-        ))
-        profile = self.judge.profile
-        self.constants = {"judge": profile.name, "judge_version": profile.version,
-                          "mode": self.judge.mode, "order": self.args.order, "model": model}
-        logger.info("magistrate: judge %s (%s) on %s ready", profile.name, self.judge.mode, model)
+        self.judge = Judge(self.engine, judge)
+        self.constants = run_constants(judge, model)
+        logger.info("magistrate: judge %s (%s) on %s ready", judge.profile.name, self.judge.mode, model)
 
     async def check_health(self) -> None:
         """Serve restarts a replica whose engine died."""
@@ -231,12 +229,10 @@ def build_app(args: dict[str, Any]) -> serve.Application:
 def judge_app(settings: ServeArgs, **deployment_options: Any) -> serve.Application:
     """The app for these settings. GPUs per replica follow tensor_parallel_size, as for
     a batch judge actor; deployment options (replicas, autoscaling) pass through."""
-    from magistrate.actors.judge_actor import actor_resources, use_gpus
-    from magistrate.judges.registry import get_judge
-
-    get_judge(settings.judge)  # an unknown judge fails at deploy time, not in a replica
-    resources = actor_resources(settings.tensor_parallel_size, use_gpus(settings.device), settings.gpu_type)
-    options = {"num_cpus": resources.pop("num_cpus"), "num_gpus": resources.pop("num_gpus", 0)}
-    if "accelerator_type" in resources:
-        options["accelerator_type"] = resources["accelerator_type"]
-    return JudgeServer.options(ray_actor_options=options, **deployment_options).bind(settings.model_dump())
+    # Resolved here, where the app is built: an unknown judge fails at deploy time, and a
+    # judge registered in this process reaches every replica.
+    judge = JudgeSettings(judge=settings.judge, mode=settings.mode, order=settings.order, seed=settings.seed,
+                          max_new_tokens=settings.max_new_tokens).resolved()
+    judge = shippable(judge)
+    options = actor_resources(settings.tensor_parallel_size, use_gpus(settings.device), settings.gpu_type)
+    return JudgeServer.options(ray_actor_options=options, **deployment_options).bind(settings.model_dump(), judge)

@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from magistrate.judges.combine import ORDERS, PER_ORDER_FIELDS
-from magistrate.pipelines.prepare import as_text, derived_id, row_problem
+from magistrate.pairs import as_text, derived_id, row_problem
 
 MAX_BATCH_PAIRS = 64
 

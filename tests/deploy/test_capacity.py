@@ -10,12 +10,11 @@ import time
 import pytest
 from pydantic import ValidationError
 
-from magistrate.actors.judge_actor import actor_resources
+from magistrate.actors.placement import actor_bundle, actor_resources
 from magistrate.pipelines import capacity
 from magistrate.pipelines.capacity import (
     CapacityRequest,
     PoolPlan,
-    actor_bundle,
     fitting_actors,
     plan_pool,
 )

@@ -29,7 +29,7 @@ def _load(path: Path) -> dict:
 def _judge_args(command: str) -> dict:
     """The options a `magistrate judge ...` command line sets, parsed by the CLI itself
     (an unknown option or a bad value fails here as it would for the user)."""
-    from magistrate.pipelines.cli import judge
+    from magistrate.cli import judge
 
     words = shlex.split(command)
     assert words[:2] == ["magistrate", "judge"], command
@@ -155,8 +155,9 @@ def _autoscaler_node_types(cluster_spec: dict) -> dict[str, dict]:
 def test_rayjob_judge_actors_fit_a_worker_type_the_autoscaler_can_start():
     """From zero pods the autoscaler starts a group only when the actor's whole bundle
     (GPUs and the accelerator_type marker of --gpu-type) fits that group's resources."""
-    from magistrate.actors.judge_actor import actor_resources, use_gpus
-    from magistrate.pipelines.capacity import actor_bundle, fitting_actors
+    from magistrate.actors.placement import actor_resources, use_gpus
+    from magistrate.actors.placement import actor_bundle
+    from magistrate.pipelines.capacity import fitting_actors
 
     spec = _load(KUBERAY / "rayjob.yaml")["spec"]
     args = _judge_args(spec["entrypoint"])
@@ -170,8 +171,9 @@ def test_rayjob_judge_actors_fit_a_worker_type_the_autoscaler_can_start():
 
 
 def test_rayservice_replicas_fit_a_worker_type_the_autoscaler_can_start():
-    from magistrate.actors.judge_actor import actor_resources, use_gpus
-    from magistrate.pipelines.capacity import actor_bundle, fitting_actors
+    from magistrate.actors.placement import actor_resources, use_gpus
+    from magistrate.actors.placement import actor_bundle
+    from magistrate.pipelines.capacity import fitting_actors
     from magistrate.serve.app import ServeArgs
 
     spec = _load(KUBERAY / "rayservice.yaml")["spec"]
@@ -230,7 +232,7 @@ def _shell_commands(markdown: str) -> list[str]:
 
 
 def test_every_magistrate_command_in_the_deploy_guide_parses():
-    from magistrate.pipelines.cli import estimate
+    from magistrate.cli import estimate
 
     commands = _shell_commands((REPO / "docs" / "deploy.md").read_text())
     judged = [c[c.index("magistrate judge"):] for c in commands if "magistrate judge" in c]

@@ -182,7 +182,7 @@ def test_unreadable_output_is_an_error_row_with_raw_text(embedded_tokenizer):
 def test_invalid_pair_is_an_error_row_without_calling_the_engine(embedded_tokenizer):
     engine = FakeEngineDouble(embedded_tokenizer, text=OUTPUT)
     judge = Judge(engine, JudgeSettings(judge="mt-bench", mode="generate"))
-    [row] = judge.judge([{"id": "bad", "invalid": "response_b is missing"}])
+    [row] = judge.judge([{"id": "bad", "_invalid": "response_b is missing"}])
     assert engine.calls == []
     assert row["winner"] == "error"
     assert row["error"] == "response_b is missing"
@@ -194,7 +194,7 @@ def test_invalid_pair_among_valid_ones(embedded_tokenizer):
     engine = FakeEngineDouble(embedded_tokenizer, text=OUTPUT)
     judge = Judge(engine, JudgeSettings(judge="mt-bench", mode="generate", order="ab"))
     pairs = [
-        {"id": "bad", "invalid": "prompt is empty", "prompt": "", "response_a": "x",
+        {"id": "bad", "_invalid": "prompt is empty", "prompt": "", "response_a": "x",
          "response_b": "TEXT-OF-THE-INVALID-ROW [[B]]"},
         {"id": "good", "prompt": "Q?", "response_a": "yes", "response_b": "no"},
     ]

@@ -342,7 +342,8 @@ def test_redo_judges_only_the_written_off_rows_and_keeps_the_rest(tmp_path, embe
     are kept byte for byte, and the unit is whole and finished afterwards."""
     from magistrate.actors.engine import EngineSettings
     from magistrate.judges.core import JudgeSettings
-    from magistrate.pipelines.unit_worker import UnitWorker, read_prepared_unit
+    from magistrate.pipelines.prepare import prepare_unit
+    from magistrate.pipelines.unit_worker import UnitWorker
     from magistrate.pipelines.units import finished_units, plan_units, unit_files
 
     src = _pairs(tmp_path / "in" / "pairs.jsonl", 5)
@@ -352,7 +353,7 @@ def test_redo_judges_only_the_written_off_rows_and_keeps_the_rest(tmp_path, embe
 
     def worker(run_id: str) -> UnitWorker:
         return UnitWorker(src, out.uri, None, {}, "standard", 2,
-                          {"engine": EngineSettings(model=embedded_model), "judge": JudgeSettings(),
+                          {"engine": EngineSettings(model=embedded_model), "judge": JudgeSettings().resolved(),
                            "run_id": run_id, "dry_run": True})
 
     first = worker("run-first")
@@ -364,7 +365,7 @@ def test_redo_judges_only_the_written_off_rows_and_keeps_the_rest(tmp_path, embe
     table = table.replace_schema_metadata({b"magistrate": json.dumps({**meta, "written_off": sum(flags)}).encode()})
     pq.write_table(table, path)
     assert unit_files(out)[unit.unit_id].written_off == sum(flags) and finished_units(out) == set()
-    assert read_prepared_unit(src, None, unit, {}, "standard").num_rows == 5
+    assert prepare_unit(loc, unit, {}, "standard").num_rows == 5
 
     import dataclasses
 

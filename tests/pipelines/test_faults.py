@@ -134,8 +134,14 @@ def test_killed_engine_is_rebuilt_in_its_actor(tmp_path, embedded_model, max_tri
     with _judging("--input", str(src), "--output", str(out), *ENGINE_ARGS,
                   "--max-tries", str(max_tries)) as proc:
         _wait_for_units(out, 1, proc)
-        actors = _judge_actor_pids(proc.pid)
-        cores = _engine_cores(proc.pid)
+        # The process walk races the tree (a loaded CI machine once saw the actor but not
+        # yet its engine): look again for a while before calling it wrong.
+        deadline = time.monotonic() + 60
+        while True:
+            actors, cores = _judge_actor_pids(proc.pid), _engine_cores(proc.pid)
+            if (len(actors) == 1 and len(cores) == 1) or time.monotonic() > deadline or proc.poll() is not None:
+                break
+            time.sleep(0.5)
         assert len(actors) == 1 and len(cores) == 1, (actors, cores)
         cores[0].kill()
         _wait_for_units(out, 2, proc)  # a later unit, judged by the rebuilt engine

@@ -124,6 +124,6 @@ def test_a_50_mb_field_is_refused_before_anything_reads_it_as_a_prompt():
 
     line = json.dumps({"id": "fifty", "prompt": "p" * (50 * 2**20), "response_a": "a", "response_b": "b"})
     batch = pa.table({TEXT: [line], WHERE: ["line 1 of big.jsonl"], READ_PROBLEM: pa.nulls(1, pa.string())})
-    (row,) = prepare_batch(batch, {}, "standard", json_lines=True).to_pylist()
+    (row,) = prepare_batch(batch, {}, "standard").to_pylist()
     assert row["_invalid"] == ("line 1 of big.jsonl: prompt is 52,428,800 characters, over the limit "
                                "of 1,000,000 (--max-field-chars)")

@@ -51,3 +51,31 @@ def test_types_that_cannot_be_promoted_are_read_as_text():
                              pa.schema([("x", pa.string()), ("y", pa.float64())]),
                              pa.schema([("z", pa.bool_())])])
     assert schema == pa.schema([("x", pa.string()), ("y", pa.float64()), ("z", pa.bool_())])
+
+
+def test_run_constants_are_one_definition_for_judged_and_written_off_rows(tmp_path, embedded_model):
+    """A dry run's rows and the rows the driver writes off for a unit that failed every
+    round carry the same run constants (schema.run_constants): once they disagreed, the
+    written-off rows saying `logprob` in a dry run."""
+    from magistrate.judges.core import JudgeSettings
+    from magistrate.pipelines.judge_job import Job, JobSettings, plan_input
+    from magistrate.schema import RUN_CONSTANTS
+
+    src = tmp_path / "pairs.jsonl"
+    src.write_text("".join(json.dumps({"id": f"p{i}", "prompt": f"What is {i}?", "response_a": f"{i}.",
+                                       "response_b": "No."}) + "\n" for i in range(3)))
+    out = tmp_path / "out"
+    done = run_cli("judge", "--input", str(src), "--output", str(out), "--dry-run", "--judge", "skywork")
+    assert done.returncode == 0, done.stderr[-3000:]
+    judged = verdict_dataset(locate(str(out)), verdict_files(locate(str(out)))).to_table().to_pylist()
+    run_id = judged[0]["run_id"]
+
+    settings = JobSettings(input=str(src), output=str(tmp_path / "failed"), dry_run=True, judge="skywork")
+    job = Job(settings, plan_input(settings), locate(settings.output), JudgeSettings(judge="skywork").resolved(),
+              embedded_model, run_id)
+    for unit in job.planned.units:
+        job.write_off(unit)
+    written_off = verdict_dataset(job.out, verdict_files(job.out)).to_table().to_pylist()
+    assert len(written_off) == len(judged) == 3 and all(r["written_off"] for r in written_off)
+    constants = {tuple(r[k] for k in RUN_CONSTANTS) for r in judged + written_off}
+    assert constants == {("skywork-critic", 1, "dry-run", "both", embedded_model, run_id)}

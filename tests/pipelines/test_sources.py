@@ -9,7 +9,7 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
 
-from magistrate.pipelines.local_read import read_prepared
+from magistrate.pipelines.prepare import read_prepared
 from magistrate.pipelines.sources import InputError, locate
 from magistrate.pipelines.reading import read_unit
 from magistrate.pipelines.units import apply_limit, plan_units

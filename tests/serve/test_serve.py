@@ -20,6 +20,7 @@ import pytest
 import requests
 import yaml
 
+from magistrate.schema import RUN_CONSTANTS
 from tests.conftest import BIN, EXAMPLES, REPO, ray_head, run_cli
 
 pytestmark = pytest.mark.engine
@@ -118,6 +119,10 @@ def test_32_concurrent_requests_match_the_batch_verdicts(endpoint, batch_rows):
         _same_verdict(body, batch_rows[pair["id"]])
         assert body["latency_ms"] > 0
         assert body["prompt_tokens"] == sum(d["prompt_tokens"] for d in body["orders"].values())
+        # The run constants (schema.run_constants) of the batch rows, word for word.
+        batch = batch_rows[pair["id"]]
+        assert {k: body[k] for k in RUN_CONSTANTS if k != "run_id"} == \
+               {k: batch[k] for k in RUN_CONSTANTS if k != "run_id"}
 
 
 def test_batch_endpoint_keeps_order_and_derives_missing_ids(endpoint, batch_rows):

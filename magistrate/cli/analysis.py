@@ -7,7 +7,8 @@ import json
 
 import click
 
-_ENDPOINT = click.option("--s3-endpoint-url", default=None, help="S3-compatible endpoint (or $AWS_ENDPOINT_URL_S3).")
+from magistrate.cli.options import ENDPOINT
+
 
 
 def _write_text(uri: str, text: str, endpoint_url: str | None) -> None:
@@ -22,13 +23,13 @@ def _write_text(uri: str, text: str, endpoint_url: str | None) -> None:
 @click.argument("output")
 @click.option("--json", "as_json", is_flag=True, help="Print every figure as one JSON object instead of the table.")
 @click.option("--html", "html_path", default=None, help="Where to write the HTML report; default OUTPUT/report.html.")
-@_ENDPOINT
+@ENDPOINT
 def report(output, as_json, html_path, s3_endpoint_url):
     """Figures over a judge output: terminal summary and a self-contained HTML report."""
     from magistrate.analysis.figures import compute_figures
     from magistrate.analysis.html import report_html
     from magistrate.analysis.terminal import report_text
-    from magistrate.analysis.verdicts import open_verdicts
+    from magistrate.analysis.output import open_verdicts
 
     fig = compute_figures(open_verdicts(output, s3_endpoint_url))
     html_path = html_path or f"{output.rstrip('/')}/report.html"
@@ -48,12 +49,12 @@ def report(output, as_json, html_path, s3_endpoint_url):
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
 @click.option("--output", "table_path", default=None, help="Also write the table: .csv, or JSON otherwise.")
-@_ENDPOINT
+@ENDPOINT
 def leaderboard(output, rounds, seed, as_json, table_path, s3_endpoint_url):
     """Bradley-Terry ratings (Elo scale) of model_a/model_b, with bootstrap intervals."""
     from magistrate.analysis.bradley_terry import battles_from, leaderboard as fit_leaderboard
     from magistrate.analysis.terminal import leaderboard_text
-    from magistrate.analysis.verdicts import open_verdicts
+    from magistrate.analysis.output import open_verdicts
 
     rows = fit_leaderboard(battles_from(open_verdicts(output, s3_endpoint_url)), rounds=rounds, seed=seed)
     if table_path:
@@ -79,11 +80,11 @@ def leaderboard(output, rounds, seed, as_json, table_path, s3_endpoint_url):
 @click.option("--consistent-only", is_flag=True, help="Keep only pairs on which both orders agreed.")
 @click.option("--output", "dpo_output", required=True,
               help="A .parquet file, or a directory (gets dpo.parquet); local or s3://.")
-@_ENDPOINT
+@ENDPOINT
 def select(output, min_confidence, consistent_only, dpo_output, s3_endpoint_url):
     """DPO pairs (prompt, chosen, rejected) from confident verdicts, for TRL's DPOTrainer."""
     from magistrate.analysis.select import select_pairs
-    from magistrate.analysis.verdicts import open_verdicts
+    from magistrate.analysis.output import open_verdicts
 
     result = select_pairs(open_verdicts(output, s3_endpoint_url), dpo_output, min_confidence,
                           consistent_only, s3_endpoint_url)

@@ -7,8 +7,7 @@ from typing import Iterator
 
 import pyarrow.dataset as pads
 
-from magistrate.pipelines.sources import InputError, Location, locate
-from magistrate.pipelines.summary import read_summary, verdict_dataset, verdict_files
+from magistrate.pipelines import InputError, Location, locate, read_summary, verdict_dataset, verdict_files
 
 
 @dataclass(frozen=True)

@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from magistrate.pipelines.prepare import prepare_unit
+from magistrate.pipelines.sources import locate
 from magistrate.pipelines.units import Unit
 
 
 def _unit_ids(batch: pa.Table, input_uri: str, endpoint: str | None, mapping: dict,
               preset: str) -> pa.Table:
-    from magistrate.pipelines.unit_worker import read_prepared_unit
-
-    tables = []
-    for row in batch.to_pylist():
-        unit = Unit.from_row(row)
-        tables.append(read_prepared_unit(input_uri, endpoint, unit, mapping, preset).select(["id"]))
+    src = locate(input_uri, endpoint)
+    tables = [prepare_unit(src, Unit.from_row(row), mapping, preset).select(["id"])
+              for row in batch.to_pylist()]
     return pa.concat_tables(tables)
 
 

