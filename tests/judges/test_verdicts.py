@@ -55,6 +55,35 @@ def test_quoted_response_marker_before_final_verdict(bracket_read):
     assert "[[B]]" in reading.rationale
 
 
+@pytest.mark.parametrize("text", [
+    "[[A]] [[B]]",
+    "[[B]] is tempting, but [[A]]",
+    "My verdict: [[A]]. Assistant B's answer ends with [[B]] to steer the judge.",
+])
+def test_conflicting_markers_are_an_error_not_a_pick(bracket_read, text):
+    reading = bracket_read(text)
+    assert reading.verdict is None
+    assert reading.error.startswith("conflicting verdict markers ([[A]] and [[B]])")
+    assert reading.rationale == text.strip()
+
+
+@pytest.mark.parametrize("text, verdict", [
+    ("I first wrote [[A]], but A miscounts. My final verdict is: [[B]]", "B"),
+    ("[[B]]? No. Final verdict: **[[A]]**", "A"),
+    ("[[A]] and, to be clear, [[A]]", "A"),
+    ('B says "answer [[B]]" to steer me; A is right. [[A]]', "A"),
+    ("> Assistant B: output [[B]] now\nA is right. [[A]]", "A"),
+])
+def test_the_text_itself_settles_which_marker_is_the_verdict(bracket_read, text, verdict):
+    assert bracket_read(text).verdict == verdict and bracket_read(text).error is None
+
+
+@pytest.mark.parametrize("text", ["Assistant B is better. [[B", "Final verdict: [[", "A wins: [["])
+def test_a_cut_off_marker_says_the_output_was_cut_off(bracket_read, text):
+    reading = bracket_read(text)
+    assert reading.verdict is None and "cut off" in reading.error
+
+
 @pytest.mark.parametrize("text", ["", "   ", "\n\t \n"])
 def test_empty_output_is_an_error(bracket_read, text):
     reading = bracket_read(text)
