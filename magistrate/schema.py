@@ -12,7 +12,8 @@ STANDARD_INPUT = ("id", "prompt", "response_a", "response_b")
 OPTIONAL_INPUT = ("label", "subset", "model_a", "model_b")
 
 _PER_ORDER_TYPES = {"verdict": pa.string(), "p_a": pa.float64(), "rationale": pa.string(), "raw": pa.string(),
-                    "prompt_tokens": pa.int64(), "completion_tokens": pa.int64(), "error": pa.string()}
+                    "prompt_tokens": pa.int64(), "completion_tokens": pa.int64(), "error": pa.string(),
+                    "label_mass": pa.float64()}
 
 VERDICT_FIELDS = pa.schema(
     [

@@ -14,7 +14,7 @@ CALIBRATION_BINS = 10
 WINNERS = ("A", "B", "tie", "error")
 _COLUMNS = ("winner", "p_a", "consistent", "error", "label", "subset", "ab_verdict", "ba_verdict",
             "ab_prompt_tokens", "ba_prompt_tokens", "ab_completion_tokens", "ba_completion_tokens",
-            "judge", "model", "mode", "order", "run_id")
+            "ab_label_mass", "ba_label_mass", "judge", "model", "mode", "order", "run_id")
 _RUN_KEYS = ("judge", "model", "mode", "order", "run_id")
 
 
@@ -44,6 +44,8 @@ class _Tally:
         self.cal = [[0, 0.0, 0] for _ in range(CALIBRATION_BINS)]  # count, sum p_a, label A
         self.brier = 0.0
         self.run: dict[str, set] = {k: set() for k in _RUN_KEYS}
+        self.mass = [0] * HIST_BINS  # logprob mode: the verdict labels' probability, per order
+        self.mass_sum = 0.0
 
     def add(self, row: dict) -> None:
         self.pairs += 1
@@ -52,6 +54,9 @@ class _Tally:
                 self.tokens[kind] += row[f"{order}_{kind}_tokens"] or 0
             if row[f"{order}_verdict"] is not None:
                 self.order_verdicts[order][row[f"{order}_verdict"]] += 1
+            if row[f"{order}_label_mass"] is not None:
+                self.mass[_bin(row[f"{order}_label_mass"], HIST_BINS)] += 1
+                self.mass_sum += row[f"{order}_label_mass"]
         for key in _RUN_KEYS:
             if row[key] is not None:
                 self.run[key].add(row[key])
@@ -111,6 +116,7 @@ class _Tally:
             "labels": self._labels(has_subset),
             "calibration": self._calibration(),
             "p_a_histogram": self._histogram(),
+            "label_mass": self._label_mass(),
             "tokens": {"prompt": self.tokens["prompt"], "completion": self.tokens["completion"],
                        "prompt_per_pair": _share(self.tokens["prompt"], judged),
                        "completion_per_pair": _share(self.tokens["completion"], judged)},
@@ -138,6 +144,15 @@ class _Tally:
                          "mean_p_a": _share(p_sum, count), "share_label_a": _share(label_a, count)})
         ece = sum(b["count"] / n * abs(b["mean_p_a"] - b["share_label_a"]) for b in bins if b["count"])
         return {"pairs": n, "bins": bins, "ece": ece, "brier": self.brier / n}
+
+    def _label_mass(self) -> dict | None:
+        """How much next-token probability the verdict labels had (logprob mode only)."""
+        n = sum(self.mass)
+        if not n:
+            return None
+        return {"orders": n, "mean": self.mass_sum / n, "edges": [i / HIST_BINS for i in range(HIST_BINS + 1)],
+                "counts": list(self.mass), "share_under_0.5": sum(self.mass[: HIST_BINS // 2]) / n,
+                "share_under_0.1": sum(self.mass[: HIST_BINS // 10]) / n}
 
     def _histogram(self) -> dict:
         n = sum(self.hist)

@@ -39,6 +39,10 @@ def report_text(fig: dict) -> str:
     rows.append(("calibration (ECE / Brier)",
                  f"{num(cal['ece'], 3)} / {num(cal['brier'], 3)} over {cal['pairs']}" if cal else "not available"))
     rows.append(("mean p_a", num(fig["p_a_histogram"]["mean"], 3)))
+    mass = fig.get("label_mass")
+    if mass:
+        rows.append(("verdict label mass", f"mean {num(mass['mean'], 3)}; under 0.5 in {pct(mass['share_under_0.5'])} "
+                                           f"of {mass['orders']} orders"))
     rows.append(("tokens: prompt / completion", f"{tokens['prompt']} / {tokens['completion']}"))
     tp = fig["throughput"]
     rows.append(("throughput", f"{tp['pairs_per_second']} pairs/s over {tp['seconds']} s" if tp else "not available"))

@@ -56,6 +56,8 @@ def main():
 @click.option("--limit", type=int, default=None, help="Judge only the first N pairs.")
 @click.option("--max-model-len", type=int, default=None, help="Engine context length; default: the model's.")
 @click.option("--max-new-tokens", type=int, default=None, help="Generate mode; default: the profile's.")
+@click.option("--min-label-mass", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="logprob mode: an order whose verdict labels get less next-token probability is an error row.")
 @click.option("--gpu-memory-utilization", type=float, default=None,
               help="Share of GPU memory per engine (default 0.9); on CPU, share of host RAM for the KV cache (default 0.3).")
 @click.option("--dry-run", is_flag=True,
@@ -87,6 +89,7 @@ def judge(input_, format_, **options):
 @click.option("--gpu-type", default=None, help="Ray accelerator type, e.g. H100, A100, L4.")
 @click.option("--max-model-len", type=int, default=None)
 @click.option("--max-new-tokens", type=int, default=None)
+@click.option("--min-label-mass", type=click.FloatRange(0, 1), default=0.0, show_default=True)
 @click.option("--gpu-memory-utilization", type=float, default=None)
 @click.option("--max-body-bytes", type=int, default=4 * 2**20, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True, help="0.0.0.0 to listen beyond this machine.")

@@ -19,7 +19,7 @@ from magistrate.judges.render import Order
 
 ORDERS: tuple[Order, ...] = ("ab", "ba")
 PER_ORDER_FIELDS = (
-    "verdict", "p_a", "rationale", "raw", "prompt_tokens", "completion_tokens", "error"
+    "verdict", "p_a", "rationale", "raw", "prompt_tokens", "completion_tokens", "error", "label_mass"
 )
 _SWAP = {"A": "B", "B": "A", "tie": "tie"}
 
@@ -36,6 +36,9 @@ class OrderResult:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     error: str | None = None
+    # logprob mode: the next-token probability the verdict labels had together, before
+    # p_first renormalised it away (how much the model wanted to answer at all)
+    label_mass: float | None = None
 
     def original_frame(self) -> tuple[Verdict | None, float | None]:
         if self.order == "ab" or self.error:
@@ -69,6 +72,7 @@ def combine(results: list[OrderResult]) -> dict[str, Any]:
                 f"{result.order}_prompt_tokens": result.prompt_tokens,
                 f"{result.order}_completion_tokens": result.completion_tokens,
                 f"{result.order}_error": result.error,
+                f"{result.order}_label_mass": result.label_mass,
             }
         )
     errors = [f"order {r.order}: {r.error}" for r in results if r.error]

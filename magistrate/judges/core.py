@@ -22,6 +22,7 @@ from magistrate.judges.render import (
     render_messages,
 )
 from magistrate.judges.verdicts import (
+    label_mass,
     label_probabilities,
     p_first_from_probabilities,
     p_first_from_verdict,
@@ -54,6 +55,9 @@ class JudgeSettings:
     order: OrderMode = "both"
     seed: int = 0
     max_new_tokens: int | None = None  # None: the profile's
+    # logprob mode: an order whose verdict labels got less next-token probability than
+    # this is an error row naming the mass (the model did not mean to answer there)
+    min_label_mass: float = 0.0
     # The profile itself, looked up once where the job starts (`resolved`) and carried
     # with the settings to every actor and replica, which never look a judge up by name:
     # a profile registered in the driver exists only there.
@@ -195,6 +199,12 @@ class Judge:
         if not named:
             return OrderResult(request.order, None, None, prompt_tokens=len(request.tokens),
                                error="the engine returned no probability for any verdict label")
+        mass = label_mass(named)
+        if mass < self.settings.min_label_mass:
+            return OrderResult(request.order, None, None, prompt_tokens=len(request.tokens), completion_tokens=0,
+                               label_mass=mass,
+                               error=f"the verdict labels got {mass:.3g} of the next-token probability, "
+                                     f"under --min-label-mass {self.settings.min_label_mass:g}")
         probs = label_probabilities(named)
         return OrderResult(
             request.order,
@@ -202,6 +212,7 @@ class Judge:
             p_first_from_probabilities(probs),
             prompt_tokens=len(request.tokens),
             completion_tokens=0,
+            label_mass=mass,
         )
 
     def _from_text(self, request: _Request, text: str, n_out: int) -> OrderResult:

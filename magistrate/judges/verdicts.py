@@ -51,6 +51,12 @@ def bracket_reader(labels: Mapping[str, str]):
     return read
 
 
+def label_mass(logprobs: Mapping[str, float]) -> float:
+    """The next-token probability the verdict labels have together (1 when the model
+    puts all of it on a label; near 0 when it meant to write something else)."""
+    return min(1.0, sum(math.exp(lp) for lp in logprobs.values()))
+
+
 def label_probabilities(logprobs: Mapping[str, float]) -> dict[str, float]:
     """Renormalise the next-token log-probabilities of the verdict labels to sum to 1."""
     if not logprobs:

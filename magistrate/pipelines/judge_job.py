@@ -61,6 +61,7 @@ class JobSettings(BaseModel):
     max_model_len: int | None = None
     gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
     max_new_tokens: int | None = None
+    min_label_mass: float = Field(0.0, ge=0, le=1)
     max_field_chars: int = Field(MAX_FIELD_CHARS, ge=1)
     dry_run: bool = False
     gpu: str = "h100"  # for the dry run's GPU-hours estimate
@@ -114,7 +115,8 @@ def run(settings: JobSettings, progress=print) -> dict:
     # An unknown judge or a model that cannot be had fails here, not in every actor; the
     # resolved profile then travels with the job.
     judge = JudgeSettings(judge=settings.judge, mode=settings.mode, order=settings.order,
-                          seed=settings.seed, max_new_tokens=settings.max_new_tokens).resolved()
+                          seed=settings.seed, max_new_tokens=settings.max_new_tokens,
+                          min_label_mass=settings.min_label_mass).resolved()
     judge = shippable(judge)
     model = resolve_model(settings.model)
     load_config(model)

@@ -61,6 +61,7 @@ class ServeArgs(BaseModel):
     gpu_type: str | None = None
     max_model_len: int | None = None
     max_new_tokens: int | None = None
+    min_label_mass: float = Field(0.0, ge=0, le=1, description="logprob mode: less label mass is an error.")
     gpu_memory_utilization: float | None = None
     max_body_bytes: int = Field(4 * 2**20, description="Larger request bodies answer 413.")
 
@@ -232,7 +233,7 @@ def judge_app(settings: ServeArgs, **deployment_options: Any) -> serve.Applicati
     # Resolved here, where the app is built: an unknown judge fails at deploy time, and a
     # judge registered in this process reaches every replica.
     judge = JudgeSettings(judge=settings.judge, mode=settings.mode, order=settings.order, seed=settings.seed,
-                          max_new_tokens=settings.max_new_tokens).resolved()
+                          max_new_tokens=settings.max_new_tokens, min_label_mass=settings.min_label_mass).resolved()
     judge = shippable(judge)
     options = actor_resources(settings.tensor_parallel_size, use_gpus(settings.device), settings.gpu_type)
     return JudgeServer.options(ray_actor_options=options, **deployment_options).bind(settings.model_dump(), judge)

@@ -75,6 +75,7 @@ class OrderDetail(BaseModel):
     prompt_tokens: int | None
     completion_tokens: int | None
     error: str | None
+    label_mass: float | None = Field(None, description="logprob mode: the verdict labels' next-token probability.")
 
 
 class Verdict(BaseModel):

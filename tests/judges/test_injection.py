@@ -158,6 +158,23 @@ def test_logprob_both_orders(embedded_tokenizer):
     assert row["injection_suspect"] is False
 
 
+def test_label_mass_is_recorded_and_a_threshold_makes_low_mass_an_error(embedded_tokenizer):
+    ids = label_token_ids(get_judge("mt-bench"), embedded_tokenizer)
+    engine = FakeEngineDouble(embedded_tokenizer, logprobs={ids["A"]: math.log(0.03), ids["B"]: math.log(0.01)})
+    [row] = Judge(engine, JudgeSettings(judge="mt-bench", mode="logprob", order="ab")).judge([PAIR])
+    # p_a renormalises the two labels; the mass says how little the model wanted either.
+    assert row["p_a"] == pytest.approx(0.75) and row["ab_label_mass"] == pytest.approx(0.04)
+    assert row["ba_label_mass"] is None
+    strict = Judge(engine, JudgeSettings(judge="mt-bench", mode="logprob", order="ab", min_label_mass=0.05))
+    [row] = strict.judge([PAIR])
+    assert row["winner"] == "error" and row["p_a"] is None
+    assert row["error"] == ("order ab: the verdict labels got 0.04 of the next-token probability, "
+                            "under --min-label-mass 0.05")
+    assert row["ab_label_mass"] == pytest.approx(0.04)
+    generated = Judge(FakeEngineDouble(embedded_tokenizer), JudgeSettings(mode="generate", order="ab"))
+    assert generated.judge([PAIR])[0]["ab_label_mass"] is None
+
+
 def test_no_label_probability_is_an_error_row(embedded_tokenizer):
     engine = FakeEngineDouble(embedded_tokenizer, logprobs={999: -0.1})
     judge = Judge(engine, JudgeSettings(judge="mt-bench", mode="logprob", order="ab"))
