@@ -88,19 +88,23 @@ def final_prompt(
 
 
 def label_token_ids(profile: JudgeProfile, tokenizer: Any) -> dict[str, int]:
-    """The token that carries each verdict label right after the logprob prefix.
-
-    Logprob mode needs each label to be exactly one token in that position; a tokenizer
-    where it is not (it would merge the label with the prefix, or split it) is refused
-    with a clear message rather than read wrongly."""
-    base = tokenizer.encode(profile.logprob_prefix, add_special_tokens=False)
+    """The token that carries each verdict label right after the logprob prefix, checked
+    at the real boundary: a rendered prompt (chat template, its last characters, the
+    prefix) and a label tokenised together must give the prompt's own tokens and then one
+    token, the label's. A tokenizer where a label merges with what comes before it, or
+    splits, is refused with a clear message rather than read wrongly."""
+    messages = render_messages(profile, "Which is better?", "The first answer.", "The second answer.")
+    prompt = final_prompt(profile, messages, tokenizer, "logprob")
+    base = tokenizer.encode(prompt, add_special_tokens=False)
     ids = {}
     for verdict, label in profile.labels.items():
-        full = tokenizer.encode(profile.logprob_prefix + label, add_special_tokens=False)
+        full = tokenizer.encode(prompt + label, add_special_tokens=False)
         if full[: len(base)] != base or len(full) != len(base) + 1:
+            tail = tokenizer.decode(full[len(base) - 1:] if full[: len(base)] == base else full[-4:])
             raise ValueError(
-                f"judge {profile.name!r}: with this tokenizer the verdict {label!r} after "
-                f"{profile.logprob_prefix!r} is not one token; use --mode generate"
+                f"judge {profile.name!r}: with this tokenizer the verdict {label!r} after the prompt's "
+                f"end ({profile.logprob_prefix!r}) is not one token of its own (it tokenises as {tail!r}); "
+                "logprob mode cannot read it: use --mode generate"
             )
         ids[verdict] = full[-1]
     return ids

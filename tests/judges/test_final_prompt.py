@@ -109,6 +109,21 @@ def test_label_token_ids_are_single_tokens(embedded_tokenizer, judge):
         assert embedded_tokenizer.encode(
             profile.logprob_prefix + profile.labels[verdict], add_special_tokens=False
         ) == prefix + [token]
+        # ...and so it is at the real boundary: after a whole rendered prompt.
+        prompt = final_prompt(profile, render_messages(profile, "Q?", "One.", "Two."), embedded_tokenizer, "logprob")
+        base = embedded_tokenizer.encode(prompt, add_special_tokens=False)
+        assert embedded_tokenizer.encode(prompt + profile.labels[verdict], add_special_tokens=False) == base + [token]
+
+
+def test_a_label_that_merges_with_the_prompts_end_is_refused(embedded_tokenizer):
+    """With the prefix "[[ " a label merges with the space before it (" A" is one token):
+    the token after the prompt would not be the label's own."""
+    labels = {"A": "A", "B": "B"}
+    profile = JudgeProfile(name="spaced-prefix", version=1, description="prefix ends in a space",
+                           user_template=FormatTemplate("{question}\n{answer_a}\n{answer_b}"),
+                           read=bracket_reader(labels), labels=labels, logprob_prefix="[[ ")
+    with pytest.raises(ValueError, match=r"'A' after the prompt's end \('\[\[ '\) is not one token of its own"):
+        label_token_ids(profile, embedded_tokenizer)
 
 
 def _multi_token_profile() -> JudgeProfile:
