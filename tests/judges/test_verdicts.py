@@ -119,8 +119,10 @@ def test_tie_marker_without_tie_label_is_an_error(judge):
     assert only_c.verdict is None
     assert only_c.error
     assert "[[C]]" in only_c.rationale
-    # [[C]] is not a marker for these judges, so an earlier real marker is the verdict.
-    assert read("[[B]] hmm, or rather [[C]]").verdict == "B"
+    # [[C]] is not a verdict of these judges, but the judge wrote it: with a real marker
+    # beside it the output says two things, and none is taken (issue 18: never a pick).
+    wavering = read("[[B]] hmm, or rather [[C]]")
+    assert wavering.verdict is None and "([[B]] and [[C]])" in wavering.error
 
 
 # --- Con-J -----------------------------------------------------------------------------
@@ -202,7 +204,7 @@ def test_con_j_empty_is_an_error(text):
 @pytest.mark.parametrize(
     "text",
     ["I think the first answer is better.",
-     "我觉得回答1更好，因为它更准确。",          # mentions 回答1 but gives no verdict field
+     "回答1提到了更多细节，回答2也不错。",        # mentions both answers, says neither is better
      '{"原因": "没有给出结论"}',
      "The better answer is probably one of them {maybe}."],
 )
