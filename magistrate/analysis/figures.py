@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
-from magistrate.analysis.rewardbench import pair_points, rewardbench_scores
+from magistrate.analysis.rewardbench import pair_points, protocol, rewardbench_scores
 from magistrate.analysis.output import Verdicts
 from magistrate.pipelines import error_cause
 
@@ -122,8 +122,15 @@ class _Tally:
                        "completion_per_pair": _share(self.tokens["completion"], judged)},
             "throughput": _throughput(summary, self.tokens),
             "run": {k: sorted(map(str, v)) for k, v in self.run.items()},
-            "rewardbench": rewardbench_scores(self.points),
+            "protocol": protocol(self.run["judge"], self.run["mode"]),
+            "rewardbench": self._rewardbench(),
         }
+
+    def _rewardbench(self) -> dict | None:
+        scores = rewardbench_scores(self.points)
+        if scores:
+            scores["comparable_to_leaderboard"] = protocol(self.run["judge"], self.run["mode"])["comparable_to_leaderboard"]
+        return scores
 
     def _labels(self, has_subset: bool) -> dict | None:
         if not self.labelled:

@@ -183,7 +183,11 @@ def _rewardbench(fig: dict) -> str:
                       f'<td class="n">{v["pairs"]}</td></tr>' for s, v in rb["subsets"].items())
     note = ("" if not rb["missing_subsets"] else
             f'<p class="na">Subsets not in this output: {escape(", ".join(rb["missing_subsets"]))}.</p>')
-    return ("<h2>RewardBench</h2><p>Sections weighted by RewardBench's EXAMPLE_COUNTS "
+    comparable = ("Comparable to RewardBench's leaderboard: the same prompt and protocol."
+                  if rb["comparable_to_leaderboard"] else
+                  f"Not comparable to RewardBench's leaderboard: {escape(fig['protocol']['why'])}.")
+    return (f'<h2>RewardBench</h2><p id="rb-comparable">{comparable}</p>'
+            "<p>Sections weighted by RewardBench's EXAMPLE_COUNTS "
             "(math-prm counts as 984); a tie or error scores 0.5.</p>"
             f"<table>{rows}</table>{note}<table><tr><th>subset</th><th>accuracy</th><th>pairs</th></tr>"
             f"{subsets}</table>")

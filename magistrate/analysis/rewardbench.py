@@ -91,6 +91,32 @@ def section_scores(accuracy: dict[str, float]) -> dict[str, float | None]:
     return scores
 
 
+# The judges whose prompt is one RewardBench ships (rewardbench/generative.py: MTBENCH_V2 and
+# its multi-turn twin, CON_J_PROMPT); RewardBench runs them in generate mode only.
+REWARDBENCH_PROMPTS = {"mt-bench", "con-j"}
+PROTOCOLS = {
+    "generate": "generate: the judge writes its explanation, then its verdict, read from the text",
+    "logprob": "logprob: the verdict label's probability right after the prompt (the judge writes "
+               "no explanation first)",
+    "dry-run": "dry run: nothing was judged",
+}
+
+
+def protocol(judges: set[str], modes: set[str]) -> dict:
+    """Which protocol produced the scores, and whether RewardBench's leaderboard used the
+    same one: generate mode on one of RewardBench's own prompts."""
+    comparable = modes == {"generate"} and bool(judges) and judges <= REWARDBENCH_PROMPTS
+    if comparable:
+        why = "RewardBench's prompt and protocol (generate mode)"
+    elif "logprob" in modes:
+        why = ("logprob mode forces the verdict token first, where RewardBench lets the judge explain "
+               "and then reads its marker: a different protocol, measured in docs/judges.md")
+    else:
+        why = f"judge {', '.join(sorted(judges)) or 'n/a'} is not one of RewardBench's prompts ({', '.join(sorted(REWARDBENCH_PROMPTS))})"
+    return {"modes": sorted(modes), "described": "; ".join(PROTOCOLS.get(m, m) for m in sorted(modes)) or None,
+            "comparable_to_leaderboard": comparable, "why": why}
+
+
 def rewardbench_scores(points: dict[str, list[float]]) -> dict | None:
     """points: subset -> [sum of pair points, pairs]. None when no subset is RewardBench's."""
     known = {s: v for s, v in points.items() if s in EXAMPLE_COUNTS and v[1]}

@@ -22,6 +22,7 @@ def report_text(fig: dict) -> str:
     rows = [
         ("output", fig["output"]),
         ("judge / model", f"{', '.join(fig['run']['judge']) or 'n/a'} / {', '.join(fig['run']['model']) or 'n/a'}"),
+        ("protocol", fig["protocol"]["described"] or "n/a"),
         ("pairs", str(fig["pairs"]) + (f" ({fig['unjudged']} unjudged)" if fig["unjudged"] else "")),
         ("winners A / B / tie", " / ".join(f"{w[k]} ({pct(share[k])})" for k in ("A", "B", "tie"))),
         ("errors", f"{w['error']} ({pct(fig['errors']['rate'])})"),
@@ -51,7 +52,9 @@ def report_text(fig: dict) -> str:
     text = _table(rows)
     rb = fig["rewardbench"]
     if rb:
-        text += "\n\nRewardBench\n" + _table(
+        comparable = ("comparable to RewardBench's leaderboard" if rb["comparable_to_leaderboard"]
+                      else f"not comparable to RewardBench's leaderboard: {fig['protocol']['why']}")
+        text += f"\n\nRewardBench ({comparable})\n" + _table(
             [(section, num(score, 2)) for section, score in rb["sections"].items()]
             + [("Score", num(rb["score"], 2) if rb["score"] is not None else "n/a (not every section present)")])
     return text

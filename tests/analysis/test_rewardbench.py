@@ -85,3 +85,24 @@ def test_constants_are_rewardbenchs():
     assert len(EXAMPLE_COUNTS) == 23 and sum(EXAMPLE_COUNTS.values()) == 3522
     assert EXAMPLE_COUNTS["math-prm"] == 984 == 6 * EXAMPLE_COUNTS["hep-python"]
     assert sorted(s for subsets in SUBSET_MAPPING.values() for s in subsets) == sorted(EXAMPLE_COUNTS)
+
+
+@pytest.mark.parametrize("judge, mode, comparable", [
+    ("mt-bench", "generate", True),    # RewardBench's own prompt and protocol
+    ("con-j", "generate", True),
+    ("mt-bench", "logprob", False),    # magistrate's fast default: another protocol
+    ("skywork-critic", "generate", False),  # not one of RewardBench's prompts
+])
+def test_the_report_says_whether_scores_are_comparable_to_the_leaderboard(tmp_path, judge, mode, comparable):
+    rows = [dict(r, judge=judge, mode=mode) for r in _rows()]
+    out = write_output(tmp_path / "out", rows, files=1)
+    fig = json.loads(run_cli("report", str(out), "--json").stdout)
+    assert fig["rewardbench"]["comparable_to_leaderboard"] is comparable
+    assert fig["protocol"]["modes"] == [mode] and fig["protocol"]["described"].startswith(mode)
+    text = run_cli("report", str(out)).stdout
+    said = "RewardBench (comparable to RewardBench's leaderboard)"
+    assert (said in text) is comparable
+    if mode == "logprob":
+        assert "logprob mode forces the verdict token first" in text
+    page = (out / "report.html").read_text()
+    assert ('id="rb-comparable">Comparable' in page) is comparable
