@@ -22,6 +22,7 @@ _REGISTRY: dict[str, _Entry] = {}
 _ALIASES: dict[str, str] = {}
 _BROKEN: dict[str, str] = {}  # entry points that failed to load: name -> why
 PLUGGED_IN: set[str] = set()  # names that came from an installed package
+_LOADED = False
 
 
 class UnknownJudge(KeyError):
@@ -32,6 +33,7 @@ class UnknownJudge(KeyError):
 def register(profile: _Entry, name: str | None = None, aliases: tuple[str, ...] = ()) -> None:
     """Register a profile (or a lazy "module:attr" string) under its name and aliases.
     Nothing is registered unless every name is free."""
+    _load_entry_points()
     if isinstance(profile, JudgeProfile):
         name = name or profile.name
         aliases = tuple(aliases) + tuple(profile.aliases)
@@ -55,6 +57,7 @@ def get_judge(name: str) -> JudgeProfile:
     """The profile for a name, an alias, or a path to a custom YAML profile."""
     if name.endswith((".yaml", ".yml")):
         return load_profile(name)
+    _load_entry_points()
     key = _ALIASES.get(name, name)
     if key not in _REGISTRY:
         if key in _BROKEN:
@@ -77,13 +80,19 @@ def get_judge(name: str) -> JudgeProfile:
 
 
 def judge_names() -> list[str]:
+    _load_entry_points()
     return sorted(_REGISTRY)
 
 
 def _load_entry_points() -> None:
     """Each entry point names a JudgeProfile ("module:attribute") under the judge's name.
     Loading one imports its module (profiles are pure Python), so aliases are known; one
-    that fails to load is reported when asked for, and the others still work."""
+    that fails to load is reported when asked for, and the others still work. Done once,
+    on first use: a plugin imports magistrate.judges, which must be whole by then."""
+    global _LOADED
+    if _LOADED:
+        return
+    _LOADED = True
     for point in sorted(importlib.metadata.entry_points(group=ENTRY_POINTS), key=lambda p: p.name):
         source = f"{point.value} (package {point.dist.name if point.dist else '?'})"
         try:
@@ -96,6 +105,3 @@ def _load_entry_points() -> None:
             PLUGGED_IN.add(point.name)
         except Exception as exc:  # noqa: BLE001 - one broken plugin must not hide the rest
             _BROKEN.setdefault(point.name, f"{source}: {type(exc).__name__}: {exc}")
-
-
-_load_entry_points()
