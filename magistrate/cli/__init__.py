@@ -229,7 +229,7 @@ def judges_list():
     width = max(len(n) for n, _ in rows)
     click.echo(f"{'name'.ljust(width)}  {'default':8}  {'modes':17}  models")
     for name, p in rows:
-        click.echo(f"{name.ljust(width)}  {p.default_mode:8}  {','.join(p.modes):17}  {', '.join(p.models)}")
+        click.echo(f"{name.ljust(width)}  {p.default_mode:8}  {','.join(p.modes):17}  {', '.join(p.models) or '-'}")
 
 
 @main.group()

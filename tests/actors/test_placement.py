@@ -28,7 +28,7 @@ def gpu_cluster():
     cluster.shutdown()
 
 
-def test_tensor_parallel_actors_get_their_gpus(gpu_cluster, tmp_path, embedded_model):
+def test_tensor_parallel_actors_get_their_gpus(gpu_cluster, tmp_path, tiny_model):
     import pyarrow as pa
     import pyarrow.dataset as pads
     import pyarrow.parquet as pq
@@ -42,7 +42,7 @@ def test_tensor_parallel_actors_get_their_gpus(gpu_cluster, tmp_path, embedded_m
     pq.write_table(pa.Table.from_pylist(rows), src, row_group_size=1)  # four units of one pair
     settings = JobSettings(
         input=str(src), output=str(tmp_path / "out"), device="gpu", tensor_parallel_size=2,
-        replicas="1:2", batch_size=1, unit_rows=1, order="ab", max_model_len=2048,
+        replicas="1:2", batch_size=1, unit_rows=1, order="ab", max_model_len=2048, model=tiny_model,
         gpu_memory_utilization=0.2,
     )
     said: list[str] = []

@@ -22,10 +22,10 @@ def corpus(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def judged(corpus, tmp_path_factory, embedded_model):
+def judged(corpus, tmp_path_factory, tiny_model):
     folder, expects = corpus
     out = tmp_path_factory.mktemp("hostile-out") / "out"
-    result = run_cli("judge", "--input", str(folder), "--output", str(out), "--order", "ab",
+    result = run_cli("judge", "--input", str(folder), "--output", str(out), "--order", "ab", "--model", tiny_model,
                      "--max-model-len", "2048", "--gpu-memory-utilization", "0.2")
     assert result.returncode == 0, result.stderr[-4000:]
     assert "Traceback" not in result.stderr

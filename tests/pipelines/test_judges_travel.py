@@ -37,8 +37,8 @@ DRIVER = textwrap.dedent('''
         user_template=FormatTemplate("Q: {question}\\nA: {answer_a}\\nB: {answer_b}\\nBetter? [[A]] or [[B]]"),
         read=read, default_mode="logprob"))
 
-    source, output, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    engine = dict(max_model_len=2048, gpu_memory_utilization=0.2)
+    source, output, port, model = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    engine = dict(model=model, max_model_len=2048, gpu_memory_utilization=0.2)
     summary = run(JobSettings(input=source, output=output, judge="driver-judge", order="ab", limit=2,
                               **engine), progress=lambda message: None)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -50,12 +50,12 @@ DRIVER = textwrap.dedent('''
 ''')
 
 
-def test_a_judge_registered_in_the_driver_judges_in_a_ray_job_and_in_serve(tmp_path, embedded_model):
+def test_a_judge_registered_in_the_driver_judges_in_a_ray_job_and_in_serve(tmp_path, tiny_model):
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
     out = tmp_path / "out"
     done = subprocess.run([sys.executable, str(driver), str(EXAMPLES / "llmbar-demo.jsonl"), str(out),
-                           str(free_port())], capture_output=True, text=True, cwd=tmp_path, timeout=900)
+                           str(free_port()), tiny_model], capture_output=True, text=True, cwd=tmp_path, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["complete"]
@@ -69,13 +69,13 @@ def test_a_judge_registered_in_the_driver_judges_in_a_ray_job_and_in_serve(tmp_p
     assert answer["winner"] in {"A", "B", "tie"}, answer["error"]
 
 
-def test_a_judge_from_an_installed_package_is_listed_and_judges(tmp_path, embedded_model):
+def test_a_judge_from_an_installed_package_is_listed_and_judges(tmp_path, tiny_model):
     """tests/plugins/judge_plugin, installed in the test venv by `make test`."""
     listed = run_cli("judges", "list")
     assert listed.returncode == 0 and "plugin-test-judge" in listed.stdout, listed.stdout
     out = tmp_path / "out"
     done = run_cli("judge", "--input", str(EXAMPLES / "llmbar-demo.jsonl"), "--output", str(out),
-                   "--judge", "plugin-test-judge", "--order", "ab", "--limit", "2",
+                   "--judge", "plugin-test-judge", "--order", "ab", "--limit", "2", "--model", tiny_model,
                    "--max-model-len", "2048", "--gpu-memory-utilization", "0.2")
     assert done.returncode == 0, done.stderr[-3000:]
     rows = pads.dataset(str(out / "verdicts"), format="parquet").to_table().to_pylist()

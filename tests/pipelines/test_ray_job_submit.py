@@ -22,14 +22,14 @@ def head():
         yield dashboard, env
 
 
-def test_job_submit_judges_everything(head, tmp_path, embedded_model):
+def test_job_submit_judges_everything(head, tmp_path, tiny_model):
     address, env = head
     src = tmp_path / "pairs.jsonl"
     rows = [json.loads(line) for line in open(EXAMPLES / "llmbar-demo.jsonl")][:3]
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "out"
     command = [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", ".", "--",
-               "magistrate", "judge", "--input", str(src), "--output", str(out),
+               "magistrate", "judge", "--input", str(src), "--output", str(out), "--model", tiny_model,
                "--max-model-len", "2048", "--gpu-memory-utilization", "0.2"]
     # `ray start` returns before the head's dashboard (and its agent) answers; Ray refuses
     # a submission in that window ("No available agent", or no connection to the dashboard
