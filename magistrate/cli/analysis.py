@@ -7,13 +7,19 @@ import json
 
 import click
 
+from magistrate.analysis.bradley_terry import battles_from, leaderboard as fit_leaderboard
+from magistrate.analysis.figures import compute_figures
+from magistrate.analysis.html import report_html
+from magistrate.analysis.output import open_verdicts
+from magistrate.analysis.select import select_pairs
+from magistrate.analysis.terminal import leaderboard_text, report_text
 from magistrate.cli.options import ENDPOINT
+from magistrate.pipelines.sources import locate
+from magistrate.pipelines.store import write_whole
 
 
 
 def _write_text(uri: str, text: str, endpoint_url: str | None) -> None:
-    from magistrate.pipelines.sources import locate
-    from magistrate.pipelines.store import write_whole
 
     loc = locate(uri, endpoint_url)
     write_whole(loc, loc.path, text.encode("utf-8"))
@@ -26,10 +32,6 @@ def _write_text(uri: str, text: str, endpoint_url: str | None) -> None:
 @ENDPOINT
 def report(output, as_json, html_path, s3_endpoint_url):
     """Figures over a judge output: terminal summary and a self-contained HTML report."""
-    from magistrate.analysis.figures import compute_figures
-    from magistrate.analysis.html import report_html
-    from magistrate.analysis.terminal import report_text
-    from magistrate.analysis.output import open_verdicts
 
     fig = compute_figures(open_verdicts(output, s3_endpoint_url))
     html_path = html_path or f"{output.rstrip('/')}/report.html"
@@ -52,9 +54,6 @@ def report(output, as_json, html_path, s3_endpoint_url):
 @ENDPOINT
 def leaderboard(output, rounds, seed, as_json, table_path, s3_endpoint_url):
     """Bradley-Terry ratings (Elo scale) of model_a/model_b, with bootstrap intervals."""
-    from magistrate.analysis.bradley_terry import battles_from, leaderboard as fit_leaderboard
-    from magistrate.analysis.terminal import leaderboard_text
-    from magistrate.analysis.output import open_verdicts
 
     rows = fit_leaderboard(battles_from(open_verdicts(output, s3_endpoint_url)), rounds=rounds, seed=seed)
     if table_path:
@@ -83,8 +82,6 @@ def leaderboard(output, rounds, seed, as_json, table_path, s3_endpoint_url):
 @ENDPOINT
 def select(output, min_confidence, consistent_only, dpo_output, s3_endpoint_url):
     """DPO pairs (prompt, chosen, rejected) from confident verdicts, for TRL's DPOTrainer."""
-    from magistrate.analysis.select import select_pairs
-    from magistrate.analysis.output import open_verdicts
 
     result = select_pairs(open_verdicts(output, s3_endpoint_url), dpo_output, min_confidence,
                           consistent_only, s3_endpoint_url)
