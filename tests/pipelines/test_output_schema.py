@@ -54,28 +54,29 @@ def test_types_that_cannot_be_promoted_are_read_as_text():
 
 
 def test_run_constants_are_one_definition_for_judged_and_written_off_rows(tmp_path, embedded_model):
-    """A dry run's rows and the rows the driver writes off for a unit that failed every
-    round carry the same run constants (schema.run_constants): once they disagreed, the
-    written-off rows saying `logprob` in a dry run."""
+    """A dry run's rows (the judge host's path, as in every actor) and the rows the driver
+    writes off for a unit that failed every round carry the same run constants
+    (schema.run_constants): once they disagreed, the written-off rows saying `logprob`."""
+    from magistrate.actors.engine import EngineSettings
+    from magistrate.actors.judge_host import JudgeHost
     from magistrate.judges.core import JudgeSettings
     from magistrate.pipelines.judge_job import Job, JobSettings, plan_input
+    from magistrate.pipelines.prepare import prepare_unit
     from magistrate.schema import RUN_CONSTANTS
 
     src = tmp_path / "pairs.jsonl"
     src.write_text("".join(json.dumps({"id": f"p{i}", "prompt": f"What is {i}?", "response_a": f"{i}.",
                                        "response_b": "No."}) + "\n" for i in range(3)))
-    out = tmp_path / "out"
-    done = run_cli("judge", "--input", str(src), "--output", str(out), "--dry-run", "--judge", "skywork")
-    assert done.returncode == 0, done.stderr[-3000:]
-    judged = verdict_dataset(locate(str(out)), verdict_files(locate(str(out)))).to_table().to_pylist()
-    run_id = judged[0]["run_id"]
-
     settings = JobSettings(input=str(src), output=str(tmp_path / "failed"), dry_run=True, judge="skywork")
-    job = Job(settings, plan_input(settings), locate(settings.output), JudgeSettings(judge="skywork").resolved(),
-              embedded_model, run_id)
+    judge = JudgeSettings(judge="skywork").resolved()
+    job = Job(settings, plan_input(settings), locate(settings.output), judge, embedded_model, "run-1")
+    host = JudgeHost(EngineSettings(model=embedded_model), judge, "run-1", dry_run=True)
+    judged = []
     for unit in job.planned.units:
+        judged += host(prepare_unit(job.planned.src, unit, job.planned.mapping, job.planned.preset)).to_pylist()
         job.write_off(unit)
     written_off = verdict_dataset(job.out, verdict_files(job.out)).to_table().to_pylist()
     assert len(written_off) == len(judged) == 3 and all(r["written_off"] for r in written_off)
+    assert not any(r["written_off"] for r in judged)
     constants = {tuple(r[k] for k in RUN_CONSTANTS) for r in judged + written_off}
-    assert constants == {("skywork-critic", 1, "dry-run", "both", embedded_model, run_id)}
+    assert constants == {("skywork-critic", 1, "dry-run", "both", embedded_model, "run-1")}
