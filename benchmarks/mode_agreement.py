@@ -3,7 +3,7 @@ verdict token's probability right after the prompt, no explanation first) and ge
 mode (the judge writes its explanation, then its marker; RewardBench's protocol). One
 engine, both orders. Prints one JSON object; docs/judges.md has a run.
 
-    .venv/bin/python -m benchmarks.mode_agreement --pairs 100 [--judge mt-bench]
+    .venv/bin/python -m benchmarks.mode_agreement --pairs 100 [--judge mt-bench] [--model M]
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pairs", type=int, default=100)
     parser.add_argument("--judge", default="mt-bench")
+    parser.add_argument("--model", default=None, help="a local folder or hub id; default: the embedded judge")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="generate mode; default: the profile's")
     args = parser.parse_args()
 
@@ -29,7 +30,7 @@ def main() -> None:
 
     pairs = [{"id": p["id"], "prompt": p["prompt"], "response_a": p["response_a"], "response_b": p["response_b"],
               "label": p.get("label")} for p in llmbar_pairs(args.pairs)]
-    engine = VLLMEngine(EngineSettings(model=resolve_model(None), max_model_len=4096))
+    engine = VLLMEngine(EngineSettings(model=resolve_model(args.model), max_model_len=4096))
     rows, seconds = {}, {}
     for mode in ("logprob", "generate"):
         judge = Judge(engine, JudgeSettings(judge=args.judge, mode=mode, order="both",
