@@ -95,11 +95,15 @@ class Judge:
             label_token_ids(self.profile, engine.tokenizer) if self.mode == "logprob" else {}
         )
 
-    def render(self, pair: Mapping[str, Any], order: str) -> tuple[list[dict], list[int]]:
+    def _prompt(self, pair: Mapping[str, Any], order: str) -> tuple[list[dict], str]:
+        """The chat messages the judge sees for a pair in an order, and the final prompt."""
         messages = render_messages(
             self.profile, pair["prompt"], pair["response_a"], pair["response_b"], order
         )
-        text = final_prompt(self.profile, messages, self.engine.tokenizer, self.mode)
+        return messages, final_prompt(self.profile, messages, self.engine.tokenizer, self.mode)
+
+    def render(self, pair: Mapping[str, Any], order: str) -> tuple[list[dict], list[int]]:
+        messages, text = self._prompt(pair, order)
         return messages, self.engine.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def _budget(self) -> int:
@@ -116,12 +120,7 @@ class Judge:
             for i, pair in enumerate(pairs) if not pair.get(INVALID)
             for order in orders_for(self.settings.order, str(pair["id"]), self.settings.seed)
         ]
-        texts = [
-            final_prompt(self.profile, render_messages(
-                self.profile, pairs[i]["prompt"], pairs[i]["response_a"], pairs[i]["response_b"], order
-            ), self.engine.tokenizer, self.mode)
-            for i, order in todo
-        ]
+        texts = [self._prompt(pairs[i], order)[1] for i, order in todo]
         encoded = self.engine.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
         limit = self.engine.max_model_len - self._budget()
         requests: list[_Request] = []
