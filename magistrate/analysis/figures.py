@@ -14,7 +14,7 @@ CALIBRATION_BINS = 10
 WINNERS = ("A", "B", "tie", "error")
 _COLUMNS = ("winner", "p_a", "consistent", "error", "label", "subset", "ab_verdict", "ba_verdict",
             "ab_prompt_tokens", "ba_prompt_tokens", "ab_completion_tokens", "ba_completion_tokens",
-            "ab_label_mass", "ba_label_mass", "judge", "model", "mode", "order", "run_id")
+            "ab_label_mass", "ba_label_mass", "injection_suspect", "judge", "model", "mode", "order", "run_id")
 _RUN_KEYS = ("judge", "model", "mode", "order", "run_id")
 
 
@@ -30,7 +30,7 @@ class _Tally:
     """Everything the figures need, accumulated row by row (memory flat in the row count)."""
 
     def __init__(self) -> None:
-        self.pairs = self.unjudged = 0
+        self.pairs = self.unjudged = self.suspects = 0
         self.winners: Counter = Counter()
         self.causes: Counter = Counter()
         self.both = self.consistent = 0
@@ -49,6 +49,7 @@ class _Tally:
 
     def add(self, row: dict) -> None:
         self.pairs += 1
+        self.suspects += bool(row["injection_suspect"])
         for order in ("ab", "ba"):
             for kind in ("prompt", "completion"):
                 self.tokens[kind] += row[f"{order}_{kind}_tokens"] or 0
@@ -105,6 +106,8 @@ class _Tally:
             "errors": {"count": self.winners.get("error", 0),
                        "rate": _share(self.winners.get("error", 0), judged),
                        "causes": dict(self.causes.most_common(50))},
+            # rows whose prompt or responses talk to the judge (judges/injection.py)
+            "injection_suspects": {"count": self.suspects, "rate": _share(self.suspects, self.pairs)},
             "position": {
                 "pairs_both_orders": self.both,
                 "consistency": _share(self.consistent, self.both),

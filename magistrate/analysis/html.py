@@ -99,7 +99,8 @@ def _winners(fig: dict) -> str:
 def _errors(fig: dict) -> str:
     e = fig["errors"]
     html = (f"<h2>Errors</h2><table>{_row('error rate', pct(e['rate']), 'error-rate')}"
-            f"{_row('error rows', str(e['count']), 'error-count')}</table>")
+            f"{_row('error rows', str(e['count']), 'error-count')}"
+            f"{_row('injection suspects', str(fig['injection_suspects']['count']), 'injection-suspects')}</table>")
     if e["causes"]:
         html += "<table><tr><th>cause (first 80 characters)</th><th>rows</th></tr>" + "".join(
             f'<tr><td>{escape(c)}</td><td class="n">{n}</td></tr>' for c, n in e["causes"].items()) + "</table>"

@@ -26,6 +26,7 @@ def report_text(fig: dict) -> str:
         ("pairs", str(fig["pairs"]) + (f" ({fig['unjudged']} unjudged)" if fig["unjudged"] else "")),
         ("winners A / B / tie", " / ".join(f"{w[k]} ({pct(share[k])})" for k in ("A", "B", "tie"))),
         ("errors", f"{w['error']} ({pct(fig['errors']['rate'])})"),
+        ("injection suspects", f"{fig['injection_suspects']['count']} ({pct(fig['injection_suspects']['rate'])})"),
         ("position consistency", f"{pct(pos['consistency'])} of {pos['pairs_both_orders']}"),
         ("first-position preference", pct(pos["first_position_preference"])),
     ]

@@ -7,16 +7,18 @@ the same rows.
 
 from __future__ import annotations
 
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, Mapping, Protocol, Sequence
 
 from magistrate.judges.combine import OrderResult, combine, error_row
+from magistrate.judges.injection import injection_suspect
 from magistrate.judges.profile import JudgeProfile, Mode
 from magistrate.judges.registry import get_judge
 from magistrate.judges.render import (
     OrderMode,
     final_prompt,
-    injection_suspect,
     label_token_ids,
     orders_for,
     render_messages,
@@ -94,6 +96,7 @@ class Judge:
         self.label_ids = (
             label_token_ids(self.profile, engine.tokenizer) if self.mode == "logprob" else {}
         )
+        self._cpu: ThreadPoolExecutor | None = None  # judge_async's worker thread
 
     def _prompt(self, pair: Mapping[str, Any], order: str) -> tuple[list[dict], str]:
         """The chat messages the judge sees for a pair in an order, and the final prompt."""
@@ -120,7 +123,14 @@ class Judge:
             for i, pair in enumerate(pairs) if not pair.get(INVALID)
             for order in orders_for(self.settings.order, str(pair["id"]), self.settings.seed)
         ]
-        texts = [self._prompt(pairs[i], order)[1] for i, order in todo]
+        texts = []
+        for i, order in list(todo):
+            try:
+                texts.append(self._prompt(pairs[i], order)[1])
+            except Exception as exc:  # noqa: BLE001 - one pair's template failure is that pair's error
+                results[i].append(OrderResult(order, None, None, error=f"the judge's prompt could not be built: "
+                                                                       f"{type(exc).__name__}: {exc}"[:500]))
+                todo.remove((i, order))
         encoded = self.engine.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
         limit = self.engine.max_model_len - self._budget()
         requests: list[_Request] = []
@@ -146,10 +156,16 @@ class Judge:
 
     async def judge_async(self, pairs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """`judge` over an async engine (online serving): the same rows for the same
-        pairs, while the engine batches these requests with everyone else's."""
-        results, requests = self.requests(pairs)
+        pairs, while the engine batches these requests with everyone else's. The CPU
+        work (rendering, tokenising, reading verdicts) runs on one worker thread, so the
+        caller's event loop keeps answering while a large request is prepared."""
+        loop = asyncio.get_running_loop()
+        if self._cpu is None:
+            # One thread: the tokenizer is shared, and one GIL runs the work anyway.
+            self._cpu = ThreadPoolExecutor(1, thread_name_prefix="magistrate-judge-cpu")
+        results, requests = await loop.run_in_executor(self._cpu, self.requests, pairs)
         outputs = await self._ask(requests) if requests else []
-        return self._collect(pairs, results, requests, outputs)
+        return await loop.run_in_executor(self._cpu, self._collect, pairs, results, requests, outputs)
 
     def _ask(self, requests: list[_Request]):
         """The engine call for these requests; a coroutine when the engine is async."""
@@ -189,7 +205,7 @@ class Judge:
             row = combine(results)
         row["injection_suspect"] = (
             None if pair.get(INVALID)
-            else injection_suspect(self.profile, pair["response_a"], pair["response_b"])
+            else injection_suspect(self.profile, pair["prompt"], pair["response_a"], pair["response_b"])
         )
         return row
 
@@ -215,7 +231,12 @@ class Judge:
         )
 
     def _from_text(self, request: _Request, text: str, n_out: int) -> OrderResult:
-        reading = self.profile.read(text)
+        try:
+            reading = self.profile.read(text)
+        except Exception as exc:  # noqa: BLE001 - a reader that fails on one output fails that order only
+            return OrderResult(request.order, None, None, raw=text, prompt_tokens=len(request.tokens),
+                               completion_tokens=n_out,
+                               error=f"the judge's reader failed on this output: {type(exc).__name__}: {exc}"[:500])
         return OrderResult(
             request.order,
             reading.verdict,

@@ -108,11 +108,3 @@ def label_token_ids(profile: JudgeProfile, tokenizer: Any) -> dict[str, int]:
             )
         ids[verdict] = full[-1]
     return ids
-
-
-def injection_suspect(profile: JudgeProfile, response_a: str, response_b: str) -> bool:
-    """True when a response carries the template's own delimiters or a verdict marker.
-
-    Such rows are judged as usual (readers only read the judge's output), and flagged so
-    a user can audit them."""
-    return any(marker in text for text in (response_a, response_b) for marker in profile.markers)

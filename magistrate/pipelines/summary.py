@@ -17,7 +17,7 @@ from magistrate.pipelines.sources import Location
 from magistrate.pipelines.store import map_files
 from magistrate.pipelines.units import verdicts_dir
 
-_COLUMNS = ("winner", "consistent", "label", "error", "written_off", "ab_prompt_tokens",
+_COLUMNS = ("winner", "consistent", "label", "error", "written_off", "injection_suspect", "ab_prompt_tokens",
             "ba_prompt_tokens", "ab_completion_tokens", "ba_completion_tokens")
 
 
@@ -130,6 +130,8 @@ def _add_batch(figures: Counter, batch: pa.Table) -> None:
         pc.fill_null(pc.filter(batch.column("error"), failed), ""))).items()})
     if "written_off" in names:
         figures["written_off"] += _true(batch.column("written_off"))
+    if "injection_suspect" in names:
+        figures["injection_suspects"] += _true(batch.column("injection_suspect"))
     judged = pc.and_(pc.is_valid(winner), pc.invert(pc.fill_null(failed, False)))
     both = batch.column("consistent")
     figures["judged_both"] += _true(pc.and_(judged, pc.is_valid(both)))
@@ -155,6 +157,7 @@ def summarise(loc: Location, elapsed: float, **extra) -> dict:
         "errors": winners["error"],
         "error_causes": dict(causes.most_common(50)),
         "written_off_rows": total["written_off"],
+        "injection_suspects": total["injection_suspects"],
         "label_agreement": total["agree"] / total["labelled"] if total["labelled"] else None,
         "labelled_pairs": total["labelled"],
         "position_consistency": total["consistent"] / total["judged_both"] if total["judged_both"] else None,
@@ -208,6 +211,7 @@ def summary_table(summary: dict) -> str:
         ("pairs", str(summary["pairs"])),
         ("winners A / B / tie", f"{w['A']} / {w['B']} / {w['tie']}"),
         ("errors", str(w["error"])),
+        ("injection suspects", str(summary.get("injection_suspects", 0))),
         ("agreement with labels", f"{pct(summary['label_agreement'])} of {summary['labelled_pairs']}"),
         ("position consistency", pct(summary["position_consistency"])),
         ("tokens: prompt / completion", f"{summary['prompt_tokens']} / {summary['completion_tokens']}"),
