@@ -87,8 +87,9 @@ def safe_text(value: Any) -> str | None:
 
 
 def row_problem(prompt: Any, response_a: Any, response_b: Any, max_chars: int = MAX_FIELD_CHARS,
-                max_messages: int = MAX_MESSAGES) -> str | None:
-    """Why a row cannot be judged, or None."""
+                max_messages: int = MAX_MESSAGES, max_pair_chars: int | None = None) -> str | None:
+    """Why a row cannot be judged, or None. `max_chars` holds for each field (the prompt
+    over all its messages); `max_pair_chars`, when given, for the three together."""
     if isinstance(prompt, list):
         if not prompt:
             return "prompt is an empty list of messages"
@@ -123,6 +124,12 @@ def row_problem(prompt: Any, response_a: Any, response_b: Any, max_chars: int = 
         _, problem = as_text(name, value, max_chars)
         if problem:
             return problem
+    if max_pair_chars is not None:
+        total = len(response_a) + len(response_b) + (
+            sum(len(m["content"]) for m in prompt) if isinstance(prompt, list) else len(prompt))
+        if total > max_pair_chars:
+            return (f"the pair is {total:,} characters (prompt and responses), over the limit of "
+                    f"{max_pair_chars:,}")
     return None
 
 

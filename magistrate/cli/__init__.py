@@ -19,6 +19,8 @@ from magistrate.pipelines.estimate import estimate_input
 from magistrate.pipelines.prepare import read_prepared
 from magistrate.pipelines.sources import InputError
 from magistrate.pipelines.summary import summary_table
+from magistrate.serve.access import api_key, exposure_problem, is_loopback, open_warning
+from magistrate.serve.bodies import Caps
 
 EXIT_USAGE = 2  # a user's error: bad input, options or output; nothing was judged
 EXIT_INCOMPLETE = 3  # the run ended with rows written off or missing: --resume finishes it
@@ -96,17 +98,35 @@ def judge(input_, format_, **options):
 @click.option("--min-label-mass", type=click.FloatRange(0, 1), default=0.0, show_default=True)
 @click.option("--gpu-memory-utilization", type=float, default=None)
 @click.option("--max-body-bytes", type=int, default=4 * 2**20, show_default=True)
-@click.option("--host", default="127.0.0.1", show_default=True, help="0.0.0.0 to listen beyond this machine.")
+@click.option("--max-prompts-in-flight", type=click.IntRange(1), default=128, show_default=True,
+              help="Engine prompts (pairs x orders) a replica judges at once; past it 503 + Retry-After.")
+@click.option("--max-field-chars", type=click.IntRange(1), default=Caps.field_chars, show_default=True,
+              help="Characters of the prompt (all turns) and of each response.")
+@click.option("--max-messages", type=click.IntRange(1), default=Caps.messages, show_default=True,
+              help="Messages of a multi-turn prompt.")
+@click.option("--max-pair-chars", type=click.IntRange(1), default=Caps.pair_chars, show_default=True,
+              help="Characters of prompt and both responses together.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="0.0.0.0 to listen beyond this machine (needs $MAGISTRATE_API_KEY, or --open).")
 @click.option("--port", type=int, default=8000, show_default=True)
-def serve(replicas, host, port, **args):
+@click.option("--open", "open_endpoint", is_flag=True,
+              help="Serve beyond loopback without an API key, on purpose: anyone who reaches it can judge.")
+def serve(replicas, host, port, open_endpoint, **args):
     """Judge pairs online: an HTTP endpoint on Ray Serve (docs/serving.md).
-    Set $MAGISTRATE_API_KEY to require `Authorization: Bearer <key>`."""
+    Set $MAGISTRATE_API_KEY to require `Authorization: Bearer <key>`; without it only
+    loopback is served, unless --open."""
+    problem = exposure_problem(host, open_endpoint)
+    if problem:
+        raise click.UsageError(problem)
+    if open_endpoint and not api_key() and not is_loopback(host):
+        click.echo(open_warning(host), err=True)
     import ray
     from ray import serve as ray_serve
 
     from magistrate.serve.app import ServeArgs, judge_app  # imports ray
 
     resolve_model(args["model"])  # an unprepared or missing model fails here, in one line
+    args["open"] = open_endpoint
     low, high = replica_bounds(replicas)
     scaling = ({"num_replicas": low} if low == high else {"autoscaling_config": {
         "min_replicas": low, "max_replicas": high, "target_ongoing_requests": 8}})

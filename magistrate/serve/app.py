@@ -5,36 +5,42 @@ same verdict online as in a batch run with the same settings.
     serve run deploy/serve.yaml          # the documented, tested config
     magistrate serve --judge mt-bench    # the same app from the command line
 
-Replica count, autoscaling and back-pressure (max_ongoing_requests, max_queued_requests,
-the 503 + Retry-After answer) are Serve's deployment options, set in deploy/serve.yaml.
+Admission is the app's: a replica takes `max_prompts_in_flight` engine prompts (pairs x
+orders) at once and answers 503 + Retry-After past it, so one 64-pair batch counts as 128,
+not as one request. Replica count and autoscaling are Serve's deployment options
+(deploy/serve.yaml). Bodies are parsed, checked, rendered and tokenised, and verdicts read,
+on a worker thread: the event loop, and so /healthz, keeps answering under load.
 """
 
 from __future__ import annotations
 
-import hmac
+import asyncio
 import logging
-import os
 import time
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.json_schema import models_json_schema
 from ray import serve
 from ray.serve.config import BackpressureConfig
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from magistrate.actors.engine import AsyncVLLMEngine, EngineSettings
 from magistrate.actors.placement import actor_resources, shippable, use_gpus
-from magistrate.judges.core import JudgeSettings
-from magistrate.judges.core import Judge
+from magistrate.judges.core import Judge, JudgeSettings
 from magistrate.model_files import resolve_model
 from magistrate.pairs import decode_line, parse_line
 from magistrate.schema import run_constants
+from magistrate.serve.access import api_key, exposure_problem, is_loopback, key_given, open_warning
 from magistrate.serve.bodies import (
     MAX_BATCH_PAIRS,
     BatchRequest,
     BatchResponse,
+    Caps,
     JudgeInfo,
     Pair,
     Problem,
@@ -42,8 +48,8 @@ from magistrate.serve.bodies import (
 )
 
 logger = logging.getLogger("ray.serve")
-API_KEY_ENV = "MAGISTRATE_API_KEY"
 OPEN_PATHS = ("/healthz", "/docs", "/openapi.json", "/docs/oauth2-redirect")
+_CAPS = Caps()
 
 
 class ServeArgs(BaseModel):
@@ -64,6 +70,17 @@ class ServeArgs(BaseModel):
     min_label_mass: float = Field(0.0, ge=0, le=1, description="logprob mode: less label mass is an error.")
     gpu_memory_utilization: float | None = None
     max_body_bytes: int = Field(4 * 2**20, description="Larger request bodies answer 413.")
+    open: bool = Field(False, description="Serve beyond loopback without an API key, on purpose.")
+    max_prompts_in_flight: int = Field(128, ge=1, description=(
+        "Engine prompts (pairs x orders) a replica judges at once; past it 503 + Retry-After, "
+        "and a batch needing more answers 413."))
+    retry_after_s: int = Field(5, ge=0, description="The Retry-After of a 503.")
+    max_field_chars: int = Field(_CAPS.field_chars, ge=1, description="The prompt (all turns), each response.")
+    max_messages: int = Field(_CAPS.messages, ge=1, description="Messages of a multi-turn prompt.")
+    max_pair_chars: int = Field(_CAPS.pair_chars, ge=1, description="Prompt and both responses together.")
+
+    def caps(self) -> Caps:
+        return Caps(self.max_field_chars, self.max_messages, self.max_pair_chars)
 
 
 api = FastAPI(
@@ -72,7 +89,6 @@ api = FastAPI(
     responses={401: {"model": Problem}, 413: {"model": Problem}, 422: {"model": Problem},
                503: {"model": Problem, "description": "Full or not ready: retry after Retry-After seconds."}},
 )
-api.state.max_body_bytes = ServeArgs().max_body_bytes
 
 
 def _problem(status: int, error: str, detail: list | None = None, headers: dict | None = None) -> JSONResponse:
@@ -80,20 +96,71 @@ def _problem(status: int, error: str, detail: list | None = None, headers: dict 
                         status_code=status, headers=headers)
 
 
-@api.exception_handler(RequestValidationError)
-async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+class _Refused(Exception):
+    """A request answered with an error (raised from the worker thread that reads bodies)."""
+
+    def __init__(self, status: int, error: str, detail: list | None = None, headers: dict | None = None):
+        self.answer = (status, error, detail, headers)
+
+    def response(self) -> JSONResponse:
+        return _problem(*self.answer)
+
+
+def _field_errors(errors: list[dict], skip: int = 0) -> _Refused:
     """422 naming each bad field, e.g. `pairs.3.response_b: Field required`."""
     detail = []
-    for e in exc.errors():
-        where = ".".join(str(x) for x in e.get("loc", ())[1:]) or "body"
+    for e in errors:
+        where = ".".join(str(x) for x in e.get("loc", ())[skip:]) or "body"
         detail.append({"field": where, "message": e.get("msg", "invalid")})
-    return _problem(422, "; ".join(f"{d['field']}: {d['message']}" for d in detail), detail)
+    return _Refused(422, "; ".join(f"{d['field']}: {d['message']}" for d in detail), detail)
+
+
+# Every 4xx/5xx has the one shape, FastAPI's and Starlette's own answers included.
+@api.exception_handler(RequestValidationError)
+async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+    return _field_errors(exc.errors(), skip=1).response()
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    return _problem(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+
+@api.exception_handler(Exception)
+async def _internal(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("magistrate: unhandled error on %s", request.url.path)
+    return _problem(500, f"internal error ({type(exc).__name__}); nothing was judged")
+
+
+def _openapi() -> dict:
+    """The schema, with the request bodies the handlers read themselves (off the event
+    loop, so FastAPI does not know them)."""
+    if api.openapi_schema is None:
+        schema = get_openapi(title=api.title, version=api.version, summary=api.summary, routes=api.routes)
+        _, defs = models_json_schema([(Pair, "validation"), (BatchRequest, "validation")],
+                                     ref_template="#/components/schemas/{model}")
+        schema.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
+        api.openapi_schema = schema
+    return api.openapi_schema
+
+
+api.openapi = _openapi
+
+
+def _body(model: type[BaseModel]) -> dict:
+    return {"requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}}
 
 
 class Guard:
-    """Before any body is parsed: the API key (when $MAGISTRATE_API_KEY is set) and the
+    """Before any body is read: the API key (when $MAGISTRATE_API_KEY is set) and the
     body size limit. Plain ASGI, so an oversized body is refused without being buffered
     beyond the limit, and the key is compared but never logged."""
+
+    # Set by the replica. A class attribute, not app state: Serve pickles the FastAPI app
+    # and the deployment class by value, so a replica's `api` global is a copy the
+    # middleware never sees, while this class travels by reference.
+    max_body_bytes = ServeArgs().max_body_bytes
 
     def __init__(self, app):
         self.app = app
@@ -105,13 +172,11 @@ class Guard:
         if root and path.startswith(root):
             path = path[len(root):] or "/"
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        key = os.environ.get(API_KEY_ENV)
-        if key and path not in OPEN_PATHS:
-            given = headers.get("authorization", "").removeprefix("Bearer ").strip() or headers.get("x-api-key", "")
-            if not hmac.compare_digest(given.encode(), key.encode()):
-                return await _problem(401, "missing or wrong API key: send `Authorization: Bearer <key>`")(
-                    scope, receive, send)
-        limit = api.state.max_body_bytes
+        key = api_key()
+        if key and path not in OPEN_PATHS and not key_given(headers, key):
+            return await _problem(401, "missing or wrong API key: send `Authorization: Bearer <key>`")(
+                scope, receive, send)
+        limit = Guard.max_body_bytes
         length = headers.get("content-length")
         if length and length.isdigit() and int(length) > limit:
             return await _problem(413, f"request body is {int(length)} bytes; the limit is {limit}")(
@@ -131,15 +196,6 @@ class Guard:
                 return await _problem(413, f"request body is over the limit of {limit} bytes")(
                     scope, receive, send)
         body, sent = b"".join(chunks), False
-        if body and "json" in headers.get("content-type", "json"):
-            # The batch reader's own checks (magistrate/pairs.py): bytes that are not UTF-8,
-            # duplicate keys (JSON parsers keep the last one silently), nesting deep
-            # enough to overflow a parser; answered as every other bad field is.
-            text, problem = decode_line(body)
-            problem = problem or parse_line(text)[1]
-            if problem:
-                return await _problem(422, f"body: {problem}", [{"field": "body", "message": problem}])(
-                    scope, receive, send)
 
         async def replay():
             nonlocal sent
@@ -154,10 +210,23 @@ class Guard:
 api.add_middleware(Guard)
 
 
+def _proxy_host() -> str | None:
+    """The address Serve's HTTP proxies listen on (deploy/serve.yaml's http_options)."""
+    try:
+        from ray.serve.context import _get_global_client
+
+        return _get_global_client().http_config.host
+    except Exception:  # noqa: BLE001 - outside a Serve cluster (tests of the app's parts)
+        return None
+
+
 @serve.deployment(
     # Defaults for `magistrate serve`; deploy/serve.yaml sets the same keys explicitly.
-    max_ongoing_requests=16,
-    max_queued_requests=32,
+    # Requests in a replica are cheap to hold (admission by engine prompts refuses the
+    # excess at once), so Serve's own limits sit above the app's and /healthz always
+    # gets in.
+    max_ongoing_requests=256,
+    max_queued_requests=64,
     backpressure_config=BackpressureConfig(status_code=503, retry_after_s=5),
     health_check_period_s=10,
     health_check_timeout_s=30,
@@ -170,7 +239,16 @@ class JudgeServer:
         """`judge` arrives resolved from where the app was built (`judge_app`): a replica
         never looks a judge up by name."""
         self.args = ServeArgs(**args)
-        api.state.max_body_bytes = self.args.max_body_bytes
+        host = _proxy_host()
+        if host is not None:
+            problem = exposure_problem(host, self.args.open)
+            if problem:
+                raise RuntimeError(f"magistrate: {problem}")
+            if not api_key() and not is_loopback(host):
+                logger.warning(open_warning(host))
+        Guard.max_body_bytes = self.args.max_body_bytes
+        self.caps = self.args.caps()
+        self.in_flight = 0  # engine prompts being judged in this replica
         model = resolve_model(self.args.model)
         self.engine = AsyncVLLMEngine(EngineSettings(
             model=model, tensor_parallel_size=self.args.tensor_parallel_size,
@@ -178,6 +256,7 @@ class JudgeServer:
             gpu_memory_utilization=self.args.gpu_memory_utilization,
         ))
         self.judge = Judge(self.engine, judge)
+        self.orders = 2 if self.judge.settings.order == "both" else 1
         self.constants = run_constants(judge, model)
         logger.info("magistrate: judge %s (%s) on %s ready", judge.profile.name, self.judge.mode, model)
 
@@ -185,21 +264,65 @@ class JudgeServer:
         """Serve restarts a replica whose engine died."""
         await self.engine.check_health()
 
-    async def _verdicts(self, pairs: list[Pair]) -> list[Verdict]:
+    def _read(self, body: bytes, model: type[BaseModel]) -> list[Pair]:
+        """Body -> pairs, with the batch reader's checks (magistrate/pairs.py: bytes that
+        are not UTF-8, duplicate keys, nesting deep enough to overflow a parser) and the
+        caps. Runs on a worker thread: a 4 MiB body takes a while to parse."""
+        text, problem = decode_line(body)
+        record, problem = ({}, problem) if problem else parse_line(text)
+        if problem:
+            raise _Refused(422, f"body: {problem}", [{"field": "body", "message": problem}])
+        try:
+            parsed = model.model_validate(record, context={"caps": self.caps})
+        except ValidationError as exc:
+            raise _field_errors(exc.errors()) from None
+        return [parsed] if isinstance(parsed, Pair) else parsed.pairs
+
+    def _admit(self, pairs: list[Pair]) -> int:
+        """Engine prompts these pairs take, reserved; or refused (413 never fits, 503 not now)."""
+        need, cap = len(pairs) * self.orders, self.args.max_prompts_in_flight
+        if need > cap:
+            raise _Refused(413, f"this batch needs {need} engine prompts ({len(pairs)} pairs x {self.orders} "
+                                f"orders); a replica takes at most {cap} at once (max_prompts_in_flight): send "
+                                f"at most {cap // self.orders} pairs per request")
+        if self.in_flight + need > cap:
+            wait = self.args.retry_after_s
+            raise _Refused(503, f"busy: {self.in_flight} of {cap} engine prompts in flight; retry after {wait} s",
+                           headers={"Retry-After": str(wait)})
+        self.in_flight += need
+        return need
+
+    async def _verdicts(self, request: Request, model: type[BaseModel]) -> list[Verdict] | JSONResponse:
         started = time.monotonic()
-        rows = await self.judge.judge_async([p.for_judge() for p in pairs])
+        try:
+            pairs = await asyncio.to_thread(self._read, await request.body(), model)
+            held = self._admit(pairs)  # no await between the check and the reservation
+        except _Refused as refused:
+            return refused.response()
+        try:
+            rows = await self.judge.judge_async([p.for_judge() for p in pairs])
+        except Exception as exc:  # noqa: BLE001 - the engine failed: every pair of it, not the replica
+            logger.exception("magistrate: the engine failed on a request")
+            wait = self.args.retry_after_s
+            return _problem(503, f"the engine failed ({type(exc).__name__}); nothing was judged: retry after "
+                                 f"{wait} s", headers={"Retry-After": str(wait)})
+        finally:
+            self.in_flight -= held
         latency_ms = (time.monotonic() - started) * 1000
         return [Verdict.from_row(p.id, row, self.constants, latency_ms) for p, row in zip(pairs, rows)]
 
-    @api.post("/v1/judge", response_model=Verdict, summary="Judge one pair")
-    async def judge_one(self, pair: Pair) -> Verdict:
-        return (await self._verdicts([pair]))[0]
+    @api.post("/v1/judge", response_model=Verdict, summary="Judge one pair", openapi_extra=_body(Pair))
+    async def judge_one(self, request: Request):
+        verdicts = await self._verdicts(request, Pair)
+        return verdicts if isinstance(verdicts, JSONResponse) else verdicts[0]
 
-    @api.post("/v1/judge/batch", response_model=BatchResponse,
+    @api.post("/v1/judge/batch", response_model=BatchResponse, openapi_extra=_body(BatchRequest),
               summary=f"Judge up to {MAX_BATCH_PAIRS} pairs in one request")
-    async def judge_batch(self, body: BatchRequest) -> BatchResponse:
+    async def judge_batch(self, request: Request):
         started = time.monotonic()
-        verdicts = await self._verdicts(body.pairs)
+        verdicts = await self._verdicts(request, BatchRequest)
+        if isinstance(verdicts, JSONResponse):
+            return verdicts
         return BatchResponse(verdicts=verdicts, latency_ms=(time.monotonic() - started) * 1000)
 
     @api.get("/v1/judges", response_model=JudgeInfo, summary="The judge this endpoint serves")
@@ -211,15 +334,23 @@ class JudgeServer:
             model=self.constants["model"], max_model_len=self.engine.max_model_len,
             tensor_parallel_size=self.args.tensor_parallel_size, max_batch_pairs=MAX_BATCH_PAIRS,
             max_body_bytes=self.args.max_body_bytes, models_for=list(profile.models),
+            max_prompts_in_flight=self.args.max_prompts_in_flight, max_field_chars=self.caps.field_chars,
+            max_messages=self.caps.messages, max_pair_chars=self.caps.pair_chars,
         )
 
-    @api.get("/healthz", summary="200 when the engine answers")
-    async def healthz(self) -> dict:
+    @api.get("/healthz", summary="200 when the engine answers; details only with the API key")
+    async def healthz(self, request: Request):
         try:
-            await self.engine.check_health()
-        except Exception as exc:  # noqa: BLE001 - any engine failure is "unhealthy"
-            return _problem(503, f"engine unhealthy: {type(exc).__name__}", headers={"Retry-After": "10"})
-        return {"status": "ok", "judge": self.constants["judge"], "model": self.constants["model"]}
+            await asyncio.wait_for(self.engine.check_health(), timeout=10)
+        except Exception as exc:  # noqa: BLE001 - any engine failure is "not ready"
+            return _problem(503, f"not ready: the engine does not answer ({type(exc).__name__})",
+                            headers={"Retry-After": "10"})
+        body: dict[str, Any] = {"status": "ok", "ready": True}
+        key = api_key()
+        if key and key_given({k.lower(): v for k, v in request.headers.items()}, key):
+            body.update(judge=self.constants["judge"], model=self.constants["model"], mode=self.judge.mode,
+                        prompts_in_flight=self.in_flight, max_prompts_in_flight=self.args.max_prompts_in_flight)
+        return body
 
 
 def build_app(args: dict[str, Any]) -> serve.Application:

@@ -5,14 +5,24 @@ The verdict fields are the batch output's (docs/output-schema.md), grouped: the 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
 from magistrate.judges.combine import ORDERS, PER_ORDER_FIELDS
 from magistrate.pairs import as_text, derived_id, row_problem
 
 MAX_BATCH_PAIRS = 64
+
+
+@dataclass(frozen=True)
+class Caps:
+    """Size limits of one pair online (ServeArgs sets them; docs/serving.md)."""
+
+    field_chars: int = 100_000  # the prompt (over its messages), each response, the id
+    messages: int = 100  # messages of a multi-turn prompt
+    pair_chars: int = 300_000  # prompt and both responses together
 
 
 class Message(BaseModel):
@@ -39,8 +49,10 @@ class Pair(BaseModel):
     response_b: str
 
     @model_validator(mode="after")
-    def _judgeable(self) -> "Pair":
-        problem = (row_problem(self.core_prompt(), self.response_a, self.response_b)
+    def _judgeable(self, info: ValidationInfo) -> "Pair":
+        caps = (info.context or {}).get("caps") or Caps()
+        problem = (row_problem(self.core_prompt(), self.response_a, self.response_b, caps.field_chars,
+                               caps.messages, caps.pair_chars)
                    or (self.id is not None and as_text("id", self.id)[1]))
         if problem:
             raise ValueError(problem)
@@ -131,6 +143,10 @@ class JudgeInfo(BaseModel):
     tensor_parallel_size: int
     max_batch_pairs: int
     max_body_bytes: int
+    max_prompts_in_flight: int = Field(description="Engine prompts (pairs x orders) a replica takes at once.")
+    max_field_chars: int
+    max_messages: int
+    max_pair_chars: int
     models_for: list[str] = Field(description="The models the profile was written for.")
 
 
