@@ -53,6 +53,7 @@ def synthetic_rows(n: int = 240, seed: int = 7, labels: bool = True, subsets: bo
             row["label"] = rng.choice(("A", "A", "B", "tie"))
         if subsets:
             row["subset"] = SUBSETS[i % 3]
+        row["injection_suspect"] = rng.random() < 0.1
         if rng.random() < 0.08:
             row.update(winner="error", error=rng.choice(CAUSES), ab_error="failed")
             rows.append(row)

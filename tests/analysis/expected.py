@@ -29,6 +29,7 @@ def expected_figures(rows: list[dict], seconds: float | None = None) -> dict:
               for kind in ("prompt", "completion")}
     return {
         "winners": {k: winners[k] for k in ("A", "B", "tie", "error")},
+        "injection_suspects": sum(bool(r.get("injection_suspect")) for r in rows),
         "error_rate": winners["error"] / len(judged),
         "causes": Counter(CAUSE_KINDS[r["error"]] for r in judged if r["winner"] == "error"),
         "consistency": sum(r["consistent"] for r in both) / len(both),

@@ -24,6 +24,8 @@ def test_json_figures_equal_independent_recomputation(report_output, report_rows
     want = expected_figures(report_rows, seconds=SUMMARY["seconds"])
     assert fig["pairs"] == len(report_rows)
     assert fig["winners"] == want["winners"]
+    assert fig["injection_suspects"]["count"] == want["injection_suspects"] > 0
+    assert fig["injection_suspects"]["rate"] == pytest.approx(want["injection_suspects"] / len(report_rows))
     assert fig["errors"]["rate"] == pytest.approx(want["error_rate"])
     assert fig["errors"]["causes"] == dict(want["causes"])
     assert fig["position"]["consistency"] == pytest.approx(want["consistency"])
@@ -106,3 +108,16 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     assert result.returncode == 2, result.stdout + result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_summary_json_counts_flagged_rows_and_causes_as_the_report_does(report_output, report_rows):
+    """summary.json's figures (pipelines/summary.py, read from the files with Arrow) and
+    the report's agree with the rows, counted here in plain Python."""
+    from magistrate.pipelines import locate
+    from magistrate.pipelines.summary import summarise
+
+    summary = summarise(locate(str(report_output)), elapsed=1.0)
+    want = expected_figures(report_rows)
+    assert summary["injection_suspects"] == want["injection_suspects"] > 0
+    assert summary["error_causes"] == dict(want["causes"])
+    assert summary["winners"] == want["winners"]
