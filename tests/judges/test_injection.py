@@ -323,3 +323,40 @@ def test_prompt_length_limit_keeps_room_for_the_verdict(embedded_tokenizer):
 def test_judge_refuses_a_mode_the_profile_lacks(embedded_tokenizer):
     with pytest.raises(ValueError, match="does not support mode 'logprob'"):
         Judge(FakeEngineDouble(embedded_tokenizer), JudgeSettings(judge="con-j", mode="logprob"))
+
+
+# --- one pair's failure is that pair's error row ------------------------------------------
+
+
+def test_a_pair_whose_prompt_cannot_be_built_or_read_is_its_own_error_row(embedded_tokenizer):
+    """A plugin's template or reader that raises on one pair fails that pair only: the
+    rest of the batch is judged (online, a batch answers 200 with an error item)."""
+    import dataclasses
+
+    from magistrate.judges import FormatTemplate, Reading
+
+    class Picky(FormatTemplate):
+        def render(self, **values):
+            if "boom" in values["question"]:
+                raise KeyError("no slot for boom")
+            return super().render(**values)
+
+    def read(text):
+        if "crash" in text:
+            raise ValueError("cannot read this")
+        return Reading("A")
+
+    base = get_judge("mt-bench")
+    profile = dataclasses.replace(base, name="picky", user_template=Picky(base.user_template.text), read=read,
+                                  multi_turn_template=None)
+    pairs = [{**PAIR, "id": "ok"}, {**PAIR, "id": "bad", "prompt": "boom?"}]
+    engine = FakeEngineDouble(embedded_tokenizer, text="[[A]]")
+    rows = Judge(engine, JudgeSettings(judge="picky", mode="generate", order="ab", profile=profile)).judge(pairs)
+    assert rows[0]["winner"] == "A" and rows[0]["error"] is None
+    assert rows[1]["winner"] == "error" and "could not be built" in rows[1]["error"] and "boom" in rows[1]["error"]
+    assert len(engine.calls[0][1]) == 1  # only the good pair reached the engine
+
+    crashing = FakeEngineDouble(embedded_tokenizer, text="crash [[A]]")
+    [row] = Judge(crashing, JudgeSettings(judge="picky", mode="generate", order="ab", profile=profile)).judge(
+        [{**PAIR, "id": "ok"}])
+    assert row["winner"] == "error" and "reader failed" in row["error"] and row["ab_raw"] == "crash [[A]]"

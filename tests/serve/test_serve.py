@@ -304,3 +304,27 @@ def test_serve_command_refuses_an_unknown_judge_in_one_line():
     assert result.returncode == 2
     assert result.stderr.startswith("magistrate: error:") and "no-such-judge" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_healthz_answers_while_a_large_batch_is_prepared(endpoint):
+    """Rendering and tokenising a big batch (32 pairs of 60k characters: ~4M characters
+    through the tokenizer) runs on a worker thread, so the replica's event loop, and
+    /healthz, keep answering meanwhile."""
+    url, _, _ = endpoint
+    args = _config()["applications"][0]["args"]
+    long = "word " * 6_000
+    pairs = [{"id": f"big-{i}", "prompt": "Which is better?", "response_a": long, "response_b": long}
+             for i in range(args["max_prompts_in_flight"] // 2)]
+    with ThreadPoolExecutor(1) as pool:
+        big = pool.submit(requests.post, f"{url}/v1/judge/batch", json={"pairs": pairs}, headers=AUTH, timeout=600)
+        answered_meanwhile = 0
+        while not big.done():
+            health = requests.get(f"{url}/healthz", timeout=600)
+            if health.status_code == 200 and not big.done():
+                answered_meanwhile += 1
+            time.sleep(0.2)
+        answer = big.result()
+    assert answer.status_code == 200, answer.text[:500]
+    verdicts = answer.json()["verdicts"]
+    assert len(verdicts) == len(pairs) and all("prompt too long" in v["error"] for v in verdicts)
+    assert answered_meanwhile >= 3, answered_meanwhile
