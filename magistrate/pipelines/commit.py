@@ -205,23 +205,40 @@ def check_resumable(settings, loc: Location, model: str, digest: str) -> None:
                          "or start again with --overwrite")
 
 
-def open_output(settings, loc: Location, model: str, digest: str, progress=print) -> tuple[bool, dict[str, UnitFile]]:
-    """Check the output against --resume/--overwrite, with the lease held; returns whether
-    this run resumes one, and the unit files already there."""
+@dataclass(frozen=True)
+class Opened:
+    """An output that passed every check, and what preparing it for this run will do."""
+
+    resuming: bool
+    found: Contents | None  # what an --overwrite deletes, or None
+
+
+def check_output(settings, loc: Location, model: str, digest: str) -> Opened:
+    """Check the output against --resume/--overwrite, with the lease held. Deletes nothing:
+    a run refused later (duplicate ids, Ray unreachable) must leave the output as it was."""
     found = contents(loc)
     if not found.holds_output():
         refuse_foreign(loc, found)
-        return False, {}
+        return Opened(False, None)
     if settings.resume:
         check_resumable(settings, loc, model, digest)
-        uncommit(loc)
-        clean_staging(loc)
-        return True, unit_files(loc)
+        return Opened(True, None)
     if not settings.overwrite:
         raise InputError(
             f"{settings.output} already holds output: pass --resume to judge only what is "
             "missing, or --overwrite to start again")
     refuse_foreign(loc, found)
-    progress(f"magistrate: --overwrite: deleting the {clear(loc, found)} file(s) an earlier run wrote "
-             f"in {settings.output}")
-    return False, {}
+    return Opened(False, found)
+
+
+def prepare_output(settings, loc: Location, opened: Opened, progress=print) -> dict[str, UnitFile]:
+    """Once nothing can refuse the run any more: take back the commit and clear what an
+    --overwrite replaces; returns the unit files already there."""
+    if opened.resuming:
+        uncommit(loc)
+        clean_staging(loc)
+        return unit_files(loc)
+    if opened.found is not None:
+        progress(f"magistrate: --overwrite: deleting the {clear(loc, opened.found)} file(s) an earlier "
+                 f"run wrote in {settings.output}")
+    return {}

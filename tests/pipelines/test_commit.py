@@ -378,3 +378,45 @@ def test_redo_judges_only_the_written_off_rows_and_keeps_the_rest(tmp_path, embe
     assert [a for a, f in zip(after, flags) if not f] == [b for b, f in zip(before, flags) if not f]
     assert not any(r["written_off"] for r in after)
     assert finished_units(out) == {unit.unit_id}
+
+
+def _earlier_output(src: str, out, model: str):
+    """An output as an earlier run left it (its unit, _run.json, summary.json, _SUCCESS),
+    written by the helpers a run uses, without Ray."""
+    from magistrate.pipelines.commit import commit, write_run_file
+    from magistrate.pipelines.judge_job import JobSettings, plan_input
+    from magistrate.pipelines.units import publish
+
+    settings = JobSettings(input=src, output=str(out), model=model, dry_run=True)
+    planned = plan_input(settings)
+    loc = locate(str(out))
+    for unit in planned.units:
+        publish(loc, unit.unit_id, _table(3), planned_rows=3, metadata={})
+    write_run_file(settings, loc, model, planned.digest)
+    commit(loc, {"complete": True})
+
+
+@pytest.mark.parametrize("refusal", ["duplicate ids", "ray unreachable"])
+def test_overwrite_refused_after_the_output_checks_keeps_the_earlier_verdicts(tmp_path, embedded_model,
+                                                                               monkeypatch, refusal):
+    """Duplicate ids, or no Ray to look for them with: the run stops before it deletes."""
+    from magistrate.pipelines import judge_job
+
+    src = _pairs(tmp_path / "in" / "pairs.jsonl")
+    out = tmp_path / "out"
+    _earlier_output(src, out, embedded_model)
+    before = _tree(out)
+
+    def unreachable():
+        raise ConnectionError("the Ray cluster is unreachable (a test double)")
+
+    def duplicates_found(*args, **kwargs):  # a test double of the distributed group-by
+        return [("p1", 2)]
+
+    monkeypatch.setattr(judge_job, "connect_ray", unreachable if refusal == "ray unreachable" else lambda: None)
+    monkeypatch.setattr(judge_job, "find_duplicate_ids", duplicates_found)
+    settings = judge_job.JobSettings(input=src, output=str(out), model=embedded_model, dry_run=True,
+                                     overwrite=True)
+    with pytest.raises(ConnectionError if refusal == "ray unreachable" else InputError):
+        judge_job.run(settings, progress=lambda *a: None)
+    assert _tree(out) == before, "nothing deleted"
