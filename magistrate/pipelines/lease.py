@@ -7,9 +7,12 @@ A second run on the same output is refused, told who holds it. A lease whose hol
 stopped heartbeating (a killed driver, a lost head node) is stale: `--resume` (and
 `--overwrite`) take it over with a warning; a fresh run is refused and told to resume.
 
-On a store that ignores `If-None-Match` (some S3-compatible servers), two runs starting
-within a moment of each other could both create the lease; the read-back after creating
-narrows that window to the store's own write race, and docs/reliability.md says so.
+On a store that ignores `If-None-Match` (some S3-compatible servers) an exclusive create
+is an ordinary PUT: any later run, however much later, would overwrite a live run's lease
+and both would write the output. So every acquisition on S3 tests the store: it asks to
+create the lease it now holds once more, and to replace it under an ETag nobody has; a
+store that accepts either is named and the run refused before it touches the output
+(docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -79,6 +82,8 @@ class Lease:
         except AlreadyExists:
             etag = cls._take_over(loc, path, data, take_over_stale)
         lease = cls(loc, record, etag)
+        if loc.is_s3:  # locally the exclusive step is the kernel's link(2)
+            lease._refuse_a_store_without_conditions(data)
         holder = lease.holder()
         if not holder or holder.get("run_id") != run_id:  # a store that ignored the condition
             raise InputError(f"{loc.uri} is held by another run: {describe(holder or {})}")
@@ -121,6 +126,32 @@ class Lease:
             return create_exclusive(loc, path, data)
         except AlreadyExists:
             raise InputError(f"{loc.uri}: another run took over the stale lease first") from None
+
+    def _refuse_a_store_without_conditions(self, data: bytes) -> None:
+        """Refused, not warned: on such a store the lease keeps no run out, and two runs
+        mixing their verdicts (or one deleting the other's staging files) cannot be undone,
+        while a refused run loses nothing. Both tests rewrite the lease with the bytes it
+        holds, so on a store that ignores them nothing changes (nor its ETag)."""
+        store = getattr(self.loc.s3, "endpoint_url", None) or "AWS S3"
+        ignored = None
+        try:
+            create_exclusive(self.loc, self.path, data)
+            ignored = "If-None-Match: *"
+        except AlreadyExists:
+            pass
+        if ignored is None:
+            try:
+                write_whole(self.loc, self.path, data, if_match='"00000000000000000000000000000000"')
+                ignored = "If-Match"
+            except AlreadyExists:
+                pass
+        if ignored:
+            self.release()
+            raise InputError(
+                f"the S3 store at {store} ignores `{ignored}` (it accepted a conditional write to "
+                f"{self.loc.uri}/{LEASE} that must fail), so it cannot keep a second run off this "
+                "output; magistrate will not write there: use a store that honours conditional "
+                "writes (AWS S3 does) or a local output")
 
     def holder(self) -> dict | None:
         found = read_bytes(self.loc, self.path)

@@ -420,3 +420,35 @@ def test_overwrite_refused_after_the_output_checks_keeps_the_earlier_verdicts(tm
     with pytest.raises(ConnectionError if refusal == "ray unreachable" else InputError):
         judge_job.run(settings, progress=lambda *a: None)
     assert _tree(out) == before, "nothing deleted"
+
+
+def _create_ignoring_if_none_match(loc, path, data):
+    """A test double of store.create_exclusive on a store that ignores `If-None-Match: *`:
+    every create is an ordinary PUT."""
+    from magistrate.pipelines.store import write_whole
+
+    return write_whole(loc, path, data)
+
+
+def _write_ignoring_if_match(loc, path, data, if_match=None):
+    """A test double of store.write_whole on a store that ignores `If-Match`."""
+    from magistrate.pipelines.store import write_whole
+
+    return write_whole(loc, path, data)
+
+
+@pytest.mark.parametrize("double", ["create_exclusive", "write_whole"])
+def test_a_store_that_ignores_conditional_writes_is_refused_naming_it(bucket, moto_url, monkeypatch, double):
+    """Such a store would let any later run take a live lease: found at acquisition."""
+    from magistrate.pipelines import lease as lease_module
+    from magistrate.pipelines.lease import LEASE, Lease
+    from magistrate.pipelines.store import join, read_bytes
+
+    fake = _create_ignoring_if_none_match if double == "create_exclusive" else _write_ignoring_if_match
+    monkeypatch.setattr(lease_module, double, fake)
+    out = locate(f"s3://{BUCKET}/{uuid.uuid4().hex[:8]}/out", moto_url)
+    with pytest.raises(InputError) as refused:
+        Lease.acquire(out, "run-one", take_over_stale=False)
+    text = str(refused.value)
+    assert moto_url in text and ("If-None-Match" in text if double == "create_exclusive" else "If-Match" in text)
+    assert read_bytes(out, join(out, LEASE)) is None, "its lease is not left behind"
