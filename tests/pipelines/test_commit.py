@@ -452,3 +452,29 @@ def test_a_store_that_ignores_conditional_writes_is_refused_naming_it(bucket, mo
     text = str(refused.value)
     assert moto_url in text and ("If-None-Match" in text if double == "create_exclusive" else "If-Match" in text)
     assert read_bytes(out, join(out, LEASE)) is None, "its lease is not left behind"
+
+
+def test_units_no_round_finished_are_written_off_and_resume_judges_them_again(tmp_path, embedded_model,
+                                                                              monkeypatch):
+    """Every judge actor dies in every round: after --max-tries rounds the unit's pairs are
+    written off, the output is not committed, and --resume takes the unit up again."""
+    from magistrate.pipelines import judge_job
+
+    rounds = []
+
+    def every_actor_dies(self, pending, progress):  # a test double of one round on the actor pool
+        rounds.append([u.unit_id for u in pending])
+        return iter(())
+
+    monkeypatch.setattr(judge_job, "connect_ray", lambda: None)
+    monkeypatch.setattr(judge_job, "find_duplicate_ids", lambda *args, **kwargs: [])
+    monkeypatch.setattr(judge_job.Job, "_round", every_actor_dies)
+    src = _pairs(tmp_path / "in" / "pairs.jsonl")
+    out = tmp_path / "out"
+    settings = judge_job.JobSettings(input=src, output=str(out), model=embedded_model, dry_run=True, max_tries=2)
+    summary = judge_job.run(settings, progress=lambda *a: None)
+    assert len(rounds) == 2 and summary["this_run"]["failed_units"] == 1
+    assert summary["complete"] is False and summary["written_off_rows"] == 3
+    assert json.loads((out / "summary.json").read_text()) == summary and not (out / "_SUCCESS").exists()
+    judge_job.run(settings.model_copy(update={"resume": True}), progress=lambda *a: None)
+    assert rounds[2] == rounds[0], "the written-off unit is judged again"
