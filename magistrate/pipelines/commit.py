@@ -33,9 +33,11 @@ SUCCESS = "_SUCCESS"
 SUMMARY = "summary.json"
 REPORT = "report.html"  # `magistrate report`'s default page
 OWN_FILES = (RUN_FILE, LEASE, SUCCESS, SUMMARY, REPORT)
-# A local staging file of one of the above, or a stale lease set aside by a take-over.
-_OWN_LEFTOVER = re.compile(r"^\.(%s)\.[0-9a-f]{8}\.tmp$|^%s\.stale-\d+$" % (
-    "|".join(re.escape(n) for n in OWN_FILES), re.escape(LEASE)))
+# A local staging file of one of the above, the lease's lock file (pipelines/store.py), or
+# a stale lease set aside by a take-over of magistrate before the lock.
+_OWN_LEFTOVER = re.compile(r"^\.(%s)\.[0-9a-f]{8}\.tmp$|^\.%s\.lock$|^%s\.stale-\d+$" % (
+    "|".join(re.escape(n) for n in OWN_FILES), re.escape(LEASE), re.escape(LEASE)))
+_LEASE_LOCK = f".{LEASE}.lock"
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ class Contents:
 
     def holds_output(self) -> bool:
         """Anything of a run, the lease of a run in progress aside."""
-        return any(os.path.basename(p) != LEASE for p in self.own)
+        return any(os.path.basename(p) not in (LEASE, _LEASE_LOCK) for p in self.own)
 
 
 def contents(loc: Location) -> Contents:
@@ -106,9 +108,9 @@ def refuse_input_inside(loc: Location, src: Location, files: list[str]) -> None:
 
 
 def clear(loc: Location, found: Contents) -> int:
-    """--overwrite: delete what magistrate wrote, and nothing else (the lease stays: the
-    run that clears holds it)."""
-    doomed = [p for p in found.own if os.path.basename(p) != LEASE]
+    """--overwrite: delete what magistrate wrote, and nothing else (the lease and its lock
+    stay: the run that clears holds it)."""
+    doomed = [p for p in found.own if os.path.basename(p) not in (LEASE, _LEASE_LOCK)]
     for path in doomed:
         delete(loc, path)
     if not loc.is_s3 and os.path.isdir(verdicts_dir(loc)) and not os.listdir(verdicts_dir(loc)):

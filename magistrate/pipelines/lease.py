@@ -2,7 +2,9 @@
 
 A run holds `OUTPUT/_lease.json` from before it looks at the output until after its
 summary: created exclusively (pipelines/store.py: a hard link locally, a conditional PUT
-with `If-None-Match: *` on S3), refreshed by a heartbeat thread, deleted on the way out.
+with `If-None-Match: *` on S3), refreshed by a heartbeat thread that replaces it only
+over its own last write (`If-Match` on S3, a compare-and-swap locally), deleted on the
+way out.
 A second run on the same output is refused, told who holds it. A lease whose holder
 stopped heartbeating (a killed driver, a lost head node) is stale: `--resume` (and
 `--overwrite`) take it over with a warning; a fresh run is refused and told to resume.
@@ -27,7 +29,8 @@ import time
 import psutil
 
 from magistrate.pipelines.sources import InputError, Location
-from magistrate.pipelines.store import AlreadyExists, create_exclusive, delete, join, read_bytes, write_whole
+from magistrate.pipelines.store import AlreadyExists, create_exclusive, delete, join, lock_name, read_bytes
+from magistrate.pipelines.store import write_whole
 
 LEASE = "_lease.json"
 HEARTBEAT_SECONDS = 15.0
@@ -110,20 +113,10 @@ class Lease:
                              "pass --resume to take it over and finish that run's work")
         print(f"magistrate: warning: taking over the lease of {loc.uri} from a run that stopped "
               f"heartbeating: {describe(holder)}", file=sys.stderr)
-        if loc.is_s3:  # replaced only if nobody else replaced it since it was read
-            try:
-                return write_whole(loc, path, data, if_match=etag)
-            except AlreadyExists:
-                raise InputError(f"{loc.uri}: another run took over the stale lease first") from None
-        # Locally: one rename of the stale lease succeeds, so one taker wins.
-        aside = f"{path}.stale-{os.getpid()}"
+        # Replaced only if nobody replaced it since it was read (store.write_whole: a
+        # conditional PUT on S3, a compare-and-swap locally), so of two takers one wins.
         try:
-            os.rename(path, aside)
-        except FileNotFoundError:
-            raise InputError(f"{loc.uri}: another run took over the stale lease first") from None
-        os.unlink(aside)
-        try:
-            return create_exclusive(loc, path, data)
+            return write_whole(loc, path, data, if_match=etag)
         except AlreadyExists:
             raise InputError(f"{loc.uri}: another run took over the stale lease first") from None
 
@@ -195,3 +188,5 @@ class Lease:
         holder = self.holder()
         if holder and holder.get("run_id") == self.record["run_id"]:
             delete(self.loc, self.path)
+            if not self.loc.is_s3:  # the heartbeat's lock file: nobody else uses a live lease's
+                delete(self.loc, lock_name(self.path))

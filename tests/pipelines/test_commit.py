@@ -478,3 +478,82 @@ def test_units_no_round_finished_are_written_off_and_resume_judges_them_again(tm
     assert json.loads((out / "summary.json").read_text()) == summary and not (out / "_SUCCESS").exists()
     judge_job.run(settings.model_copy(update={"resume": True}), progress=lambda *a: None)
     assert rounds[2] == rounds[0], "the written-off unit is judged again"
+
+
+def test_two_takers_of_a_stale_local_lease_one_wins(tmp_path, monkeypatch):
+    """Both read the stale lease before either replaces it, and the second acts only after
+    the first holds the lease: the second must find it changed, not take it."""
+    import threading
+
+    from magistrate.pipelines import lease as lease_module
+    from magistrate.pipelines.lease import LEASE, Lease
+    from magistrate.pipelines.store import read_bytes
+
+    uri = str(tmp_path / "out")
+    out = locate(uri)
+    dead = {"run_id": "run-dead", "host": "gone-host", "pid": 1234, "pid_started": 0.0,
+            "since": "2026-01-01T00:00:00Z", "heartbeat": time.time() - 10 * lease_module.STALE_SECONDS}
+    _put(uri, None, LEASE, json.dumps(dead).encode())
+    both_read, first_holds = threading.Barrier(2), threading.Event()
+    seen = threading.local()
+
+    def read_then_wait(loc, path):  # a test double of store.read_bytes: the takers' worst order
+        found = read_bytes(loc, path)
+        if threading.current_thread().name in ("first", "second") and not getattr(seen, "read", False):
+            seen.read = True
+            both_read.wait(timeout=30)
+            if threading.current_thread().name == "second":
+                first_holds.wait(timeout=30)
+        return found
+
+    monkeypatch.setattr(lease_module, "read_bytes", read_then_wait)
+    results = {}
+
+    def take(name):
+        try:
+            results[name] = Lease.acquire(out, f"run-{name}", take_over_stale=True)
+        except InputError as exc:
+            results[name] = exc
+        finally:
+            if name == "first":
+                first_holds.set()
+
+    takers = [threading.Thread(target=take, args=(n,), name=n) for n in ("first", "second")]
+    for t in takers:
+        t.start()
+    for t in takers:
+        t.join(timeout=60)
+    assert isinstance(results["first"], Lease), results
+    assert isinstance(results["second"], InputError) and "took over the stale lease first" in str(results["second"])
+    assert results["first"].holder()["run_id"] == "run-first"
+    results["first"].release()
+
+
+def test_a_local_conditional_replace_refuses_a_changed_file(tmp_path):
+    """The heartbeat's replace, locally as on S3: only over the bytes it last wrote."""
+    from magistrate.pipelines.store import AlreadyExists, create_exclusive, read_bytes, write_whole
+
+    out = locate(str(tmp_path / "out"))
+    path = f"{out.path}/_lease.json"
+    etag = create_exclusive(out, path, b"mine")
+    assert etag and read_bytes(out, path)[1] == etag
+    etag = write_whole(out, path, b"mine, later", if_match=etag)
+    _put(out.uri, None, "_lease.json", b"another run's")
+    with pytest.raises(AlreadyExists):
+        write_whole(out, path, b"mine, again", if_match=etag)
+    assert read_bytes(out, path)[0] == b"another run's"
+
+
+def test_a_released_local_lease_leaves_no_lock_file(tmp_path, monkeypatch):
+    from magistrate.pipelines import lease as lease_module
+    from magistrate.pipelines.lease import Lease
+
+    monkeypatch.setattr(lease_module, "HEARTBEAT_SECONDS", 0.1)
+    out = locate(str(tmp_path / "out"))
+    with Lease.acquire(out, "run-beat", take_over_stale=False) as held:
+        first = held.holder()["heartbeat"]
+        deadline = time.monotonic() + 20
+        while held.holder()["heartbeat"] == first:  # a conditional replace: under the lock
+            assert time.monotonic() < deadline, "no heartbeat"
+            time.sleep(0.05)
+    assert os.listdir(out.path) == []
