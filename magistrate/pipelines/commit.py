@@ -33,9 +33,11 @@ SUCCESS = "_SUCCESS"
 SUMMARY = "summary.json"
 REPORT = "report.html"  # `magistrate report`'s default page
 OWN_FILES = (RUN_FILE, LEASE, SUCCESS, SUMMARY, REPORT)
-# A local staging file of one of the above, or a stale lease set aside by a take-over.
-_OWN_LEFTOVER = re.compile(r"^\.(%s)\.[0-9a-f]{8}\.tmp$|^%s\.stale-\d+$" % (
-    "|".join(re.escape(n) for n in OWN_FILES), re.escape(LEASE)))
+# A local staging file of one of the above, the lease's lock file (pipelines/store.py), or
+# a stale lease set aside by a take-over of magistrate before the lock.
+_OWN_LEFTOVER = re.compile(r"^\.(%s)\.[0-9a-f]{8}\.tmp$|^\.%s\.lock$|^%s\.stale-\d+$" % (
+    "|".join(re.escape(n) for n in OWN_FILES), re.escape(LEASE), re.escape(LEASE)))
+_LEASE_LOCK = f".{LEASE}.lock"
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ class Contents:
 
     def holds_output(self) -> bool:
         """Anything of a run, the lease of a run in progress aside."""
-        return any(os.path.basename(p) != LEASE for p in self.own)
+        return any(os.path.basename(p) not in (LEASE, _LEASE_LOCK) for p in self.own)
 
 
 def contents(loc: Location) -> Contents:
@@ -106,9 +108,9 @@ def refuse_input_inside(loc: Location, src: Location, files: list[str]) -> None:
 
 
 def clear(loc: Location, found: Contents) -> int:
-    """--overwrite: delete what magistrate wrote, and nothing else (the lease stays: the
-    run that clears holds it)."""
-    doomed = [p for p in found.own if os.path.basename(p) != LEASE]
+    """--overwrite: delete what magistrate wrote, and nothing else (the lease and its lock
+    stay: the run that clears holds it)."""
+    doomed = [p for p in found.own if os.path.basename(p) not in (LEASE, _LEASE_LOCK)]
     for path in doomed:
         delete(loc, path)
     if not loc.is_s3 and os.path.isdir(verdicts_dir(loc)) and not os.listdir(verdicts_dir(loc)):
@@ -205,23 +207,40 @@ def check_resumable(settings, loc: Location, model: str, digest: str) -> None:
                          "or start again with --overwrite")
 
 
-def open_output(settings, loc: Location, model: str, digest: str, progress=print) -> tuple[bool, dict[str, UnitFile]]:
-    """Check the output against --resume/--overwrite, with the lease held; returns whether
-    this run resumes one, and the unit files already there."""
+@dataclass(frozen=True)
+class Opened:
+    """An output that passed every check, and what preparing it for this run will do."""
+
+    resuming: bool
+    found: Contents | None  # what an --overwrite deletes, or None
+
+
+def check_output(settings, loc: Location, model: str, digest: str) -> Opened:
+    """Check the output against --resume/--overwrite, with the lease held. Deletes nothing:
+    a run refused later (duplicate ids, Ray unreachable) must leave the output as it was."""
     found = contents(loc)
     if not found.holds_output():
         refuse_foreign(loc, found)
-        return False, {}
+        return Opened(False, None)
     if settings.resume:
         check_resumable(settings, loc, model, digest)
-        uncommit(loc)
-        clean_staging(loc)
-        return True, unit_files(loc)
+        return Opened(True, None)
     if not settings.overwrite:
         raise InputError(
             f"{settings.output} already holds output: pass --resume to judge only what is "
             "missing, or --overwrite to start again")
     refuse_foreign(loc, found)
-    progress(f"magistrate: --overwrite: deleting the {clear(loc, found)} file(s) an earlier run wrote "
-             f"in {settings.output}")
-    return False, {}
+    return Opened(False, found)
+
+
+def prepare_output(settings, loc: Location, opened: Opened, progress=print) -> dict[str, UnitFile]:
+    """Once nothing can refuse the run any more: take back the commit and clear what an
+    --overwrite replaces; returns the unit files already there."""
+    if opened.resuming:
+        uncommit(loc)
+        clean_staging(loc)
+        return unit_files(loc)
+    if opened.found is not None:
+        progress(f"magistrate: --overwrite: deleting the {clear(loc, opened.found)} file(s) an earlier "
+                 f"run wrote in {settings.output}")
+    return {}

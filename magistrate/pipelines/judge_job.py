@@ -23,7 +23,8 @@ from magistrate.judges.core import JudgeSettings
 from magistrate.model_files import load_config, resolve_model
 from magistrate.pairs import INVALID, MAX_FIELD_CHARS
 from magistrate.pipelines.capacity import CapacityRequest, cluster_nodes, plan_pool
-from magistrate.pipelines.commit import commit, open_output, reconcile, refuse_input_inside, write_run_file
+from magistrate.pipelines.commit import check_output, commit, prepare_output, reconcile, refuse_input_inside
+from magistrate.pipelines.commit import write_run_file
 from magistrate.pipelines.duplicate_ids import duplicate_message, find_duplicate_ids
 from magistrate.pipelines.estimate import gpu_hours, parameter_count
 from magistrate.pipelines.lease import Lease
@@ -158,19 +159,22 @@ class Job:
 
     def open(self, progress) -> list[Unit]:
         """Check the output (pipelines/commit.py), and the units this run judges: those
-        without a finished file; a whole file with written-off rows is judged again in part."""
+        without a finished file; a whole file with written-off rows is judged again in part.
+        Every check that can refuse the run comes before anything is deleted."""
         units = self.planned.units
-        resuming, found = open_output(self.settings, self.out, self.model, self.planned.digest, progress)
-        redo = {unit_id for unit_id, f in found.items() if f.whole and f.written_off}
-        todo = [dataclasses.replace(u, redo=u.unit_id in redo) for u in units
-                if not (u.unit_id in found and found[u.unit_id].finished)]
+        opened = check_output(self.settings, self.out, self.model, self.planned.digest)
         connect_ray()
-        if not resuming:  # a resumed run's input passed this check before its _run.json was written
+        if not opened.resuming:  # a resumed run's input passed this check before its _run.json was written
             duplicates = find_duplicate_ids(self.settings.input, self.settings.s3_endpoint_url, units,
                                             self.planned.mapping, self.planned.preset)
             if duplicates:
                 raise InputError(duplicate_message(duplicates))
+        found = prepare_output(self.settings, self.out, opened, progress)
+        if not opened.resuming:
             write_run_file(self.settings, self.out, self.model, self.planned.digest)
+        redo = {unit_id for unit_id, f in found.items() if f.whole and f.written_off}
+        todo = [dataclasses.replace(u, redo=u.unit_id in redo) for u in units
+                if not (u.unit_id in found and found[u.unit_id].finished)]
         progress(f"magistrate: {len(self.planned.files)} input file(s), {len(units)} units "
                  f"({len(units) - len(todo)} already done"
                  f"{f', {len(redo)} with written-off rows to judge again' if redo else ''}), "

@@ -2,14 +2,19 @@
 
 A run holds `OUTPUT/_lease.json` from before it looks at the output until after its
 summary: created exclusively (pipelines/store.py: a hard link locally, a conditional PUT
-with `If-None-Match: *` on S3), refreshed by a heartbeat thread, deleted on the way out.
+with `If-None-Match: *` on S3), refreshed by a heartbeat thread that replaces it only
+over its own last write (`If-Match` on S3, a compare-and-swap locally), deleted on the
+way out.
 A second run on the same output is refused, told who holds it. A lease whose holder
 stopped heartbeating (a killed driver, a lost head node) is stale: `--resume` (and
 `--overwrite`) take it over with a warning; a fresh run is refused and told to resume.
 
-On a store that ignores `If-None-Match` (some S3-compatible servers), two runs starting
-within a moment of each other could both create the lease; the read-back after creating
-narrows that window to the store's own write race, and docs/reliability.md says so.
+On a store that ignores `If-None-Match` (some S3-compatible servers) an exclusive create
+is an ordinary PUT: any later run, however much later, would overwrite a live run's lease
+and both would write the output. So every acquisition on S3 tests the store: it asks to
+create the lease it now holds once more, and to replace it under an ETag nobody has; a
+store that accepts either is named and the run refused before it touches the output
+(docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ import time
 import psutil
 
 from magistrate.pipelines.sources import InputError, Location
-from magistrate.pipelines.store import AlreadyExists, create_exclusive, delete, join, read_bytes, write_whole
+from magistrate.pipelines.store import AlreadyExists, create_exclusive, delete, join, lock_name, read_bytes
+from magistrate.pipelines.store import write_whole
 
 LEASE = "_lease.json"
 HEARTBEAT_SECONDS = 15.0
@@ -79,6 +85,8 @@ class Lease:
         except AlreadyExists:
             etag = cls._take_over(loc, path, data, take_over_stale)
         lease = cls(loc, record, etag)
+        if loc.is_s3:  # locally the exclusive step is the kernel's link(2)
+            lease._refuse_a_store_without_conditions(data)
         holder = lease.holder()
         if not holder or holder.get("run_id") != run_id:  # a store that ignored the condition
             raise InputError(f"{loc.uri} is held by another run: {describe(holder or {})}")
@@ -105,22 +113,38 @@ class Lease:
                              "pass --resume to take it over and finish that run's work")
         print(f"magistrate: warning: taking over the lease of {loc.uri} from a run that stopped "
               f"heartbeating: {describe(holder)}", file=sys.stderr)
-        if loc.is_s3:  # replaced only if nobody else replaced it since it was read
-            try:
-                return write_whole(loc, path, data, if_match=etag)
-            except AlreadyExists:
-                raise InputError(f"{loc.uri}: another run took over the stale lease first") from None
-        # Locally: one rename of the stale lease succeeds, so one taker wins.
-        aside = f"{path}.stale-{os.getpid()}"
+        # Replaced only if nobody replaced it since it was read (store.write_whole: a
+        # conditional PUT on S3, a compare-and-swap locally), so of two takers one wins.
         try:
-            os.rename(path, aside)
-        except FileNotFoundError:
-            raise InputError(f"{loc.uri}: another run took over the stale lease first") from None
-        os.unlink(aside)
-        try:
-            return create_exclusive(loc, path, data)
+            return write_whole(loc, path, data, if_match=etag)
         except AlreadyExists:
             raise InputError(f"{loc.uri}: another run took over the stale lease first") from None
+
+    def _refuse_a_store_without_conditions(self, data: bytes) -> None:
+        """Refused, not warned: on such a store the lease keeps no run out, and two runs
+        mixing their verdicts (or one deleting the other's staging files) cannot be undone,
+        while a refused run loses nothing. Both tests rewrite the lease with the bytes it
+        holds, so on a store that ignores them nothing changes (nor its ETag)."""
+        store = getattr(self.loc.s3, "endpoint_url", None) or "AWS S3"
+        ignored = None
+        try:
+            create_exclusive(self.loc, self.path, data)
+            ignored = "If-None-Match: *"
+        except AlreadyExists:
+            pass
+        if ignored is None:
+            try:
+                write_whole(self.loc, self.path, data, if_match='"00000000000000000000000000000000"')
+                ignored = "If-Match"
+            except AlreadyExists:
+                pass
+        if ignored:
+            self.release()
+            raise InputError(
+                f"the S3 store at {store} ignores `{ignored}` (it accepted a conditional write to "
+                f"{self.loc.uri}/{LEASE} that must fail), so it cannot keep a second run off this "
+                "output; magistrate will not write there: use a store that honours conditional "
+                "writes (AWS S3 does) or a local output")
 
     def holder(self) -> dict | None:
         found = read_bytes(self.loc, self.path)
@@ -164,3 +188,5 @@ class Lease:
         holder = self.holder()
         if holder and holder.get("run_id") == self.record["run_id"]:
             delete(self.loc, self.path)
+            if not self.loc.is_s3:  # the heartbeat's lock file: nobody else uses a live lease's
+                delete(self.loc, lock_name(self.path))

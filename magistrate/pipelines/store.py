@@ -9,10 +9,17 @@ close would publish whatever had been written when an exception or SIGTERM close
 
 `create_exclusive` is the lease's primitive: an exclusive create, locally a hard link of
 a staged file (fails if the name exists), on S3 a conditional PUT (`If-None-Match: *`).
+A replace `if_match` an ETag is, on S3, a conditional PUT (`If-Match`); locally a
+compare-and-swap under flock(2) on a lock file beside the target, with the MD5 of the
+bytes as the ETag (what S3 gives for one PUT). flock, not a lock file created
+exclusively: the kernel drops it when its holder dies, so a killed run cannot leave it held.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import os
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -56,10 +63,32 @@ def _staged(path: str, data: bytes) -> str:
     return staging
 
 
+def local_etag(data: bytes) -> str:
+    return f'"{hashlib.md5(data).hexdigest()}"'
+
+
+def lock_name(path: str) -> str:
+    """The lock file of a local conditional replace of `path` (hidden, like staging files)."""
+    head, tail = os.path.split(path)
+    return os.path.join(head, f".{tail}.lock")
+
+
+@contextlib.contextmanager
+def _locked(path: str):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(lock_name(path), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def write_whole(loc: Location, path: str, data: bytes, if_match: str | None = None) -> str | None:
     """Store `data` under `path` (a path as loc's filesystem takes it), whole or not at
-    all; returns the S3 ETag (None locally). `if_match`: on S3, only if the object still
-    has this ETag (AlreadyExists otherwise)."""
+    all; returns the ETag (locally only of a conditional replace: hashing every unit file
+    would cost the data plane for nothing). `if_match`: only if the file still has this
+    ETag (AlreadyExists otherwise)."""
     if loc.is_s3:
         kwargs = {"IfMatch": if_match} if if_match else {}
         try:
@@ -69,13 +98,24 @@ def write_whole(loc: Location, path: str, data: bytes, if_match: str | None = No
                 raise AlreadyExists(path) from exc
             raise
         return (answer or {}).get("ETag")
+    if if_match is None:
+        _replace(path, data)
+        return None
+    with _locked(path):
+        found = read_bytes(loc, path)
+        if found is None or found[1] != if_match:
+            raise AlreadyExists(path)
+        _replace(path, data)
+    return local_etag(data)
+
+
+def _replace(path: str, data: bytes) -> None:
     staging = _staged(path, data)
     try:
         os.replace(staging, path)
     finally:
         if os.path.exists(staging):
             os.unlink(staging)
-    return None
 
 
 def create_exclusive(loc: Location, path: str, data: bytes) -> str | None:
@@ -95,11 +135,11 @@ def create_exclusive(loc: Location, path: str, data: bytes) -> str | None:
         raise AlreadyExists(path) from None
     finally:
         os.unlink(staging)
-    return None
+    return local_etag(data)
 
 
 def read_bytes(loc: Location, path: str) -> tuple[bytes, str | None] | None:
-    """The file's bytes and (on S3) its ETag, or None when there is no such file."""
+    """The file's bytes and its ETag, or None when there is no such file."""
     if loc.is_s3:
         try:
             etag = loc.s3.info(path).get("ETag")
@@ -108,9 +148,10 @@ def read_bytes(loc: Location, path: str) -> tuple[bytes, str | None] | None:
             return None
     try:
         with open(path, "rb") as f:
-            return f.read(), None
+            data = f.read()
     except FileNotFoundError:
         return None
+    return data, local_etag(data)
 
 
 def delete(loc: Location, path: str) -> None:

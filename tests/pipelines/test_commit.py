@@ -378,3 +378,182 @@ def test_redo_judges_only_the_written_off_rows_and_keeps_the_rest(tmp_path, embe
     assert [a for a, f in zip(after, flags) if not f] == [b for b, f in zip(before, flags) if not f]
     assert not any(r["written_off"] for r in after)
     assert finished_units(out) == {unit.unit_id}
+
+
+def _earlier_output(src: str, out, model: str):
+    """An output as an earlier run left it (its unit, _run.json, summary.json, _SUCCESS),
+    written by the helpers a run uses, without Ray."""
+    from magistrate.pipelines.commit import commit, write_run_file
+    from magistrate.pipelines.judge_job import JobSettings, plan_input
+    from magistrate.pipelines.units import publish
+
+    settings = JobSettings(input=src, output=str(out), model=model, dry_run=True)
+    planned = plan_input(settings)
+    loc = locate(str(out))
+    for unit in planned.units:
+        publish(loc, unit.unit_id, _table(3), planned_rows=3, metadata={})
+    write_run_file(settings, loc, model, planned.digest)
+    commit(loc, {"complete": True})
+
+
+@pytest.mark.parametrize("refusal", ["duplicate ids", "ray unreachable"])
+def test_overwrite_refused_after_the_output_checks_keeps_the_earlier_verdicts(tmp_path, embedded_model,
+                                                                               monkeypatch, refusal):
+    """Duplicate ids, or no Ray to look for them with: the run stops before it deletes."""
+    from magistrate.pipelines import judge_job
+
+    src = _pairs(tmp_path / "in" / "pairs.jsonl")
+    out = tmp_path / "out"
+    _earlier_output(src, out, embedded_model)
+    before = _tree(out)
+
+    def unreachable():
+        raise ConnectionError("the Ray cluster is unreachable (a test double)")
+
+    def duplicates_found(*args, **kwargs):  # a test double of the distributed group-by
+        return [("p1", 2)]
+
+    monkeypatch.setattr(judge_job, "connect_ray", unreachable if refusal == "ray unreachable" else lambda: None)
+    monkeypatch.setattr(judge_job, "find_duplicate_ids", duplicates_found)
+    settings = judge_job.JobSettings(input=src, output=str(out), model=embedded_model, dry_run=True,
+                                     overwrite=True)
+    with pytest.raises(ConnectionError if refusal == "ray unreachable" else InputError):
+        judge_job.run(settings, progress=lambda *a: None)
+    assert _tree(out) == before, "nothing deleted"
+
+
+def _create_ignoring_if_none_match(loc, path, data):
+    """A test double of store.create_exclusive on a store that ignores `If-None-Match: *`:
+    every create is an ordinary PUT."""
+    from magistrate.pipelines.store import write_whole
+
+    return write_whole(loc, path, data)
+
+
+def _write_ignoring_if_match(loc, path, data, if_match=None):
+    """A test double of store.write_whole on a store that ignores `If-Match`."""
+    from magistrate.pipelines.store import write_whole
+
+    return write_whole(loc, path, data)
+
+
+@pytest.mark.parametrize("double", ["create_exclusive", "write_whole"])
+def test_a_store_that_ignores_conditional_writes_is_refused_naming_it(bucket, moto_url, monkeypatch, double):
+    """Such a store would let any later run take a live lease: found at acquisition."""
+    from magistrate.pipelines import lease as lease_module
+    from magistrate.pipelines.lease import LEASE, Lease
+    from magistrate.pipelines.store import join, read_bytes
+
+    fake = _create_ignoring_if_none_match if double == "create_exclusive" else _write_ignoring_if_match
+    monkeypatch.setattr(lease_module, double, fake)
+    out = locate(f"s3://{BUCKET}/{uuid.uuid4().hex[:8]}/out", moto_url)
+    with pytest.raises(InputError) as refused:
+        Lease.acquire(out, "run-one", take_over_stale=False)
+    text = str(refused.value)
+    assert moto_url in text and ("If-None-Match" in text if double == "create_exclusive" else "If-Match" in text)
+    assert read_bytes(out, join(out, LEASE)) is None, "its lease is not left behind"
+
+
+def test_units_no_round_finished_are_written_off_and_resume_judges_them_again(tmp_path, embedded_model,
+                                                                              monkeypatch):
+    """Every judge actor dies in every round: after --max-tries rounds the unit's pairs are
+    written off, the output is not committed, and --resume takes the unit up again."""
+    from magistrate.pipelines import judge_job
+
+    rounds = []
+
+    def every_actor_dies(self, pending, progress):  # a test double of one round on the actor pool
+        rounds.append([u.unit_id for u in pending])
+        return iter(())
+
+    monkeypatch.setattr(judge_job, "connect_ray", lambda: None)
+    monkeypatch.setattr(judge_job, "find_duplicate_ids", lambda *args, **kwargs: [])
+    monkeypatch.setattr(judge_job.Job, "_round", every_actor_dies)
+    src = _pairs(tmp_path / "in" / "pairs.jsonl")
+    out = tmp_path / "out"
+    settings = judge_job.JobSettings(input=src, output=str(out), model=embedded_model, dry_run=True, max_tries=2)
+    summary = judge_job.run(settings, progress=lambda *a: None)
+    assert len(rounds) == 2 and summary["this_run"]["failed_units"] == 1
+    assert summary["complete"] is False and summary["written_off_rows"] == 3
+    assert json.loads((out / "summary.json").read_text()) == summary and not (out / "_SUCCESS").exists()
+    judge_job.run(settings.model_copy(update={"resume": True}), progress=lambda *a: None)
+    assert rounds[2] == rounds[0], "the written-off unit is judged again"
+
+
+def test_two_takers_of_a_stale_local_lease_one_wins(tmp_path, monkeypatch):
+    """Both read the stale lease before either replaces it, and the second acts only after
+    the first holds the lease: the second must find it changed, not take it."""
+    import threading
+
+    from magistrate.pipelines import lease as lease_module
+    from magistrate.pipelines.lease import LEASE, Lease
+    from magistrate.pipelines.store import read_bytes
+
+    uri = str(tmp_path / "out")
+    out = locate(uri)
+    dead = {"run_id": "run-dead", "host": "gone-host", "pid": 1234, "pid_started": 0.0,
+            "since": "2026-01-01T00:00:00Z", "heartbeat": time.time() - 10 * lease_module.STALE_SECONDS}
+    _put(uri, None, LEASE, json.dumps(dead).encode())
+    both_read, first_holds = threading.Barrier(2), threading.Event()
+    seen = threading.local()
+
+    def read_then_wait(loc, path):  # a test double of store.read_bytes: the takers' worst order
+        found = read_bytes(loc, path)
+        if threading.current_thread().name in ("first", "second") and not getattr(seen, "read", False):
+            seen.read = True
+            both_read.wait(timeout=30)
+            if threading.current_thread().name == "second":
+                first_holds.wait(timeout=30)
+        return found
+
+    monkeypatch.setattr(lease_module, "read_bytes", read_then_wait)
+    results = {}
+
+    def take(name):
+        try:
+            results[name] = Lease.acquire(out, f"run-{name}", take_over_stale=True)
+        except InputError as exc:
+            results[name] = exc
+        finally:
+            if name == "first":
+                first_holds.set()
+
+    takers = [threading.Thread(target=take, args=(n,), name=n) for n in ("first", "second")]
+    for t in takers:
+        t.start()
+    for t in takers:
+        t.join(timeout=60)
+    assert isinstance(results["first"], Lease), results
+    assert isinstance(results["second"], InputError) and "took over the stale lease first" in str(results["second"])
+    assert results["first"].holder()["run_id"] == "run-first"
+    results["first"].release()
+
+
+def test_a_local_conditional_replace_refuses_a_changed_file(tmp_path):
+    """The heartbeat's replace, locally as on S3: only over the bytes it last wrote."""
+    from magistrate.pipelines.store import AlreadyExists, create_exclusive, read_bytes, write_whole
+
+    out = locate(str(tmp_path / "out"))
+    path = f"{out.path}/_lease.json"
+    etag = create_exclusive(out, path, b"mine")
+    assert etag and read_bytes(out, path)[1] == etag
+    etag = write_whole(out, path, b"mine, later", if_match=etag)
+    _put(out.uri, None, "_lease.json", b"another run's")
+    with pytest.raises(AlreadyExists):
+        write_whole(out, path, b"mine, again", if_match=etag)
+    assert read_bytes(out, path)[0] == b"another run's"
+
+
+def test_a_released_local_lease_leaves_no_lock_file(tmp_path, monkeypatch):
+    from magistrate.pipelines import lease as lease_module
+    from magistrate.pipelines.lease import Lease
+
+    monkeypatch.setattr(lease_module, "HEARTBEAT_SECONDS", 0.1)
+    out = locate(str(tmp_path / "out"))
+    with Lease.acquire(out, "run-beat", take_over_stale=False) as held:
+        first = held.holder()["heartbeat"]
+        deadline = time.monotonic() + 20
+        while held.holder()["heartbeat"] == first:  # a conditional replace: under the lock
+            assert time.monotonic() < deadline, "no heartbeat"
+            time.sleep(0.05)
+    assert os.listdir(out.path) == []
