@@ -27,7 +27,18 @@ _LABELS = {"a": "A", "1": "A", "1.0": "A", "model_a": "A",
 
 def derived_id(prompt: Any, response_a: Any, response_b: Any) -> str:
     """A stable id from content, for rows that come without one."""
-    values = [prompt, response_a, response_b]
+    return _digest([prompt, response_a, response_b])
+
+
+def place_id(path: str, where: str) -> str:
+    """The id of a row that cannot be judged and comes without one: from its place (the
+    file's full path and the line or row), since such rows often share their content (two
+    lines `{"note": 1}`, or `{not json` at line 1 of a/x.jsonl and of b/x.jsonl) and would
+    otherwise share an id, which refuses the whole job as duplicate ids."""
+    return _digest(["place", path, where])
+
+
+def _digest(values: list) -> str:
     try:
         payload = json.dumps(values, ensure_ascii=False, sort_keys=True).encode("utf-8")
     except (TypeError, ValueError, UnicodeEncodeError):
@@ -140,7 +151,18 @@ class _DuplicateKey(ValueError):
     pass
 
 
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict:
+class _InvalidKey(ValueError):
+    pass
+
+
+def _checked_object(pairs: list[tuple[str, Any]]) -> dict:
+    """A JSON object whose keys are each valid Unicode and given once. A key holding a lone
+    surrogate (`"\\ud800"`) could not be written as a column name: it is told here, not
+    met later as an encoding error."""
+    for key, _ in pairs:
+        _, problem = as_text("key", key)
+        if problem:
+            raise _InvalidKey(problem)
     record = dict(pairs)
     if len(record) != len(pairs):
         twice = next(k for k, n in Counter(k for k, _ in pairs).items() if n > 1)
@@ -164,9 +186,11 @@ def _depth(value: Any, limit: int = _DEPTH) -> int:
 def parse_line(text: str) -> tuple[dict, str | None]:
     """A JSON line -> (record, None), or ({}, the problem): never an exception."""
     try:
-        record = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+        record = json.loads(text, object_pairs_hook=_checked_object)
     except _DuplicateKey as exc:
-        return {}, f"key {str(exc)[:80]!r} appears more than once in this JSON object; keep one"
+        return {}, f"key {safe_text(str(exc))[:80]!r} appears more than once in this JSON object; keep one"
+    except _InvalidKey as exc:
+        return {}, f"a JSON object {exc}"
     except RecursionError:
         return {}, f"JSON nested too deeply (more than {_DEPTH} levels)"
     except json.JSONDecodeError as exc:

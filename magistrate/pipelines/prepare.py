@@ -23,10 +23,11 @@ from magistrate.pairs import (
     derived_id,
     normalise_label,
     parse_line,
+    place_id,
     row_problem,
     safe_text,
 )
-from magistrate.pipelines.reading import READ_PROBLEM, TEXT, WHERE, peek_columns, read_unit
+from magistrate.pipelines.reading import Rows, peek_columns, read_unit
 from magistrate.pipelines.sources import Location, list_input_files, locate, resolve_mapping
 from magistrate.pipelines.units import Unit, plan_units
 from magistrate.schema import VERDICT_FIELDS
@@ -46,12 +47,25 @@ def _json_text(value: Any) -> str:
 
 
 def _column_from_values(values: list) -> pa.Array:
-    """Typed where Arrow can hold the values; their JSON text where it cannot (mixed types,
-    integers past int64, invalid Unicode): a passthrough column never fails a unit."""
+    """Typed where Arrow and Parquet can hold the values; their JSON text where they cannot
+    (mixed types, integers past int64, invalid Unicode, an empty object `{}`, which Parquet
+    cannot write as a struct with no fields): a passthrough column never fails a unit."""
     try:
-        return pa.array(values)
+        column = pa.array(values)
+        if _parquet_holds(column.type):
+            return column
     except (pa.ArrowException, OverflowError, UnicodeEncodeError, RecursionError, TypeError):
-        return pa.array([None if v is None else _json_text(v) for v in values], pa.string())
+        pass
+    return pa.array([None if v is None else _json_text(v) for v in values], pa.string())
+
+
+def _parquet_holds(type_: pa.DataType) -> bool:
+    """False for a type with a struct of no fields anywhere inside (`{}`, `[{}]`, `{"a": {}}`)."""
+    if pa.types.is_struct(type_):
+        return type_.num_fields > 0 and all(_parquet_holds(f.type) for f in type_)
+    if pa.types.is_list(type_) or pa.types.is_large_list(type_):
+        return _parquet_holds(type_.value_type)
+    return True
 
 
 def _row_id(given: Any) -> tuple[str | None, str | None]:
@@ -61,44 +75,39 @@ def _row_id(given: Any) -> tuple[str | None, str | None]:
     return as_text("id", given if isinstance(given, (str, bytes)) else str(given), 10_000)
 
 
-def prepare_batch(batch: pa.Table, mapping: dict[str, str], preset: str,
+def prepare_batch(rows: Rows, mapping: dict[str, str], preset: str,
                   max_chars: int = MAX_FIELD_CHARS) -> pa.Table:
     """Standard columns, stable ids, normalised labels, and `_invalid` per row (naming the
-    row's place in its file, when the reader gave one: pipelines/reading.py).
+    row's place in its file: pipelines/reading.py).
 
     `prompt` is always text (a multi-turn prompt as its JSON); `prompt_messages` holds a
     multi-turn prompt as typed messages, null otherwise."""
-    json_lines = TEXT in batch.column_names  # a JSONL unit comes as its lines
     source = {target: mapping.get(target, target) for target in _BUILT}
     source_names = set(source.values())
-    n = batch.num_rows
-    wheres = batch.column(WHERE).to_pylist() if WHERE in batch.column_names else [None] * n
-    read_problems = batch.column(READ_PROBLEM).to_pylist() if READ_PROBLEM in batch.column_names else [None] * n
-    reader_columns = {WHERE, READ_PROBLEM, TEXT if json_lines else None}
-    if json_lines:
+    if rows.lines is not None:  # a JSONL unit comes as its lines
         records, parse_problems = [], []
-        for text, read_problem in zip(batch.column(TEXT).to_pylist(), read_problems):
+        for text, read_problem in zip(rows.lines, rows.problems):
             record, problem = ({}, read_problem) if read_problem else parse_line(text)
             records.append(record)
             parse_problems.append(problem)
         keys = list(dict.fromkeys(k for r in records for k in r if k not in source_names))
         passthrough = {k: _column_from_values([r.get(k) for r in records]) for k in keys}
     else:
+        batch = rows.columns
         records = batch.select([c for c in batch.column_names if c in source_names]).to_pylist()
-        parse_problems = read_problems
-        passthrough = {c: batch.column(c) for c in batch.column_names
-                       if c not in source_names and c not in reader_columns}
+        parse_problems = rows.problems
+        passthrough = {c: batch.column(c) for c in batch.column_names if c not in source_names}
 
     ids, prompts, messages, resp_a, resp_b, labels, problems = [], [], [], [], [], [], []
-    for record, parse_problem, where in zip(records, parse_problems, wheres):
+    for record, parse_problem, where in zip(records, parse_problems, rows.wheres):
         prompt = record.get(source["prompt"])
         a, b = record.get(source["response_a"]), record.get(source["response_b"])
         label, label_problem = normalise_label(record.get(source["label"]))
         given_id, id_problem = _row_id(record.get(source["id"]))
-        ids.append(given_id or derived_id(
-            prompt if parse_problem is None else f"{where}: {parse_problem}", a, b))
         problem = parse_problem or id_problem or row_problem(prompt, a, b, max_chars) or label_problem
-        problems.append(f"{where}: {problem}" if problem and where else problem)
+        # A row that cannot be judged is told apart by its place, not its content.
+        ids.append(given_id or (place_id(rows.path, where) if problem else derived_id(prompt, a, b)))
+        problems.append(f"{where}: {problem}" if problem else problem)
         labels.append(label)
         # A judgeable row's text fields are valid text already (a binary column's are
         # bytes, decoded here); any other row keeps whatever it held as text.
@@ -122,8 +131,9 @@ def prepare_batch(batch: pa.Table, mapping: dict[str, str], preset: str,
     renames = {src: target for target, src in mapping.items() if target not in _BUILT}
     for name, values in passthrough.items():
         name = renames.get(name, name)
-        # A passthrough column named like a verdict field keeps its data as input_<name>.
-        if name in VERDICT_FIELDS.names or name in columns:
+        # A passthrough column named like a verdict field or one this step builds keeps its
+        # data as input_<name>.
+        if name in VERDICT_FIELDS.names or name in columns or name == INVALID:
             name = f"input_{name}"
         columns[name] = values
     columns[INVALID] = pa.array(problems, pa.string())

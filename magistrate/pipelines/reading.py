@@ -11,13 +11,15 @@ whichever command reads it; pipelines/prepare.py then validates every row the sa
   inside strings). A UTF-8 byte order mark at the start of a file is skipped.
 - Nothing is decoded leniently: a line that is not UTF-8 is an error row naming the byte.
 - CSV columns are read as text, as written: no type inference turns an answer `4,5` or
-  `007` into a number.
+  `007` into a number. A row with the wrong number of fields is an error row in its place.
+- A text value (CSV, a Parquet string column) that is not UTF-8 is an error row naming
+  its column: Parquet does not check the bytes, and Arrow's CSV reader would stop.
 - A whole-file problem found when planning (a Parquet footer that cannot be read, duplicate
   column names) is a refusal naming the file (`check_file`); a row group that cannot be
   read while judging (a corrupt data page) becomes error rows for exactly its rows.
 
-Every row gets `WHERE` (its place: `line 3 of pairs.jsonl`, `row 7 of pairs.parquet`) and
-`READ_PROBLEM` (why it could not be read, or null); prepare.py turns both into the error.
+Every record comes with its place (`line 3 of pairs.jsonl`, `row 7 of pairs.parquet`) and
+why it could not be read, or None (`Rows`); prepare.py turns both into the error.
 """
 
 from __future__ import annotations
@@ -33,17 +35,28 @@ import pyarrow.csv as pcsv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from magistrate.pairs import decode_line
+from magistrate.pairs import decode_line, safe_text
 from magistrate.pipelines.sources import InputError, format_of
 
 if TYPE_CHECKING:
     from magistrate.pipelines.units import Unit
 
-WHERE = "_where"
-READ_PROBLEM = "_read_problem"
-TEXT = "text"  # a JSONL unit's column of decoded lines
 _BOM = b"\xef\xbb\xbf"
 _CHUNK = 1 << 16
+
+
+@dataclass(frozen=True)
+class Rows:
+    """A unit's records as read, before any checking. The file's own columns keep their own
+    names, and the reader's facts about each record (its place, why it could not be read)
+    travel beside them, not as columns: no input column (`_where`, `text`) can collide with
+    them or be taken for them."""
+
+    path: str  # the file, as its filesystem names it
+    columns: pa.Table | None  # CSV and Parquet: the file's columns (a JSONL unit: None)
+    lines: list[str | None] | None  # JSONL: each record's line (None where not UTF-8); else None
+    wheres: list[str]  # each record's place: `line 3 of pairs.jsonl`, `row 7 of pairs.parquet`
+    problems: list[str | None]  # why each record could not be read, or None
 
 
 class _Bytes:
@@ -95,7 +108,7 @@ def iter_lines(f, start: int = 0, stop: int | None = None) -> Iterator[tuple[int
         pos = after
 
 
-def _json_unit(fs: pafs.FileSystem, unit: "Unit") -> pa.Table:
+def _json_unit(fs: pafs.FileSystem, unit: "Unit") -> Rows:
     name = os.path.basename(unit.path)
     texts, wheres, problems = [], [], []
     with fs.open_input_file(unit.path) as f:
@@ -107,54 +120,118 @@ def _json_unit(fs: pafs.FileSystem, unit: "Unit") -> pa.Table:
             problems.append(problem)
             # Line numbers are known only counting from the file's start.
             wheres.append(f"line {number} of {name}" if unit.start == 0 else f"the line at byte {offset} of {name}")
-    return pa.table({TEXT: pa.array(texts, pa.string()), WHERE: pa.array(wheres, pa.string()),
-                     READ_PROBLEM: pa.array(problems, pa.string())})
+    return Rows(unit.path, None, texts, wheres, problems)
 
 
-def _parquet_unit(fs: pafs.FileSystem, unit: "Unit") -> pa.Table:
+def _parquet_unit(fs: pafs.FileSystem, unit: "Unit") -> Rows:
     name = os.path.basename(unit.path)
-    parts = []
+    parts, problems = [], []
     with fs.open_input_file(unit.path) as f:
         parquet = pq.ParquetFile(f)
         meta = parquet.metadata
         first = sum(meta.row_group(g).num_rows for g in range(unit.start))
         for group in range(unit.start, unit.stop):
             rows = meta.row_group(group).num_rows
-            wheres = pa.array([f"row {first + i + 1} of {name}" for i in range(rows)], pa.string())
             try:
-                table = parquet.read_row_group(group)
-                problem = pa.nulls(rows, pa.string())
+                table, bad = _utf8_checked(parquet.read_row_group(group), _is_string)
             except (OSError, pa.ArrowException) as exc:
-                table = pa.table({})
-                problem = pa.array([f"row group {group} could not be read ({str(exc)[:200]})"] * rows, pa.string())
-            parts.append(table.append_column(WHERE, wheres).append_column(READ_PROBLEM, problem)
-                         if table.num_columns else pa.table({WHERE: wheres, READ_PROBLEM: problem}))
-            first += rows
-    return pa.concat_tables(parts, promote_options="permissive") if parts else pa.table({})
+                # Its rows stay, all null, so every one becomes an error row in its place.
+                table = pa.table({f.name: pa.nulls(rows, f.type) for f in parquet.schema_arrow})
+                bad = [f"row group {group} could not be read ({str(exc)[:200]})"] * rows
+            parts.append(table)
+            problems += bad
+        wheres = [f"row {first + i + 1} of {name}" for i in range(len(problems))]
+    table = pa.concat_tables(parts) if parts else parquet.schema_arrow.empty_table()
+    return Rows(unit.path, table, None, wheres, problems)
 
 
-def _csv_unit(fs: pafs.FileSystem, unit: "Unit") -> pa.Table:
-    name = os.path.basename(unit.path)
+def _is_string(type_: pa.DataType) -> bool:
+    return pa.types.is_string(type_) or pa.types.is_large_string(type_)
+
+
+def _utf8_checked(table: pa.Table, is_text: Callable) -> tuple[pa.Table, list[str | None]]:
+    """The table with its text columns (those `is_text` picks) as strings, and per row why it
+    cannot be read: a value whose bytes are not UTF-8 (Parquet does not check them; CSV
+    columns are read as bytes for this). Nothing is replaced silently: such a row is an error
+    row naming the column and the byte, and its values are kept escaped, as every error row's
+    are (pairs.safe_text)."""
+    problems: list[str | None] = [None] * table.num_rows
+    for i, field in enumerate(table.schema):
+        if not is_text(field.type):
+            continue
+        large = pa.types.is_large_string(field.type) or pa.types.is_large_binary(field.type)
+        raw = table.column(i).cast(pa.large_binary() if large else pa.binary())  # a view: no check
+        target = pa.large_string() if large else pa.string()
+        try:
+            text = raw.cast(target)  # checks the bytes
+        except pa.ArrowInvalid:  # rare: find the rows, value by value
+            values = []
+            for row, value in enumerate(raw.to_pylist()):
+                try:
+                    values.append(None if value is None else value.decode("utf-8"))
+                except UnicodeDecodeError as exc:
+                    problems[row] = problems[row] or (
+                        f"column {safe_text(field.name)!r} is not valid UTF-8 (byte 0x{value[exc.start]:02x} "
+                        f"at byte {exc.start + 1} of the value); save the file as UTF-8")
+                    values.append(value.decode("utf-8", "backslashreplace"))
+            text = pa.array(values, target)
+        table = table.set_column(i, pa.field(field.name, target), text)
+    return table, problems
+
+
+def _csv_unit(fs: pafs.FileSystem, unit: "Unit") -> Rows:
     with fs.open_input_file(unit.path) as f:
-        table = read_csv_as_text(f)
-    wheres = pa.array([f"row {i + 1} of {name}" for i in range(table.num_rows)], pa.string())
-    return table.append_column(WHERE, wheres).append_column(READ_PROBLEM, pa.nulls(table.num_rows, pa.string()))
+        return read_csv_as_text(f, unit.path)
 
 
-def read_csv_as_text(f) -> pa.Table:
-    """Every column as text; an empty file is an empty table."""
+def read_csv_as_text(f, path: str) -> Rows:
+    """Every column as text; an empty file is no rows. A row with the wrong number of
+    fields is an error row in its place (Arrow's reader would stop the whole file there),
+    and a value that is not UTF-8 an error row naming its column."""
     names = csv_header(f)
     if not names:
-        return pa.table({})
+        return Rows(path, pa.table({}), None, [], [])
+    ragged: dict[int, str] = {}  # record index -> why
+
+    def keep_count(row) -> str:
+        # use_threads=False: only then does Arrow number the rows (the header is row 1).
+        index = row.number - 2 if row.number is not None else (1 << 40) + len(ragged)  # else last
+        ragged[index] = (f"the row has {row.actual_columns} fields, the header {row.expected_columns} "
+                         f"({safe_text(row.text[:100])!r})")
+        return "skip"
+
     f.seek(0)
-    return pcsv.read_csv(f, convert_options=pcsv.ConvertOptions(
-        column_types={n: pa.string() for n in names}, strings_can_be_null=False))
+    table = pcsv.read_csv(f, read_options=pcsv.ReadOptions(use_threads=False),
+                          parse_options=pcsv.ParseOptions(invalid_row_handler=keep_count),
+                          convert_options=pcsv.ConvertOptions(
+                              column_types={n: pa.binary() for n in names}, strings_can_be_null=False))
+    table, problems = _utf8_checked(table, pa.types.is_binary)
+    table, problems = _with_ragged(table, problems, ragged)
+    name = os.path.basename(path)
+    return Rows(path, table, None, [f"row {i + 1} of {name}" for i in range(table.num_rows)], problems)
+
+
+def _with_ragged(table: pa.Table, problems: list, ragged: dict[int, str]) -> tuple[pa.Table, list]:
+    """The rows the CSV reader skipped put back in their places, all null, with their problem."""
+    if not ragged:
+        return table, problems
+    nulls = pa.table({f.name: pa.nulls(1, f.type) for f in table.schema})
+    parts, merged, kept = [], [], 0
+    for index in sorted(ragged):
+        take = max(0, min(index - len(merged), table.num_rows - kept))  # good rows before it
+        parts += [table.slice(kept, take), nulls]
+        merged += problems[kept:kept + take] + [ragged[index]]
+        kept += take
+    parts.append(table.slice(kept))
+    merged += problems[kept:]
+    return pa.concat_tables(parts), merged
 
 
 def csv_header(f) -> list[str]:
     f.seek(0)
     try:
-        return pcsv.open_csv(f).schema.names
+        # Ragged rows in the first block are read_csv_as_text's to tell, row by row.
+        return pcsv.open_csv(f, parse_options=pcsv.ParseOptions(invalid_row_handler=lambda row: "skip")).schema.names
     except pa.ArrowInvalid as exc:
         if "Empty CSV file" in str(exc):
             return []
@@ -214,7 +291,7 @@ class FileFormat:
     name: str
     columns: Callable  # open file -> its column names (JSONL: its first records' keys)
     spans: Callable  # (fs, path, unit_rows) -> [(start, stop, rows)]: how a file is cut into units
-    read: Callable  # (fs, unit) -> the unit's rows, as prepare_batch takes them
+    read: Callable  # (fs, unit) -> the unit's Rows, as prepare_batch takes them
     count: Callable  # open file -> its rows
     exact_rows: bool  # the spans' row counts are exact (else estimates)
     fixed_columns: bool  # one header for the whole file (JSONL: keys vary by line)
@@ -229,13 +306,12 @@ FORMATS = {
                        exact_rows=False, fixed_columns=False),
     # A CSV file is one unit: quoted fields may hold newlines, so it cannot be cut by bytes.
     "csv": FileFormat("csv", csv_header, lambda fs, path, unit_rows: [(0, -1, -1)], _csv_unit,
-                      lambda f: read_csv_as_text(f).num_rows, exact_rows=False, fixed_columns=True),
+                      lambda f: len(read_csv_as_text(f, "").wheres), exact_rows=False, fixed_columns=True),
 }
 
 
-def read_unit(fs: pafs.FileSystem, unit: "Unit") -> pa.Table:
-    """The unit's rows, as prepare_batch takes them: a JSONL unit as a `text` column of
-    lines; every unit with WHERE and READ_PROBLEM."""
+def read_unit(fs: pafs.FileSystem, unit: "Unit") -> Rows:
+    """The unit's records, as prepare_batch takes them."""
     return FORMATS[unit.kind].read(fs, unit)
 
 

@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from magistrate.pairs import safe_text
 from magistrate.pipelines.reading import FORMATS, check_file, read_unit
 from magistrate.pipelines.sources import Location, format_of
 from magistrate.pipelines.store import map_files, write_whole
@@ -163,9 +164,30 @@ def publish(loc: Location, unit_id: str, table: pa.Table, planned_rows: int,
               "written_off": 0 if written_off is None else int(pc.sum(pc.fill_null(written_off, False)).as_py() or 0)}
     table = table.replace_schema_metadata(
         {**(table.schema.metadata or {}), b"magistrate": json.dumps(record).encode()})
+    write_whole(loc, unit_path(loc, unit_id), _parquet_bytes(table))
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    """The table as Parquet, all in memory first (an exception here publishes nothing). A
+    column Parquet cannot write (a passthrough type with no Parquet encoding) is written as
+    its values' JSON text instead: no row's content can keep a unit, or its write-off, from
+    being published."""
+    try:
+        return _write(table)
+    except pa.ArrowException:
+        for i, name in enumerate(table.column_names):
+            try:
+                _write(table.select([i]))
+            except pa.ArrowException:
+                text = pa.array([safe_text(v) for v in table.column(i).to_pylist()], pa.string())
+                table = table.set_column(i, name, text)
+        return _write(table)
+
+
+def _write(table: pa.Table) -> bytes:
     buffer = pa.BufferOutputStream()
-    pq.write_table(table, buffer)  # all in memory first: an exception here publishes nothing
-    write_whole(loc, unit_path(loc, unit_id), buffer.getvalue().to_pybytes())
+    pq.write_table(table, buffer)
+    return buffer.getvalue().to_pybytes()
 
 
 def clean_staging(loc: Location) -> int:

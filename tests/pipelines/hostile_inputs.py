@@ -81,6 +81,14 @@ def _jsonl_rows(folder: Path) -> list[Expect]:
     add(b"{not json", "not JSON", None, "not valid JSON")
     add(_line(_pair("int-response", response_a=4)), "a number as a response", "int-response",
         "response_a is not text (got int)")
+    add(_line(_pair("surrogate-key")).replace(b'"id"', b'"\\ud800": 1, "id"'), "a lone surrogate in a key",
+        None, "a JSON object key holds a lone surrogate (U+D800)")
+    add(_line(_pair("empty-objects", meta_empty={}, meta_list=[{}], meta_nested={"a": {}})),
+        "passthrough objects with no keys (Parquet has no struct without fields): their JSON text",
+        "empty-objects", None, {"meta_empty": "{}", "meta_list": "[{}]", "meta_nested": '{"a": {}}'})
+    for _ in range(2):  # alike rows that cannot be judged: an id each, from the place
+        add(b'{"note": 1}', "a row with no pair, twice", None, "prompt is missing")
+        add(b'{"prompt": ""}', "an empty prompt, twice", None, "prompt is empty")
     # Line ends: LF (above), CRLF, and the lone CR of old Mac files, mixed in one file.
     data = b"\n".join(d for d, _ in lines) + b"\r\n" + _line(_pair("after-crlf")) + b"\r" + _line(_pair("after-cr")) + b"\n"
     n = len(lines)
@@ -119,6 +127,45 @@ def _spreadsheet_csv(folder: Path) -> list[Expect]:
                    {"response_a": "007", "label": "B"})]
 
 
+def _reader_names_csv(folder: Path) -> list[Expect]:
+    """Columns named like the reader's own facts (`text` once meant "these are JSONL lines")."""
+    name = "reader-names.csv"
+    (folder / name).write_text("id,prompt,response_a,response_b,text,_where,_read_problem\n"
+                               "names-csv,Say yes?,yes,no,a note,here,none\n")
+    pq.write_table(pa.table({"id": ["names-pq"], "prompt": ["Say yes?"], "response_a": ["yes"],
+                             "response_b": ["no"], "text": ["a note"], "_where": ["here"]}),
+                   folder / "reader-names.parquet")
+    checks = {"text": "a note", "_where": "here"}
+    return [Expect("CSV columns text, _where, _read_problem are just columns", name, "names-csv",
+                   f"row 1 of {name}", None, checks | {"_read_problem": "none"}),
+            Expect("Parquet columns text, _where are just columns", "reader-names.parquet", "names-pq",
+                   "row 1 of reader-names.parquet", None, checks)]
+
+
+def _bad_csv_rows(folder: Path) -> list[Expect]:
+    """Rows Arrow's CSV reader stops at: not UTF-8, and the wrong number of fields, in the
+    first block of the file and past it (padding in a passthrough column fills the block)."""
+    name, late = "latin1-ragged.csv", "ragged-late.csv"
+    (folder / name).write_bytes(b"id,prompt,response_a,response_b\n"
+                                b"csv-latin1,caf\xe9?,a,b\n"
+                                b"csv-short,Hi?,a\n"
+                                b"csv-ok,Say ok?,ok,no\n")
+    pad = "n" * 700_000
+    (folder / late).write_text("id,prompt,response_a,response_b,notes\n"
+                               + "".join(f"late-{i},Say {i}?,{i},no,{pad}\n" for i in (1, 2))
+                               + "bad,only,three\nlate-4,Say 4?,4,no,\n")
+    return [Expect("CSV bytes that are not UTF-8", name, "csv-latin1", f"row 1 of {name}",
+                   "column 'prompt' is not valid UTF-8 (byte 0xe9"),
+            Expect("a CSV row with too few fields, in the first block", name, None, f"row 2 of {name}",
+                   "the row has 3 fields, the header 4"),
+            Expect("the CSV row after it", name, "csv-ok", f"row 3 of {name}", None),
+            Expect("CSV rows before a ragged row past the first block", late, "late-1", f"row 1 of {late}", None),
+            Expect("CSV rows before a ragged row past the first block", late, "late-2", f"row 2 of {late}", None),
+            Expect("a CSV row with too few fields, past the first block", late, None, f"row 3 of {late}",
+                   "the row has 3 fields, the header 5"),
+            Expect("the CSV row after it", late, "late-4", f"row 4 of {late}", None)]
+
+
 def _empty_csv(folder: Path) -> list[Expect]:
     (folder / "z-empty.csv").write_bytes(b"")  # not the first file: zero rows, no crash
     return []
@@ -143,6 +190,14 @@ def _typed_parquet(folder: Path) -> list[Expect]:
     pq.write_table(dates, folder / "date.parquet")
     out.append(Expect("Parquet response typed date", "date.parquet", "date", "row 1 of date.parquet",
                       "response_b is not text (got date)"))
+    # Parquet does not check that a string column's bytes are UTF-8; a writer may not either.
+    bad_utf8 = pa.array([b"Is this text?", b"caf\xe9?"], pa.binary()).view(pa.string())
+    pq.write_table(pa.table({"id": ["pq-utf8-ok", "pq-utf8-bad"], "prompt": bad_utf8, "response_a": ["a", "a"],
+                             "response_b": ["b", "b"]}), folder / "bad-utf8.parquet")
+    out += [Expect("Parquet string column, valid UTF-8", "bad-utf8.parquet", "pq-utf8-ok",
+                   "row 1 of bad-utf8.parquet", None),
+            Expect("Parquet string column holding bytes that are not UTF-8", "bad-utf8.parquet", "pq-utf8-bad",
+                   "row 2 of bad-utf8.parquet", "column 'prompt' is not valid UTF-8 (byte 0xe9")]
     return out
 
 
@@ -168,7 +223,8 @@ def _corrupt_page(folder: Path) -> list[Expect]:
 def write_corpus(folder: Path) -> list[Expect]:
     folder.mkdir(parents=True, exist_ok=True)
     return (_big_first_row(folder) + _jsonl_rows(folder) + _cr_only(folder) + _spreadsheet_csv(folder)
-            + _empty_csv(folder) + _typed_parquet(folder) + _corrupt_page(folder))
+            + _reader_names_csv(folder) + _bad_csv_rows(folder) + _empty_csv(folder) + _typed_parquet(folder)
+            + _corrupt_page(folder))
 
 
 def write_refusals(folder: Path) -> list[tuple[Path, str]]:

@@ -69,6 +69,26 @@ def test_one_judge_run_takes_every_record_and_names_every_problem(judged, corpus
     assert summary["error_causes"]["JSON nested too deeply"] == 1
 
 
+def test_every_record_gets_its_answer_when_read(corpus):
+    """The corpus as the readers prepare it, no engine: the same answers the judge run must
+    give (a judged record is one with no problem), one row per record, every id once."""
+    from magistrate.pipelines.prepare import read_prepared
+
+    folder, expects = corpus
+    rows = [r | {"error": r["_invalid"]} for r in read_prepared(str(folder))]
+    assert len(rows) == len(expects), "one row per input record"
+    assert len({r["id"] for r in rows}) == len(rows), "every id once"
+    for expect in expects:
+        row = _find(rows, expect)
+        if expect.error:
+            assert expect.error in (row["error"] or "") and row["error"].startswith(f"{expect.place}: "), \
+                (expect, row["error"])
+        else:
+            assert row["error"] is None, (expect, row["error"])
+        for column, value in (expect.checks or {}).items():
+            assert row[column] == value, (expect, column, row[column])
+
+
 def _answers(rows: list[dict]) -> dict[str, str | None]:
     return {r["id"]: r.get("error") for r in rows}
 
@@ -117,13 +137,11 @@ def test_a_file_wrong_as_a_whole_is_refused_naming_it(tmp_path, command):
 
 
 def test_a_50_mb_field_is_refused_before_anything_reads_it_as_a_prompt():
-    import pyarrow as pa
-
     from magistrate.pipelines.prepare import prepare_batch
-    from magistrate.pipelines.reading import READ_PROBLEM, TEXT, WHERE
+    from magistrate.pipelines.reading import Rows
 
     line = json.dumps({"id": "fifty", "prompt": "p" * (50 * 2**20), "response_a": "a", "response_b": "b"})
-    batch = pa.table({TEXT: [line], WHERE: ["line 1 of big.jsonl"], READ_PROBLEM: pa.nulls(1, pa.string())})
-    (row,) = prepare_batch(batch, {}, "standard").to_pylist()
+    rows = Rows("big.jsonl", None, [line], ["line 1 of big.jsonl"], [None])
+    (row,) = prepare_batch(rows, {}, "standard").to_pylist()
     assert row["_invalid"] == ("line 1 of big.jsonl: prompt is 52,428,800 characters, over the limit "
                                "of 1,000,000 (--max-field-chars)")

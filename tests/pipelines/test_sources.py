@@ -76,7 +76,7 @@ def test_jsonl_units_hold_every_line_exactly_once(tmp_path, unit_rows):
                                         "response_b": "b"}) + "\n" for i in range(3000)))
     loc = locate(str(path))
     units = plan_units(loc, [loc.path], unit_rows)
-    ids = [json.loads(t)["id"] for u in units for t in read_unit(loc.filesystem, u).column("text").to_pylist()]
+    ids = [json.loads(t)["id"] for u in units for t in read_unit(loc.filesystem, u).lines]
     assert ids == list(range(3000))
     assert len({u.unit_id for u in units}) == len(units)
     assert [u.unit_id for u in plan_units(loc, [loc.path], unit_rows)] == [u.unit_id for u in units]
