@@ -245,3 +245,22 @@ def test_every_magistrate_command_in_the_deploy_guide_parses():
         estimate.make_context("estimate", words)
     submits = [c for c in commands if c.startswith("RAY_AUTH_MODE=token ray job submit")]
     assert submits and all("--working-dir ." in c and " -- magistrate judge" in c for c in submits)
+
+
+def test_rayservice_listens_beyond_loopback_only_with_the_api_key_in_every_ray_container(monkeypatch):
+    """Its proxies bind 0.0.0.0: without a key (and without `open: true`) a replica refuses
+    to start, so every Ray container gets MAGISTRATE_API_KEY from the Secret."""
+    from magistrate.serve.access import API_KEY_ENV, exposure_problem
+    from magistrate.serve.app import ServeArgs
+
+    spec = _load(KUBERAY / "rayservice.yaml")["spec"]
+    served = yaml.safe_load(spec["serveConfigV2"])
+    args = ServeArgs(**served["applications"][0]["args"])
+    monkeypatch.delenv(API_KEY_ENV, raising=False)
+    assert not args.open and exposure_problem(served["http_options"]["host"], args.open)
+    cluster = spec["rayClusterConfig"]
+    groups = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+    for group in groups:
+        for container in group["template"]["spec"]["containers"]:
+            env = {e["name"]: e for e in container.get("env", [])}
+            assert env[API_KEY_ENV]["valueFrom"]["secretKeyRef"]["name"] == "magistrate-api-key", container["name"]
