@@ -136,10 +136,13 @@ class EngineProcesses:
             self._reaper = None
 
 
-def greedy_params(max_tokens: int):
+def greedy_params(max_tokens: int, stop: Sequence[str] = ()):
+    """Greedy decoding up to max_tokens or the first stop string (kept in the text: the
+    verdict the judge wrote ends there)."""
     from vllm import SamplingParams
 
-    return SamplingParams(max_tokens=max_tokens, temperature=0.0)
+    return SamplingParams(max_tokens=max_tokens, temperature=0.0, stop=list(stop) or None,
+                          include_stop_str_in_output=True)
 
 
 def generated(output) -> tuple[str, int]:
@@ -186,9 +189,10 @@ class VLLMEngine(_Hosted):
         read from the full (raw) next-token distribution: one forward pass, no decoding."""
         return [candidate_logprobs(o, candidates) for o in self._run(prompts, logprob_params(candidates))]
 
-    def generate(self, prompts: Sequence[list[int]], max_tokens: int) -> list[tuple[str, int]]:
+    def generate(self, prompts: Sequence[list[int]], max_tokens: int,
+                 stop: Sequence[str] = ()) -> list[tuple[str, int]]:
         """Greedy generation; returns (text, completion token count) per prompt."""
-        return [generated(o) for o in self._run(prompts, greedy_params(max_tokens))]
+        return [generated(o) for o in self._run(prompts, greedy_params(max_tokens, stop))]
 
     def shutdown(self) -> None:
         """Stops the engine's processes (EngineCore, workers) now, not whenever the
@@ -232,8 +236,9 @@ class AsyncVLLMEngine(_Hosted):
     ) -> list[dict[int, float]]:
         return [candidate_logprobs(o, candidates) for o in await self._run(prompts, logprob_params(candidates))]
 
-    async def generate(self, prompts: Sequence[list[int]], max_tokens: int) -> list[tuple[str, int]]:
-        return [generated(o) for o in await self._run(prompts, greedy_params(max_tokens))]
+    async def generate(self, prompts: Sequence[list[int]], max_tokens: int,
+                       stop: Sequence[str] = ()) -> list[tuple[str, int]]:
+        return [generated(o) for o in await self._run(prompts, greedy_params(max_tokens, stop))]
 
     async def check_health(self) -> None:
         await self.llm.check_health()

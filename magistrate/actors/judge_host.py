@@ -6,12 +6,13 @@ looks a judge up by name."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 import pyarrow as pa
 
-from magistrate.actors.engine import EngineSettings, TokenizerEngine, VLLMEngine
+from magistrate.actors.engine import AsyncVLLMEngine, EngineSettings, TokenizerEngine
 from magistrate.judges.combine import error_row
 from magistrate.judges.core import Judge, JudgeSettings
 from magistrate.pairs import INVALID, PROMPT_MESSAGES, judge_prompt
@@ -30,7 +31,10 @@ def engine_failure_rows(pairs: list[dict], message: str) -> list[dict]:
 
 
 class JudgeHost:
-    """Hosts an engine (vLLM, or only a tokenizer for a dry run) and the judging core."""
+    """Hosts an engine (vLLM's async one, or only a tokenizer for a dry run) and the
+    judging core. Its calls are coroutines: a unit worker runs several units at once
+    (pipelines/unit_worker.py), so the engine always has the next batches while one is
+    read, prepared or published, and the host work runs beside the engine (docs/performance.md)."""
 
     def __init__(self, engine: EngineSettings, judge: JudgeSettings, run_id: str,
                  dry_run: bool = False, progress: Any = None, max_tries: int = 3):
@@ -40,37 +44,56 @@ class JudgeHost:
         self.progress = progress  # an actor handle with add.remote(pairs, errors), or None
         self.engine_settings, self.judge_settings = engine, judge
         self.constants = run_constants(judge, engine.model, run_id, dry_run)
-        self._start_engine()
+        self.engine = self.judge = None
+        self._built = 0  # engines built so far: which one a failure belongs to
+        self._lock: asyncio.Lock | None = None
+        if dry_run:
+            self.engine = TokenizerEngine(engine)
+            self.judge = Judge(self.engine, judge)
 
-    def _start_engine(self) -> None:
-        self.engine = (TokenizerEngine if self.dry_run else VLLMEngine)(self.engine_settings)
-        self.judge = Judge(self.engine, self.judge_settings)
-        if not self.dry_run:
-            # The engine's first requests pay one-off costs (seconds on CPU); pay them at
-            # start, not inside the first unit (docs/performance.md: warm rate).
-            self.judge.judge([_WARM_UP])
+    async def _ready(self) -> int:
+        """The engine, built (and warmed up) once however many callers wait for it; the
+        number of the engine they got."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self.engine is None:
+                self.engine = await asyncio.to_thread(AsyncVLLMEngine, self.engine_settings)
+                self.judge = Judge(self.engine, self.judge_settings)
+                self._built += 1
+                # The engine's first requests pay one-off costs (seconds on CPU); pay them
+                # here, not inside the first unit (docs/performance.md: warm rate).
+                await self.judge.judge_async([_WARM_UP])
+            return self._built
 
-    def _judge(self, pairs: list[dict]) -> list[dict]:
+    async def _discard(self, built: int) -> None:
+        """Shut the failed engine down, once, whoever of its callers notices first."""
+        async with self._lock:
+            if self.engine is not None and self._built == built:
+                engine, self.engine = self.engine, None
+                await asyncio.to_thread(engine.shutdown)
+
+    async def _judge(self, pairs: list[dict]) -> list[dict]:
         """Judge a batch; an engine that fails is rebuilt and the batch retried, and after
         max_tries the batch's pairs become error rows saying why (the job goes on). The
         engine is rebuilt after every failure, the last try's included, so the batches
         after a written-off one meet a working engine."""
+        if self.dry_run:
+            return await asyncio.to_thread(self.judge.count_tokens, pairs)
         for attempt in range(1, self.max_tries + 1):
-            if self.engine is None:
-                self._start_engine()
+            built = await self._ready()
             try:
-                return self.judge.count_tokens(pairs) if self.dry_run else self.judge.judge(pairs)
+                return await self.judge.judge_async(pairs)
             except Exception as exc:  # noqa: BLE001 - any engine failure costs a retry
                 cause = f"{type(exc).__name__}: {exc}"[:500]
                 logger.warning("judge engine failed (try %d of %d): %s", attempt, self.max_tries, cause)
-                self.engine.shutdown()
-                self.engine = None
+                await self._discard(built)
         return engine_failure_rows(pairs, f"the judge engine failed {self.max_tries} times; last error: {cause}")
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
+    async def __call__(self, batch: pa.Table) -> pa.Table:
         pairs = batch.select([c for c in _PAIR_COLUMNS if c in batch.column_names]).to_pylist()
         pairs = [dict(p, prompt=judge_prompt(p)) for p in pairs]
-        rows = self._judge(pairs)
+        rows = await self._judge(pairs)
         if self.progress is not None:
             self.progress.add.remote(len(rows), sum(r["winner"] == "error" for r in rows))
-        return with_verdicts(batch, rows, self.constants)
+        return await asyncio.to_thread(with_verdicts, batch, rows, self.constants)

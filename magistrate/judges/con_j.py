@@ -190,6 +190,13 @@ def _reason(obj: dict) -> str | None:
     return None if reason is None else str(reason)
 
 
+# The model card's object ends with the verdict key: {"原因": "...", "更好的回答": 1}. Generation
+# stops where that object closes; any other shape (the key first, other spellings) is
+# written to the token cap and read as before.
+_STOP = tuple(f'"{KEY}"{colon}{value}{end}' for colon in (": ", ":") for value in ("1", "2", '"1"', '"2"')
+              for end in ("}", "\n}"))
+
+
 PROFILE = JudgeProfile(
     name="con-j",
     aliases=("conj",),
@@ -205,4 +212,5 @@ PROFILE = JudgeProfile(
     labels={"A": "1", "B": "2"},
     max_new_tokens=1024,
     markers=("回答1：", "回答2：", f'"{KEY}"'),
+    stop=_STOP,
 )

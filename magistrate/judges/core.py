@@ -46,7 +46,7 @@ class Engine(Protocol):
     ) -> list[dict[int, float]]: ...
 
     def generate(
-        self, prompts: Sequence[list[int]], max_tokens: int
+        self, prompts: Sequence[list[int]], max_tokens: int, stop: Sequence[str] = ()
     ) -> list[tuple[str, int]]: ...
 
 
@@ -172,7 +172,7 @@ class Judge:
         prompts = [r.tokens for r in requests]
         if self.mode == "logprob":
             return self.engine.next_token_logprobs(prompts, list(dict.fromkeys(self.label_ids.values())))
-        return self.engine.generate(prompts, self.max_new_tokens)
+        return self.engine.generate(prompts, self.max_new_tokens, self.profile.stop)
 
     def _collect(self, pairs, results, requests, outputs) -> list[dict[str, Any]]:
         if self.mode == "logprob":

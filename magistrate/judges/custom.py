@@ -69,6 +69,7 @@ class CustomJudge(BaseModel):
     logprob_prefix: str = "[["
     max_new_tokens: int = 512
     markers: list[str] = Field(default_factory=list)
+    stop: list[str] = Field(default_factory=list, description="generate mode stops at the first of these")
 
     @field_validator("pattern")
     @classmethod
@@ -114,6 +115,7 @@ def load_profile(path: str | Path) -> JudgeProfile:
             max_new_tokens=spec.max_new_tokens,
             markers=tuple(spec.markers)
             + tuple(f"{spec.logprob_prefix}{t}" for t in spec.labels.values()),
+            stop=tuple(spec.stop),
         )
     except FileNotFoundError:
         raise ValueError(f"custom judge {path}: no such file") from None

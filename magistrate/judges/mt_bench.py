@@ -34,6 +34,8 @@ def _profile(name: str, description: str, texts: str, labels: dict, default_mode
         labels=labels,
         max_new_tokens=512,
         markers=_MARKERS,
+        # The verdict is complete at its marker; a later "Revised verdict" is not waited for.
+        stop=tuple(f"[[{label}]]" for label in labels.values()),
     )
 
 

@@ -79,6 +79,9 @@ class JudgeProfile:
     # verdict reader: the row is flagged, and the readers below never look inside the
     # rendered responses.
     markers: tuple[str, ...] = ()
+    # Generate mode stops at the first of these (kept in the text): where the verdict is
+    # complete, so a judge that goes on writing after it costs nothing more.
+    stop: tuple[str, ...] = ()
     aliases: tuple[str, ...] = ()
     # Two-turn prompts ([user, assistant, user]) use these when given (MT-Bench's
     # multi-turn prompt); other multi-turn prompts are rendered as a transcript.

@@ -22,6 +22,7 @@ PROFILE = JudgeProfile(
     labels={"A": "A", "B": "B"},
     # The card asks for the verdict directly; a few tokens are enough.
     max_new_tokens=64,
+    stop=("[[A]]", "[[B]]"),
     markers=(
         "[The Start of Assistant A's Answer]", "[The End of Assistant A's Answer]",
         "[The Start of Assistant B's Answer]", "[The End of Assistant B's Answer]",

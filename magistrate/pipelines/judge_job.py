@@ -33,7 +33,7 @@ from magistrate.pipelines.progress import ProgressPrinter
 from magistrate.pipelines.reading import peek_columns
 from magistrate.pipelines.sources import InputError, Location, list_input_files, locate, resolve_mapping
 from magistrate.pipelines.summary import summarise
-from magistrate.pipelines.unit_worker import UnitWorker
+from magistrate.pipelines.unit_worker import UNITS_AT_ONCE, UnitWorker
 from magistrate.pipelines.units import UNIT_ROWS, Unit, apply_limit, plan_units, publish, unit_files
 from magistrate.schema import run_constants, with_verdicts
 
@@ -242,8 +242,12 @@ class Job:
             },
             batch_format="pyarrow",
             batch_size=1,
+            # Several units per actor at once (UnitWorker.__call__ is a coroutine): the
+            # engine judges one unit's batches while another is read or published.
             compute=ray.data.ActorPoolStrategy(min_size=pool.min_size, max_size=pool.max_size,
-                                               initial_size=pool.initial_size),
+                                               initial_size=pool.initial_size,
+                                               max_concurrent_calls_per_actor=UNITS_AT_ONCE,
+                                               max_tasks_in_flight_per_actor=UNITS_AT_ONCE + 1),
             max_restarts=-1,
             max_task_retries=1,
             **resources,

@@ -9,6 +9,7 @@ earlier run) are judged again; its other rows are kept as they are.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from typing import Any
@@ -24,7 +25,17 @@ from magistrate.pipelines.sources import locate
 from magistrate.pipelines.units import Unit, publish, unit_path
 
 
+# Units an actor works on at once: one being judged, one being read or published, and
+# one more, so the engine's queue never runs dry between units.
+UNITS_AT_ONCE = 3
+
+
 class UnitWorker:
+    """Judges the units Ray Data gives it. Its `__call__` is a coroutine, and the pool
+    runs UNITS_AT_ONCE calls per actor (judge_job.py), so while one unit is read and
+    prepared, or published, the others' batches keep the engine busy; a unit's batches
+    all go to the engine at once, which schedules them continuously."""
+
     def __init__(self, input_uri: str, output_uri: str, endpoint: str | None, mapping: dict,
                  preset: str, batch_size: int, judge: dict[str, Any], max_chars: int = MAX_FIELD_CHARS):
         self.src = locate(input_uri, endpoint)
@@ -33,40 +44,45 @@ class UnitWorker:
         self.run_id = judge["run_id"]
         self.judge = JudgeHost(**judge)
 
-    def _judge(self, table: pa.Table) -> pa.Table:
-        parts = [self.judge(table.slice(i, self.batch_size))
-                 for i in range(0, table.num_rows, self.batch_size)]
-        return pa.concat_tables(parts) if parts else self.judge(table)
+    async def _judge(self, table: pa.Table) -> pa.Table:
+        parts = await asyncio.gather(*(self.judge(table.slice(i, self.batch_size))
+                                       for i in range(0, table.num_rows, self.batch_size)))
+        return pa.concat_tables(parts) if parts else await self.judge(table)
 
-    def _redo(self, unit: Unit, table: pa.Table) -> tuple[pa.Table, pa.Table]:
+    async def _redo(self, unit: Unit, table: pa.Table) -> tuple[pa.Table, pa.Table]:
         """The unit's earlier file with its written-off rows judged again, and those rows.
         Row i of a unit file is row i of the prepared unit (units are judged in order)."""
-        with self.out.filesystem.open_input_file(unit_path(self.out, unit.unit_id)) as f:
-            old = pq.read_table(f)
+        old = await asyncio.to_thread(self._read_published, unit)
         if old.num_rows != table.num_rows or "written_off" not in old.column_names:
-            fresh = self._judge(table)
+            fresh = await self._judge(table)
             return fresh, fresh
         flags = pc.fill_null(old.column("written_off"), False)
         again = pc.indices_nonzero(flags)
         kept = pc.indices_nonzero(pc.invert(flags))
-        fresh = self._judge(table.take(again))
+        fresh = await self._judge(table.take(again))
         merged = pa.concat_tables([old.take(kept).replace_schema_metadata(None), fresh],
                                   promote_options="permissive")
         position = pa.concat_arrays([kept, again])  # where each merged row sat in the unit
         return merged.take(pc.sort_indices(position)), fresh
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
+    def _read_published(self, unit: Unit) -> pa.Table:
+        with self.out.filesystem.open_input_file(unit_path(self.out, unit.unit_id)) as f:
+            return pq.read_table(f)
+
+    async def __call__(self, batch: pa.Table) -> pa.Table:
         results = []
         for row in batch.to_pylist():
             unit = Unit.from_row(row)
             started = time.monotonic()
-            table = prepare_unit(self.src, unit, self.mapping, self.preset, self.max_chars)
+            # Reading and publishing are I/O and Arrow work off the event loop, beside the
+            # engine's work for the other units in flight.
+            table = await asyncio.to_thread(prepare_unit, self.src, unit, self.mapping, self.preset, self.max_chars)
             if unit.redo:
-                verdicts, judged = self._redo(unit, table)
+                verdicts, judged = await self._redo(unit, table)
             else:
-                verdicts = judged = self._judge(table)
-            publish(self.out, unit.unit_id, verdicts, planned_rows=table.num_rows,
-                    metadata={"unit": row, "run_id": self.run_id})
+                verdicts = judged = await self._judge(table)
+            await asyncio.to_thread(publish, self.out, unit.unit_id, verdicts, planned_rows=table.num_rows,
+                                    metadata={"unit": row, "run_id": self.run_id})
             errors = judged.column("winner").to_pylist().count("error")
             results.append({"unit_id": unit.unit_id, "rows": judged.num_rows, "errors": errors,
                             "seconds": time.monotonic() - started, "pid": os.getpid()})

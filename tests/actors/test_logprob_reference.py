@@ -68,3 +68,15 @@ def test_generate_mode_reads_or_reports(engine):
             assert row["ab_error"] and row["p_a"] is None
         else:
             assert row["ab_verdict"] in {"A", "B"} and row["p_a"] in (0.0, 1.0)
+
+
+def test_generation_stops_at_a_stop_string_and_keeps_it(engine):
+    """The real engine honours a profile's stop strings: the text ends with the first one
+    met, kept, and fewer tokens are spent than the cap. (". " comes early in any prose.)"""
+    prompt = engine.tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Write three sentences about the sea."}], add_generation_prompt=True)
+    [(free, n_free)] = engine.generate([prompt], 64)
+    [(stopped, n_stopped)] = engine.generate([prompt], 64, stop=(". ",))
+    assert ". " in free[:-2], free  # the free text goes past a sentence end
+    assert stopped.endswith(". ") and stopped.count(". ") == 1, stopped
+    assert free.startswith(stopped) and n_stopped < n_free

@@ -36,8 +36,9 @@ class FakeEngineDouble:
         self.logprobs = logprobs or {}
         self.calls: list[tuple[str, list[list[int]], object]] = []
 
-    def generate(self, prompts, max_tokens):
+    def generate(self, prompts, max_tokens, stop=()):
         self.calls.append(("generate", [list(p) for p in prompts], max_tokens))
+        self.stop = tuple(stop)
         n_out = len(self.tokenizer.encode(self.text, add_special_tokens=False))
         return [(self.text, n_out) for _ in prompts]
 
@@ -360,3 +361,17 @@ def test_a_pair_whose_prompt_cannot_be_built_or_read_is_its_own_error_row(embedd
     [row] = Judge(crashing, JudgeSettings(judge="picky", mode="generate", order="ab", profile=profile)).judge(
         [{**PAIR, "id": "ok"}])
     assert row["winner"] == "error" and "reader failed" in row["error"] and row["ab_raw"] == "crash [[A]]"
+
+
+@pytest.mark.parametrize("name, stops", [
+    ("mt-bench", ("[[A]]", "[[B]]")), ("mt-bench-tie", ("[[A]]", "[[B]]", "[[C]]")),
+    ("skywork-critic", ("[[A]]", "[[B]]")), ("con-j", ('"更好的回答": 1}', '"更好的回答": 2}')),
+])
+def test_generate_mode_asks_the_engine_to_stop_where_the_verdict_is_complete(embedded_tokenizer, name, stops):
+    engine = FakeEngineDouble(embedded_tokenizer, text="[[A]]")
+    Judge(engine, JudgeSettings(judge=name, mode="generate", order="ab")).judge([PAIR])
+    assert set(stops) <= set(engine.stop)
+    # Every stop string ends a verdict the profile's own reader takes.
+    for stop in engine.stop:
+        reading = get_judge(name).read(("{\"原因\": \"好\", " if name == "con-j" else "Because. ") + stop)
+        assert reading.verdict in ("A", "B", "tie"), (stop, reading)

@@ -4,6 +4,7 @@ units only, the lease. No engine: the end-to-end runs are in test_s3.py and test
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -357,7 +358,7 @@ def test_redo_judges_only_the_written_off_rows_and_keeps_the_rest(tmp_path, embe
                            "run_id": run_id, "dry_run": True})
 
     first = worker("run-first")
-    first(pa.Table.from_pylist([unit.as_row()]))
+    asyncio.run(first(pa.Table.from_pylist([unit.as_row()])))
     path = f"{out.path}/verdicts/{unit.unit_id}.parquet"
     table = pq.read_table(path)
     table = table.set_column(table.schema.get_field_index("written_off"), "written_off", pa.array(flags))
@@ -369,7 +370,7 @@ def test_redo_judges_only_the_written_off_rows_and_keeps_the_rest(tmp_path, embe
 
     import dataclasses
 
-    result = worker("run-second")(pa.Table.from_pylist([dataclasses.replace(unit, redo=True).as_row()]))
+    result = asyncio.run(worker("run-second")(pa.Table.from_pylist([dataclasses.replace(unit, redo=True).as_row()])))
     assert result.column("rows").to_pylist() == [sum(flags)], "exactly the written-off rows were judged"
     after = pq.read_table(path).to_pylist()
     before = table.to_pylist()

@@ -4,6 +4,7 @@ passthrough column can be typed differently from unit to unit; every magistrate 
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 
@@ -73,7 +74,8 @@ def test_run_constants_are_one_definition_for_judged_and_written_off_rows(tmp_pa
     host = JudgeHost(EngineSettings(model=embedded_model), judge, "run-1", dry_run=True)
     judged = []
     for unit in job.planned.units:
-        judged += host(prepare_unit(job.planned.src, unit, job.planned.mapping, job.planned.preset)).to_pylist()
+        judged += asyncio.run(host(prepare_unit(job.planned.src, unit, job.planned.mapping,
+                                                job.planned.preset))).to_pylist()
         job.write_off(unit)
     written_off = verdict_dataset(job.out, verdict_files(job.out)).to_table().to_pylist()
     assert len(written_off) == len(judged) == 3 and all(r["written_off"] for r in written_off)
