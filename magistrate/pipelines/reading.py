@@ -58,6 +58,10 @@ class Rows:
     wheres: list[str]  # each record's place: `line 3 of pairs.jsonl`, `row 7 of pairs.parquet`
     problems: list[str | None]  # why each record could not be read, or None
 
+    @property
+    def num_rows(self) -> int:
+        return len(self.wheres)
+
 
 class _Bytes:
     """Sequential reads from `pos` on, keeping only the unread tail in memory."""

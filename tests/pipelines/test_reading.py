@@ -116,3 +116,18 @@ def test_rows_that_cannot_be_judged_get_ids_by_place(tmp_path):
     assert len(broken) == 10 and len(set(broken)) == 10
     # A valid row keeps the content-derived id: identical pairs still share it.
     assert Counter(r["id"] for r in rows if not r["_invalid"]).most_common(1)[0][1] == 2
+
+
+def test_limit_counts_the_rows_of_units_whose_size_is_an_estimate(tmp_path):
+    """--limit on JSONL (units cut by bytes, row counts estimated) reads the units to cut
+    the last one: once a crash (the reader's record had no row count)."""
+    from magistrate.pipelines.units import apply_limit, plan_units
+
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps({"id": f"p{i}", "prompt": "Q?", "response_a": "a", "response_b": "b"}) + "\n"
+                            for i in range(5)))
+    loc = locate(str(path))
+    units = plan_units(loc, [loc.path])
+    assert not units[0].rows_exact
+    (kept,) = apply_limit(loc.filesystem, units, 2)
+    assert kept.max_rows == 2 and len(list(read_prepared(str(path), limit=2))) == 2
