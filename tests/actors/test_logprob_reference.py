@@ -73,8 +73,10 @@ def test_generate_mode_reads_or_reports(engine):
 def test_generation_stops_at_a_stop_string_and_keeps_it(engine):
     """The real engine honours a profile's stop strings: the text ends with the first one
     met, kept, and fewer tokens are spent than the cap. (". " comes early in any prose.)"""
-    prompt = engine.tokenizer.apply_chat_template(
-        [{"role": "user", "content": "Write three sentences about the sea."}], add_generation_prompt=True)
+    text = engine.tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Write three sentences about the sea."}], add_generation_prompt=True,
+        tokenize=False)
+    prompt = engine.tokenizer.encode(text, add_special_tokens=False)
     [(free, n_free)] = engine.generate([prompt], 64)
     [(stopped, n_stopped)] = engine.generate([prompt], 64, stop=(". ",))
     assert ". " in free[:-2], free  # the free text goes past a sentence end
