@@ -155,3 +155,22 @@ def test_a_cluster_that_is_gone_is_not_waited_for(tmp_path):
                      env={"RAY_TMPDIR": str(ray_tmp), "RAY_ADDRESS": ""}, timeout=300)
     assert "is gone; starting a local Ray" in result.stderr, result.stderr[-2000:]
     assert result.returncode == 2 and "duplicate ids" in result.stderr, result.stderr[-2000:]
+
+
+def test_the_continuous_path_gives_the_rows_of_one_synchronous_engine_call(judged, engine):
+    """The batch job judges on the async engine with several units and batches in flight;
+    the same pairs given to one synchronous engine call in this process (the path of
+    earlier versions) get the same verdicts and token counts, p_a within float32 noise."""
+    from magistrate.judges.core import Judge, JudgeSettings
+
+    _, out, result = judged
+    assert result.returncode == 0, result.stderr[-3000:]
+    written = [r for r in _read(out) if r["winner"] != "error"]
+    pairs = [{k: r[k] for k in ("id", "prompt", "response_a", "response_b")} for r in written]
+    direct = Judge(engine, JudgeSettings()).judge(pairs)
+    for row, same in zip(written, direct):
+        assert (row["winner"], row["ab_verdict"], row["ba_verdict"]) == (same["winner"], same["ab_verdict"],
+                                                                          same["ba_verdict"]), row["id"]
+        assert (row["ab_prompt_tokens"], row["ba_prompt_tokens"]) == (same["ab_prompt_tokens"],
+                                                                      same["ba_prompt_tokens"])
+        assert row["p_a"] == pytest.approx(same["p_a"], abs=1e-4)
