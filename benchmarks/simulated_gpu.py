@@ -166,7 +166,7 @@ async def _drive(pairs: int, mode: str, path: str, units_at_once: int) -> dict:
         src = Path(tmp) / "pairs.jsonl"
         rows = llmbar_pairs()
         write_jsonl([dict(rows[i % len(rows)], id=f"p{i}") for i in range(pairs)], src)
-        settings = JobSettings(input=str(src), output=f"{tmp}/out", judge="con-j", unit_rows=512)
+        settings = JobSettings(input=str(src), output=f"{tmp}/out", judge="con-j", unit_rows=128)
         plan = plan_input(settings)
         judge = JudgeSettings(judge="con-j").resolved() if mode == "generate" else _logprob_con_j()
         worker = UnitWorker(str(src), f"{tmp}/out", None, plan.mapping, plan.preset, 64,
