@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import logging
 import os
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -219,10 +217,6 @@ class AsyncVLLMEngine(_Hosted):
 
         self._start(settings, lambda kwargs: AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs)))
         self.max_model_len = self.llm.model_config.max_model_len
-        # At the process's exit (a pool actor when the job ends) vLLM's own finalizers stop
-        # the EngineCore under a live output handler, which then logs a dead engine's
-        # traceback after the run's summary. Registered after them, this runs first.
-        atexit.register(self.shutdown)
 
     async def _run(self, prompts: Sequence[list[int]], params) -> list:
         from vllm import TokensPrompt
@@ -250,28 +244,10 @@ class AsyncVLLMEngine(_Hosted):
         await self.llm.check_health()
 
     def shutdown(self) -> None:
-        """The output handler stops first, then the engine: a shutdown is not a failure."""
         llm, self.llm = getattr(self, "llm", None), None
         if llm is not None:
-            handler = getattr(llm, "output_handler", None)
-            if handler is not None:
-                from vllm.utils.async_utils import cancel_task_threadsafe
-
-                cancel_task_threadsafe(handler)
-                llm.output_handler = None
-                if not _runs_in(handler.get_loop()):  # let the loop carry the cancel out
-                    deadline = time.monotonic() + 2
-                    while not handler.done() and time.monotonic() < deadline:
-                        time.sleep(0.01)
             llm.shutdown()
         self._processes.stopped()
-
-
-def _runs_in(loop: asyncio.AbstractEventLoop) -> bool:
-    try:
-        return asyncio.get_running_loop() is loop
-    except RuntimeError:
-        return False
 
 
 class TokenizerEngine:
