@@ -19,7 +19,7 @@ from magistrate.pipelines.estimate import estimate_input
 from magistrate.pipelines.prepare import read_prepared
 from magistrate.pipelines.sources import InputError
 from magistrate.pipelines.summary import summary_table
-from magistrate.serve.access import api_key, exposure_problem, is_loopback, open_warning
+from magistrate.serve.access import exposure_problem, open_warning
 from magistrate.serve.bodies import Caps
 
 EXIT_USAGE = 2  # a user's error: bad input, options or output; nothing was judged
@@ -118,8 +118,8 @@ def serve(replicas, host, port, open_endpoint, **args):
     problem = exposure_problem(host, open_endpoint)
     if problem:
         raise click.UsageError(problem)
-    if open_endpoint and not api_key() and not is_loopback(host):
-        click.echo(open_warning(host), err=True)
+    if warning := open_warning(host):
+        click.echo(warning, err=True)
     import ray
     from ray import serve as ray_serve
 

@@ -35,7 +35,11 @@ def exposure_problem(host: str, open_endpoint: bool) -> str | None:
             "to serve without a key on purpose")
 
 
-def open_warning(host: str) -> str:
+def open_warning(host: str) -> str | None:
+    """The warning for an endpoint served beyond loopback without a key (allowed only with
+    --open: exposure_problem), or None when it is not one."""
+    if api_key() or is_loopback(host):
+        return None
     return (f"magistrate: WARNING: serving on {host} with no API key (--open): "
             "anyone who can reach this address can judge")
 

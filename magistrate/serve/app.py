@@ -35,7 +35,7 @@ from magistrate.judges.core import Judge, JudgeSettings
 from magistrate.model_files import resolve_model
 from magistrate.pairs import decode_line, parse_line
 from magistrate.schema import run_constants
-from magistrate.serve.access import api_key, exposure_problem, is_loopback, key_given, open_warning
+from magistrate.serve.access import api_key, exposure_problem, key_given, open_warning
 from magistrate.serve.bodies import (
     MAX_BATCH_PAIRS,
     BatchRequest,
@@ -244,8 +244,8 @@ class JudgeServer:
             problem = exposure_problem(host, self.args.open)
             if problem:
                 raise RuntimeError(f"magistrate: {problem}")
-            if not api_key() and not is_loopback(host):
-                logger.warning(open_warning(host))
+            if warning := open_warning(host):
+                logger.warning(warning)
         Guard.max_body_bytes = self.args.max_body_bytes
         self.caps = self.args.caps()
         self.in_flight = 0  # engine prompts being judged in this replica
