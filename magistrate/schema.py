@@ -10,6 +10,9 @@ from magistrate.pairs import INVALID
 
 STANDARD_INPUT = ("id", "prompt", "response_a", "response_b")
 OPTIONAL_INPUT = ("label", "subset", "model_a", "model_b")
+# A conversation as typed messages: a verdict row's `prompt_messages`, and the prompt,
+# chosen and rejected of a conversational DPO file (analysis/select.py).
+MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 
 _PER_ORDER_TYPES = {"verdict": pa.string(), "p_a": pa.float64(), "rationale": pa.string(), "raw": pa.string(),
                     "prompt_tokens": pa.int64(), "completion_tokens": pa.int64(), "error": pa.string(),

@@ -30,9 +30,8 @@ from magistrate.pairs import (
 from magistrate.pipelines.reading import Rows, peek_columns, read_unit
 from magistrate.pipelines.sources import Location, list_input_files, locate, resolve_mapping
 from magistrate.pipelines.units import Unit, plan_units
-from magistrate.schema import VERDICT_FIELDS
+from magistrate.schema import MESSAGES, VERDICT_FIELDS
 
-MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 # Standard columns this step builds itself; everything else passes through.
 _BUILT = ("id", "prompt", "response_a", "response_b", "label")
 
