@@ -11,7 +11,7 @@ from magistrate.analysis.bradley_terry import battles_from, leaderboard as fit_l
 from magistrate.analysis.figures import compute_figures
 from magistrate.analysis.html import report_html
 from magistrate.analysis.output import open_verdicts
-from magistrate.analysis.select import select_pairs
+from magistrate.analysis.select import FORMATS, select_pairs
 from magistrate.analysis.terminal import leaderboard_text, report_text
 from magistrate.cli.options import ENDPOINT
 from magistrate.pipelines.sources import locate
@@ -79,14 +79,19 @@ def leaderboard(output, rounds, seed, as_json, table_path, s3_endpoint_url):
 @click.option("--consistent-only", is_flag=True, help="Keep only pairs on which both orders agreed.")
 @click.option("--output", "dpo_output", required=True,
               help="A .parquet file, or a directory (gets dpo.parquet); local or s3://.")
+@click.option("--format", "form", type=click.Choice(FORMATS), default="auto", show_default=True,
+              help="TRL's preference form: conversational (prompt as messages, chosen and rejected as "
+                   "assistant messages; TRL applies the chat template) or standard (strings); auto: "
+                   "conversational when any prompt was chat. Standard refuses chat prompts.")
 @ENDPOINT
-def select(output, min_confidence, consistent_only, dpo_output, s3_endpoint_url):
+def select(output, min_confidence, consistent_only, dpo_output, form, s3_endpoint_url):
     """DPO pairs (prompt, chosen, rejected) from confident verdicts, for TRL's DPOTrainer."""
 
     result = select_pairs(open_verdicts(output, s3_endpoint_url), dpo_output, min_confidence,
-                          consistent_only, s3_endpoint_url)
+                          consistent_only, s3_endpoint_url, form)
     left_out = ", ".join(f"{n} {why}" for why, n in result["left_out"].items()) or "none"
-    click.echo(f"{result['pairs']} pairs written to {result['output']}; left out: {left_out}")
+    click.echo(f"{result['pairs']} pairs written to {result['output']} ({result['format']} form); "
+               f"left out: {left_out}")
 
 
 COMMANDS = (report, leaderboard, select)

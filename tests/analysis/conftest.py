@@ -13,9 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from magistrate.schema import VERDICT_FIELDS
+from magistrate.schema import MESSAGES, VERDICT_FIELDS
 
-PASSTHROUGH = ("id", "prompt", "response_a", "response_b", "label", "subset", "model_a", "model_b")
+PASSTHROUGH = ("id", "prompt", "prompt_messages", "response_a", "response_b", "label", "subset", "model_a",
+               "model_b")
 SUBSETS = ("alpha", "beta", "gamma")
 CAUSES = ("order ab: prompt is longer than the judge's context (4100 > 4096 tokens)",
           "prompt is empty")
@@ -26,7 +27,7 @@ CAUSE_KINDS = {CAUSES[0]: "prompt is longer than the judge's context", CAUSES[1]
 def write_output(out: Path, rows: list[dict], files: int = 3, summary: dict | None = None) -> Path:
     """rows: dicts with any verdict or passthrough columns; others are null."""
     names = [c for c in PASSTHROUGH if any(c in r for r in rows)]
-    fields = [pa.field(c, pa.string()) for c in names] + list(VERDICT_FIELDS)
+    fields = [pa.field(c, MESSAGES if c == "prompt_messages" else pa.string()) for c in names] + list(VERDICT_FIELDS)
     schema = pa.schema(fields)
     (out / "verdicts").mkdir(parents=True)
     step = -(-len(rows) // files)
