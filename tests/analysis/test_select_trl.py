@@ -9,11 +9,11 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import trl.data_utils as trl_data  # the dev extra pins it: a missing TRL fails, not skips
 
 from tests.analysis.conftest import synthetic_rows, write_output
 from tests.conftest import run_cli
 
-trl_data = pytest.importorskip("trl.data_utils")
 SYSTEM = {"role": "system", "content": "You answer in one line."}
 
 
