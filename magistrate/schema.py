@@ -37,6 +37,12 @@ VERDICT_FIELDS = pa.schema(
 )
 
 
+# Added after the verdict columns where a calibration is applied (--calibration FILE;
+# judges/calibration.py computes them, docs/calibration.md).
+CALIBRATED_FIELDS = pa.schema([("p_a_calibrated", pa.float64()), ("confidence", pa.float64()),
+                               ("decided", pa.bool_())])
+
+
 RUN_CONSTANTS = ("judge", "judge_version", "mode", "order", "model", "run_id")
 
 

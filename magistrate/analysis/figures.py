@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
+import numpy as np
+
 from magistrate.analysis.rewardbench import pair_points, protocol, rewardbench_scores
 from magistrate.analysis.output import Verdicts
+from magistrate.judges.calibration import EPS
 from magistrate.pipelines import error_cause
 
 HIST_BINS = 20
@@ -26,6 +29,53 @@ def _share(part: float, whole: float) -> float | None:
     return part / whole if whole else None
 
 
+class ProbabilityTally:
+    """How well probabilities of A predict A/B labels, added an array at a time: the
+    reliability diagram's bins and ECE (CALIBRATION_BINS equal-width bins), Brier score,
+    log-loss (probabilities clipped to [EPS, 1 - EPS]) and accuracy (the side given more
+    than 0.5 is the label's; 0.5 counts half)."""
+
+    def __init__(self) -> None:
+        self.count = np.zeros(CALIBRATION_BINS, dtype=np.int64)
+        self.p_sum = np.zeros(CALIBRATION_BINS)
+        self.label_a = np.zeros(CALIBRATION_BINS, dtype=np.int64)
+        self.brier = self.log_loss = self.correct = 0.0
+
+    def add(self, p_a, label_a) -> None:
+        p, y = np.asarray(p_a, dtype=np.float64), np.asarray(label_a, dtype=bool)
+        cells = np.minimum((p * CALIBRATION_BINS).astype(np.int64), CALIBRATION_BINS - 1)
+        self.count += np.bincount(cells, minlength=CALIBRATION_BINS)
+        self.p_sum += np.bincount(cells, weights=p, minlength=CALIBRATION_BINS)
+        self.label_a += np.bincount(cells, weights=y, minlength=CALIBRATION_BINS).astype(np.int64)
+        self.brier += float(((p - y) ** 2).sum())
+        clipped = np.clip(p, EPS, 1.0 - EPS)
+        self.log_loss -= float(np.where(y, np.log(clipped), np.log1p(-clipped)).sum())
+        self.correct += float(np.where(p == 0.5, 0.5, (p > 0.5) == y).sum())
+
+    @property
+    def pairs(self) -> int:
+        return int(self.count.sum())
+
+    def reliability(self) -> dict | None:
+        """The report's `calibration` section; None without pairs."""
+        n = self.pairs
+        if not n:
+            return None
+        bins = []
+        for i, (count, p_sum, label_a) in enumerate(zip(self.count.tolist(), self.p_sum.tolist(),
+                                                        self.label_a.tolist())):
+            bins.append({"lo": i / CALIBRATION_BINS, "hi": (i + 1) / CALIBRATION_BINS, "count": count,
+                         "mean_p_a": _share(p_sum, count), "share_label_a": _share(label_a, count)})
+        ece = sum(b["count"] / n * abs(b["mean_p_a"] - b["share_label_a"]) for b in bins if b["count"])
+        return {"pairs": n, "bins": bins, "ece": ece, "brier": self.brier / n}
+
+    def scores(self) -> dict:
+        """pairs, accuracy, log_loss, brier, ece (None without pairs)."""
+        n, cal = self.pairs, self.reliability()
+        return {"pairs": n, "accuracy": _share(self.correct, n), "log_loss": _share(self.log_loss, n),
+                "brier": cal and cal["brier"], "ece": cal and cal["ece"]}
+
+
 class _Tally:
     """Everything the figures need, accumulated row by row (memory flat in the row count)."""
 
@@ -41,8 +91,8 @@ class _Tally:
         self.labelled = self.agree = 0
         self.by_subset: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # labelled, agree
         self.points: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])  # RewardBench
-        self.cal = [[0, 0.0, 0] for _ in range(CALIBRATION_BINS)]  # count, sum p_a, label A
-        self.brier = 0.0
+        self.cal = ProbabilityTally()
+        self.pending: tuple[list, list] = ([], [])  # p_a, label is A: added to `cal` a batch at a time
         self.run: dict[str, set] = {k: set() for k in _RUN_KEYS}
         self.mass = [0] * HIST_BINS  # logprob mode: the verdict labels' probability, per order
         self.mass_sum = 0.0
@@ -87,11 +137,12 @@ class _Tally:
             tally[0] += 1
             tally[1] += winner == label
             if p_a is not None:
-                cell = self.cal[_bin(p_a, CALIBRATION_BINS)]
-                cell[0] += 1
-                cell[1] += p_a
-                cell[2] += label == "A"
-                self.brier += (p_a - (label == "A")) ** 2
+                self.pending[0].append(p_a)
+                self.pending[1].append(label == "A")
+
+    def end_batch(self) -> None:
+        self.cal.add(*self.pending)
+        self.pending = ([], [])
 
     def figures(self, uri: str, summary: dict | None, has_subset: bool) -> dict:
         judged = self.pairs - self.unjudged
@@ -117,7 +168,7 @@ class _Tally:
                 "first_position_preference": _share(ab["A"] + ba["B"], decisive),
             },
             "labels": self._labels(has_subset),
-            "calibration": self._calibration(),
+            "calibration": self.cal.reliability(),
             "p_a_histogram": self._histogram(),
             "label_mass": self._label_mass(),
             "tokens": {"prompt": self.tokens["prompt"], "completion": self.tokens["completion"],
@@ -143,17 +194,6 @@ class _Tally:
             by_subset = {s: {"labelled": n, "agreement": a / n} for s, (n, a) in sorted(self.by_subset.items())}
         return {"labelled_pairs": self.labelled, "agreement": self.agree / self.labelled,
                 "by_subset": by_subset}
-
-    def _calibration(self) -> dict | None:
-        n = sum(c[0] for c in self.cal)
-        if not n:
-            return None
-        bins = []
-        for i, (count, p_sum, label_a) in enumerate(self.cal):
-            bins.append({"lo": i / CALIBRATION_BINS, "hi": (i + 1) / CALIBRATION_BINS, "count": count,
-                         "mean_p_a": _share(p_sum, count), "share_label_a": _share(label_a, count)})
-        ece = sum(b["count"] / n * abs(b["mean_p_a"] - b["share_label_a"]) for b in bins if b["count"])
-        return {"pairs": n, "bins": bins, "ece": ece, "brier": self.brier / n}
 
     def _label_mass(self) -> dict | None:
         """How much next-token probability the verdict labels had (logprob mode only)."""
@@ -187,4 +227,5 @@ def compute_figures(verdicts: Verdicts) -> dict:
     for rows in verdicts.batches(_COLUMNS):
         for values in zip(*(rows[c] for c in _COLUMNS)):
             tally.add(dict(zip(_COLUMNS, values)))
+        tally.end_batch()
     return tally.figures(verdicts.loc.uri, verdicts.summary, "subset" in verdicts.columns)

@@ -72,11 +72,11 @@ def histogram_svg(hist: dict, plot_id: str) -> str:
     return "".join(parts) + "</svg>"
 
 
-def reliability_svg(cal: dict, plot_id: str) -> str:
+def reliability_svg(cal: dict, plot_id: str, xlabel: str = "mean p_a in bin") -> str:
     x0, y0, s = 60, 330, 300
     ticks = [(t, f"{t:g}") for t in (0, 0.25, 0.5, 0.75, 1)]
     parts = [f'<svg class="plot" id="{plot_id}" xmlns="http://www.w3.org/2000/svg" width="400" height="380">',
-             _axes(x0, y0, s, s, "mean p_a in bin", "share labelled A", ticks),
+             _axes(x0, y0, s, s, xlabel, "share labelled A", ticks),
              f'<line x1="{x0}" y1="{y0}" x2="{x0 + s}" y2="{y0 - s}" stroke="#999" stroke-dasharray="4 4"/>']
     points = [(b["mean_p_a"], b["share_label_a"], b["count"]) for b in cal["bins"] if b["count"]]
     line = " ".join(f"{x0 + p * s:.1f},{y0 - q * s:.1f}" for p, q, _ in points)
@@ -151,6 +151,65 @@ def _calibration(fig: dict) -> str:
             f"{_row('pairs', str(cal['pairs']), 'calibration-pairs')}</table>")
 
 
+def coverage_svg(curve: list[dict], plot_id: str) -> str:
+    """Agreement (y) against coverage (x) over thresholds; the chosen threshold ringed."""
+    x0, y0, s = 60, 330, 300
+    points = [(c["coverage"], c["agreement"], c) for c in curve
+              if c["coverage"] is not None and c["agreement"] is not None]
+    ticks = [(t, f"{t:g}") for t in (0, 0.25, 0.5, 0.75, 1)]
+    parts = [f'<svg class="plot" id="{plot_id}" xmlns="http://www.w3.org/2000/svg" width="400" height="380">',
+             _axes(x0, y0, s, s, "coverage (share of pairs decided)", "agreement with labels", ticks)]
+    line = " ".join(f"{x0 + x * s:.1f},{y0 - y * s:.1f}" for x, y, _ in points)
+    parts.append(f'<polyline points="{line}" fill="none" stroke="{_BAR}" stroke-width="2"/>')
+    for x, y, c in points:
+        ring = ' stroke="#c0392b" stroke-width="3"' if c["chosen"] else ""
+        parts.append(f'<circle class="point{" chosen" if c["chosen"] else ""}" cx="{x0 + x * s:.1f}" '
+                     f'cy="{y0 - y * s:.1f}" r="{6 if c["chosen"] else 3}" fill="{_BAR}"{ring}><title>confidence >= '
+                     f'{c["threshold"]:.3f}: coverage {x:.3f}, agreement {y:.3f}</title></circle>')
+    return "".join(parts) + "</svg>"
+
+
+def _calibrated(fig: dict) -> str:
+    cal = fig.get("calibrated")
+    if not cal:
+        return ""
+    parameters = ", ".join(f"{k} {v:.4g}" for k, v in cal["parameters"].items())
+    before, after = cal["before"], cal["after"]
+    rows = "".join(
+        f'<tr><th>{name}</th><td class="n" id="cal-{key}-before">{num(before[key], 4)}</td>'
+        f'<td class="n" id="cal-{key}-after">{num(after[key], 4)}</td></tr>'
+        for name, key in (("accuracy", "accuracy"), ("log-loss", "log_loss"), ("Brier score", "brier"),
+                          ("expected calibration error", "ece")))
+    html = (f"<h2>Calibrated confidence</h2><p>Map: {escape(cal['method'])} scaling ({escape(parameters)}), "
+            f"fitted on {cal['fitted_on']} labelled pairs; figures over this output's "
+            f"{after['pairs']} labelled pairs.</p>"
+            f"<table><tr><th></th><th>p_a</th><th>p_a_calibrated</th></tr>{rows}</table>")
+    if fig["calibration"] and cal["reliability"]:
+        html += ('<div style="display:flex;gap:1em"><div><p>Raw p_a</p>'
+                 + reliability_svg(fig["calibration"], "plot-reliability-raw") + "</div><div><p>p_a_calibrated</p>"
+                 + reliability_svg(cal["reliability"], "plot-reliability-calibrated", "mean p_a_calibrated in bin")
+                 + "</div></div>")
+    d = cal["decisions"]
+    if d is None:
+        return html + _na("decisions: the calibration file has no decision threshold (calibrate --target-agreement)")
+    threshold = "none passed the test" if d["threshold"] is None else f"{d['threshold']:.3f}"
+    html += (f"<h2>Decisions</h2><p>Verdicts with calibrated confidence at or above the threshold are "
+             f"decided: with probability at least {1 - d['risk']:g}, their agreement with labels is at least "
+             f"{d['target']:g} (chosen on the calibration set by fixed-sequence testing).</p><table>"
+             f"{_row('threshold', threshold, 'decision-threshold')}"
+             f"{_row('decided pairs', str(d['decided']), 'decided')}"
+             f"{_row('coverage', pct(d['coverage']), 'decided-coverage')}"
+             f"{_row('agreement of the decided (labelled)', pct(d['agreement']), 'decided-agreement')}</table>")
+    curve = "".join(
+        f'<tr{" class=chosen" if c["chosen"] else ""}><td class="n">{c["threshold"]:.3f}{" (chosen)" if c["chosen"] else ""}'
+        f'</td><td class="n">{pct(c["coverage"])}</td><td class="n">{pct(c["agreement"])}</td>'
+        f'<td class="n">{c["labelled"]}</td></tr>' for c in cal["curve"])
+    return (html + "<p>Coverage against agreement, over thresholds on the calibrated confidence:</p>"
+            + coverage_svg(cal["curve"], "plot-coverage")
+            + f'<table id="coverage-table"><tr><th>confidence at least</th><th>coverage</th><th>agreement</th>'
+              f"<th>labelled</th></tr>{curve}</table>")
+
+
 def _histogram(fig: dict) -> str:
     hist = fig["p_a_histogram"]
     if not hist["pairs"]:
@@ -197,7 +256,7 @@ def _rewardbench(fig: dict) -> str:
 def report_html(fig: dict) -> str:
     run = fig["run"]
     head = "".join(_row(k, ", ".join(run[k]) or "n/a", f"run-{k}") for k in ("judge", "model", "mode", "order"))
-    body = "".join(part(fig) for part in (_winners, _errors, _position, _labels, _calibration,
+    body = "".join(part(fig) for part in (_winners, _errors, _position, _labels, _calibration, _calibrated,
                                           _histogram, _tokens, _rewardbench))
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>magistrate report: '
             f"{escape(fig['output'])}</title><style>{_CSS}</style></head><body>"

@@ -3,7 +3,10 @@
 chosen is the winner's response, rejected the other; a pair is kept when the judge
 named a winner (ties and errors are left out), its probability for that winner
 (p_a for A, 1 - p_a for B) is at least --min-confidence, and, with --consistent-only, both
-orders agreed. Written as one Parquet file, streamed batch by batch.
+orders agreed. With a calibration (--calibration), that probability is the calibrated
+`confidence`, and when the calibration has a decision threshold only `decided` pairs are
+kept unless decided_only is false (docs/calibration.md). Written as one Parquet file,
+streamed batch by batch.
 
 The file is in one of TRL's two preference forms, since a Parquet column has one type:
 conversational (prompt a list of {role, content} messages, chosen and rejected each one
@@ -23,11 +26,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from magistrate.analysis.output import Verdicts
+from magistrate.judges.calibration import Calibration, apply
 from magistrate.pairs import PROMPT_MESSAGES
 from magistrate.pipelines import InputError, locate
 from magistrate.schema import MESSAGES
 
-_COLUMNS = ("id", "prompt", PROMPT_MESSAGES, "response_a", "response_b", "winner", "p_a", "consistent")
+_COLUMNS = ("id", "prompt", PROMPT_MESSAGES, "response_a", "response_b", "winner", "p_a", "consistent",
+            "ab_p_a", "ba_p_a")
 DEFAULT_NAME = "dpo.parquet"
 FORMATS = ("auto", "conversational", "standard")
 
@@ -68,14 +73,30 @@ def _pair(row: dict, conversational: bool) -> tuple:
     return prompt, [{"role": "assistant", "content": chosen}], [{"role": "assistant", "content": rejected}]
 
 
+def _calibrated(rows: dict[str, list], calibration: Calibration | None, decided_only: bool) -> None:
+    """Adds each row's `confidence` (calibrated) and `undecided` to the batch, with a calibration."""
+    if calibration is None:
+        rows["confidence"] = rows["undecided"] = [None] * len(rows["id"])
+        return
+    _, confidence, decided = apply(calibration, rows["ab_p_a"], rows["ba_p_a"], rows["p_a"], rows["winner"])
+    rows["confidence"] = [None if c != c else float(c) for c in confidence]  # NaN: no confidence
+    rows["undecided"] = ([False] * len(confidence) if decided is None or not decided_only
+                         else [not d for d in decided])
+
+
 def _reason(row: dict, min_confidence: float, consistent_only: bool) -> tuple[str, float | None]:
-    """Why a row is left out ("" when kept), and the winner's probability."""
+    """Why a row is left out ("" when kept), and the winner's probability (calibrated, with
+    a calibration)."""
     winner = row["winner"]
     if winner not in ("A", "B"):
         return {"tie": "tie", "error": "error"}.get(winner, "unjudged"), None
     if row["p_a"] is None:
         return "no p_a", None
-    confidence = row["p_a"] if winner == "A" else 1.0 - row["p_a"]
+    confidence = row["confidence"]
+    if confidence is None:
+        confidence = row["p_a"] if winner == "A" else 1.0 - row["p_a"]
+    if row["undecided"]:
+        return "undecided", confidence
     if confidence < min_confidence:
         return "below min confidence", confidence
     if consistent_only and row["consistent"] is not True:
@@ -84,7 +105,8 @@ def _reason(row: dict, min_confidence: float, consistent_only: bool) -> tuple[st
 
 
 def select_pairs(verdicts: Verdicts, output: str, min_confidence: float, consistent_only: bool = False,
-                 endpoint_url: str | None = None, form: str = "auto") -> dict:
+                 endpoint_url: str | None = None, form: str = "auto", calibration: Calibration | None = None,
+                 decided_only: bool = True) -> dict:
     """Writes the DPO file; returns where, in which form, how many pairs were kept and why
     others were not."""
     if not 0.0 <= min_confidence <= 1.0:
@@ -101,9 +123,10 @@ def select_pairs(verdicts: Verdicts, output: str, min_confidence: float, consist
     kept = 0
     with out.filesystem.open_output_stream(path) as stream, pq.ParquetWriter(stream, schema) as writer:
         for rows in verdicts.batches(_COLUMNS):
+            _calibrated(rows, calibration, decided_only)
             chosen: dict[str, list] = {name: [] for name in schema.names}
-            for values in zip(*(rows[c] for c in _COLUMNS)):
-                row = dict(zip(_COLUMNS, values))
+            for values in zip(*rows.values()):
+                row = dict(zip(rows, values))
                 reason, confidence = _reason(row, min_confidence, consistent_only)
                 if reason:
                     left_out[reason] += 1

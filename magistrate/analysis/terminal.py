@@ -50,6 +50,18 @@ def report_text(fig: dict) -> str:
     rows.append(("throughput", f"{tp['pairs_per_second']} pairs/s over {tp['seconds']} s" if tp else "not available"))
     for cause, count in fig["errors"]["causes"].items():
         rows.append((f"error x{count}", cause))
+    calibrated = fig.get("calibrated")
+    if calibrated:
+        rows.append((f"calibrated ({calibrated['method']}), over {calibrated['after']['pairs']} labelled",
+                     "before -> after"))
+        rows += [(f"  {k}", v) for k, v in scores_rows(calibrated["before"], calibrated["after"])]
+        decisions = calibrated["decisions"]
+        if decisions:
+            threshold = "none passed" if decisions["threshold"] is None else f"{decisions['threshold']:.3f}"
+            rows.append(("decided (confidence >= threshold)",
+                         f"{decisions['decided']} ({pct(decisions['coverage'])}) at {threshold}; agreement "
+                         f"{pct(decisions['agreement'])} of {decisions['labelled_decided']} labelled "
+                         f"(target {decisions['target']:g}, risk {decisions['risk']:g})"))
     text = _table(rows)
     rb = fig["rewardbench"]
     if rb:
@@ -59,6 +71,32 @@ def report_text(fig: dict) -> str:
             [(section, num(score, 2)) for section, score in rb["sections"].items()]
             + [("Score", num(rb["score"], 2) if rb["score"] is not None else "n/a (not every section present)")])
     return text
+
+
+_SCORES = (("accuracy", "accuracy", 3), ("log-loss", "log_loss", 4), ("Brier", "brier", 4), ("ECE", "ece", 4))
+
+
+def scores_rows(before: dict, after: dict) -> list[tuple[str, str]]:
+    """accuracy, log-loss, Brier and ECE before and after a calibration map, one row each."""
+    return [(name, f"{num(before[key], digits)} -> {num(after[key], digits)}") for name, key, digits in _SCORES]
+
+
+def calibration_text(calibration) -> str:
+    """What `magistrate calibrate` fitted: the map, the figures before and after, the decision."""
+    cal = calibration
+    parameters = ", ".join(f"{k} {v:.4g}" for k, v in cal.parameters.items())
+    cv = ", ".join(f"{k} {v:.4f}" for k, v in cal.cv_log_loss.items())
+    left_out = ", ".join(f"{n} {why}" for why, n in cal.excluded.items()) or "none"
+    rows = [("method", f"{cal.method} ({parameters})"),
+            ("labelled pairs", f"{cal.n_labelled} (left out: {left_out})"),
+            (f"{cal.folds}-fold CV log-loss", cv),
+            *scores_rows(cal.before.model_dump(), cal.after.model_dump())]
+    d = cal.decision
+    if d is not None:
+        rows.append((f"decision (agreement >= {d.target:g}, risk {d.risk:g})", d.message))
+        if d.threshold is not None:
+            rows.append(("threshold / coverage", f"{d.threshold:.3f} / {pct(d.coverage)} ({d.decided} of {d.pairs})"))
+    return "figures before -> after calibration, on the labelled pairs (in-sample)\n" + _table(rows)
 
 
 def leaderboard_text(rows: list[dict]) -> str:

@@ -1,5 +1,6 @@
-"""`magistrate report`, `magistrate leaderboard` and `magistrate select`: thin wrappers over
-magistrate.analysis (docs/analysis.md). Registered on the main group in cli.py."""
+"""`magistrate report`, `magistrate leaderboard`, `magistrate select` and `magistrate calibrate`:
+thin wrappers over magistrate.analysis (docs/analysis.md, docs/calibration.md). Registered on
+the main group in cli.py."""
 
 from __future__ import annotations
 
@@ -8,15 +9,21 @@ import json
 import click
 
 from magistrate.analysis.bradley_terry import battles_from, leaderboard as fit_leaderboard
+from magistrate.analysis.calibrate import FOLDS, calibrate_output, calibrated_figures
+from magistrate.analysis.guarantee import MIN_PAIRS
 from magistrate.analysis.figures import compute_figures
 from magistrate.analysis.html import report_html
 from magistrate.analysis.output import open_verdicts
 from magistrate.analysis.select import FORMATS, select_pairs
-from magistrate.analysis.terminal import leaderboard_text, report_text
+from magistrate.analysis.terminal import calibration_text, leaderboard_text, report_text
 from magistrate.cli.options import ENDPOINT
-from magistrate.pipelines.sources import locate
+from magistrate.pipelines.sources import locate, read_calibration
 from magistrate.pipelines.store import write_whole
 
+
+
+CALIBRATION = click.option("--calibration", "calibration_path", default=None,
+                           help="A file `magistrate calibrate` wrote: adds calibrated confidence and decisions.")
 
 
 def _write_text(uri: str, text: str, endpoint_url: str | None) -> None:
@@ -29,11 +36,15 @@ def _write_text(uri: str, text: str, endpoint_url: str | None) -> None:
 @click.argument("output")
 @click.option("--json", "as_json", is_flag=True, help="Print every figure as one JSON object instead of the table.")
 @click.option("--html", "html_path", default=None, help="Where to write the HTML report; default OUTPUT/report.html.")
+@CALIBRATION
 @ENDPOINT
-def report(output, as_json, html_path, s3_endpoint_url):
+def report(output, as_json, html_path, calibration_path, s3_endpoint_url):
     """Figures over a judge output: terminal summary and a self-contained HTML report."""
 
-    fig = compute_figures(open_verdicts(output, s3_endpoint_url))
+    calibration = calibration_path and read_calibration(calibration_path, s3_endpoint_url)
+    verdicts = open_verdicts(output, s3_endpoint_url)
+    fig = compute_figures(verdicts)
+    fig["calibrated"] = calibration and calibrated_figures(verdicts, calibration)
     html_path = html_path or f"{output.rstrip('/')}/report.html"
     _write_text(html_path, report_html(fig), s3_endpoint_url)
     if as_json:
@@ -83,15 +94,49 @@ def leaderboard(output, rounds, seed, as_json, table_path, s3_endpoint_url):
               help="TRL's preference form: conversational (prompt as messages, chosen and rejected as "
                    "assistant messages; TRL applies the chat template) or standard (strings); auto: "
                    "conversational when any prompt was chat. Standard refuses chat prompts.")
+@CALIBRATION
+@click.option("--include-undecided", is_flag=True,
+              help="With a calibration that has a decision threshold: keep pairs below it too.")
 @ENDPOINT
-def select(output, min_confidence, consistent_only, dpo_output, form, s3_endpoint_url):
-    """DPO pairs (prompt, chosen, rejected) from confident verdicts, for TRL's DPOTrainer."""
+def select(output, min_confidence, consistent_only, dpo_output, form, calibration_path, include_undecided,
+           s3_endpoint_url):
+    """DPO pairs (prompt, chosen, rejected) from confident verdicts, for TRL's DPOTrainer.
+    With --calibration, confidence is the calibrated one, and only decided pairs are kept
+    when the file has a decision threshold (unless --include-undecided)."""
 
+    calibration = calibration_path and read_calibration(calibration_path, s3_endpoint_url)
     result = select_pairs(open_verdicts(output, s3_endpoint_url), dpo_output, min_confidence,
-                          consistent_only, s3_endpoint_url, form)
+                          consistent_only, s3_endpoint_url, form, calibration=calibration,
+                          decided_only=not include_undecided)
     left_out = ", ".join(f"{n} {why}" for why, n in result["left_out"].items()) or "none"
     click.echo(f"{result['pairs']} pairs written to {result['output']} ({result['format']} form); "
                f"left out: {left_out}")
 
 
-COMMANDS = (report, leaderboard, select)
+@click.command()
+@click.argument("output")
+@click.option("--out", "out_path", required=True, help="Where to write the calibration JSON (local or s3://).")
+@click.option("--target-agreement", type=float, default=None,
+              help="Also choose a decision threshold: agreement with the labels to guarantee, e.g. 0.9.")
+@click.option("--risk", type=float, default=None,
+              help="With --target-agreement: the probability the guarantee may fail, e.g. 0.1.")
+@click.option("--folds", type=click.IntRange(2), default=FOLDS, show_default=True,
+              help="Cross-validation folds for choosing temperature or Platt scaling.")
+@click.option("--min-pairs", type=click.IntRange(1), default=MIN_PAIRS, show_default=True,
+              help="Test only thresholds with at least this many labelled verdicts above them.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the folds.")
+@ENDPOINT
+def calibrate(output, out_path, target_agreement, risk, folds, min_pairs, seed, s3_endpoint_url):
+    """Fit P(A is better) on an output's labelled pairs (temperature or Platt scaling), and
+    optionally a decision threshold with a guarantee (docs/calibration.md)."""
+
+    if (target_agreement is None) != (risk is None):
+        raise click.UsageError("--target-agreement and --risk go together")
+    calibration = calibrate_output(open_verdicts(output, s3_endpoint_url), folds=folds, seed=seed,
+                                   target=target_agreement, risk=risk, min_pairs=min_pairs)
+    _write_text(out_path, calibration.model_dump_json(indent=2) + "\n", s3_endpoint_url)
+    click.echo(calibration_text(calibration))
+    click.echo(f"\ncalibration: {out_path}")
+
+
+COMMANDS = (report, leaderboard, select, calibrate)

@@ -12,6 +12,8 @@ import pyarrow.fs as pafs
 import s3fs
 from pyarrow.fs import FSSpecHandler, PyFileSystem
 
+from magistrate.judges.calibration import Calibration, parse_calibration
+
 Format = Literal["auto", "rewardbench", "llmbar", "standard"]
 _SUFFIXES = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}
 
@@ -62,6 +64,21 @@ def locate(uri: str, endpoint_url: str | None = None) -> Location:
         raise InputError(f"{uri}: only local paths and s3:// URIs are supported")
     path = os.path.abspath(os.path.expanduser(uri))
     return Location(uri, pafs.LocalFileSystem(), path)
+
+
+def read_calibration(uri: str, endpoint_url: str | None = None) -> Calibration:
+    """A file `magistrate calibrate` wrote (local or s3://), or an InputError saying why not:
+    the one reader `--calibration FILE` goes through in every command."""
+    loc = locate(uri, endpoint_url)
+    try:
+        with loc.filesystem.open_input_stream(loc.path) as stream:
+            text = stream.read()
+    except OSError as exc:  # FileNotFoundError, IsADirectoryError, S3's errors
+        raise InputError(f"{uri}: cannot read the calibration file ({exc})") from None
+    try:
+        return parse_calibration(text, uri)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
 
 
 def list_input_files(loc: Location) -> list[str]:
