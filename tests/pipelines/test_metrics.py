@@ -10,7 +10,7 @@ import time
 import urllib.request
 from collections import defaultdict
 
-from tests.conftest import EXAMPLES, free_port, ray_head, run_cli
+from tests.conftest import EXAMPLES, REPO, free_port, ray_head, run_cli
 
 _SAMPLE = re.compile(r"^(ray_magistrate_\w+)\{(.*)\} (\S+)$")
 
@@ -58,3 +58,15 @@ def test_judge_counters_on_rays_metrics_endpoint(tmp_path):
                 break
             assert time.monotonic() < deadline, f"scraped {dict(found)}, want {want}"
             time.sleep(2)
+
+
+def test_every_metric_is_documented_and_the_dashboard_uses_only_those():
+    from magistrate.actors.metrics import METRICS
+
+    doc = (REPO / "docs" / "metrics.md").read_text()
+    board = (REPO / "deploy" / "grafana-magistrate.json").read_text()
+    json.loads(board)
+    scraped = {f"ray_{name}" + ("" if kind == "Histogram" else "_total") for name, (kind, *_) in METRICS.items()}
+    assert all(f"`{name}`" in doc for name in scraped), scraped
+    used = {re.sub(r"_(bucket|sum|count)$", "", m) for m in re.findall(r"ray_magistrate_\w+", board)}
+    assert used and used <= scraped, used - scraped
