@@ -31,7 +31,11 @@ model: $(STAMP)
 browser:
 	test -x /usr/bin/chromium || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
 
+# What it does and how long each step takes on this project's 2-core machines (README).
 demo: setup
+	@echo "demo: judge 20 LLMBar pairs in both orders with the embedded 135M judge (vLLM on CPU, one Ray Data actor)"
+	@echo "demo: Ray start ~10 s, judge engine start ~25-50 s, then ~1 pair/s; about 1.5 min in all"
+	@echo "demo: writes $(DEMO_OUT)/verdicts/*.parquet and summary.json; the summary table comes last"
 	$(BIN)/magistrate judge --input examples/data/llmbar-demo.jsonl --output $(DEMO_OUT) --overwrite
 
 # A third-party judge package, installed as a user's would be, for the entry-point test.

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 import psutil
 
+from magistrate.actors.engine_logs import engine_output, wait_until
 from magistrate.model_files import load_config, load_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ class EngineSettings:
     dtype: str | None = None  # None: float32 on CPU (no native bf16 here), else the model's
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    verbose: bool = False  # vLLM's own output on the terminal (actors/engine_logs.py); else in a log file
 
 
 def on_cpu() -> bool:
@@ -155,23 +157,32 @@ class _Hosted:
     defaults, its processes tied to this one's life, its tokenizer."""
 
     def _start(self, settings: EngineSettings, build) -> None:
-        cpu_threads_env()
         self.settings = settings
         self.model = settings.model
-        self._processes = EngineProcesses()
-        self.llm = build(engine_kwargs(settings))
-        self._processes.started()
+        with engine_output(settings.verbose) as self.log_path:
+            cpu_threads_env()  # imports vllm: its import-time notices go with the rest
+            self._processes = EngineProcesses()
+            self.llm = build(engine_kwargs(settings))
+            self._processes.started()
         self.tokenizer = self.llm.get_tokenizer()
+
+    def _stopping(self):
+        """What vLLM prints while magistrate stops an engine on purpose goes to its log
+        file too (actors/engine_logs.py)."""
+        return engine_output(self.settings.verbose)
 
 
 class VLLMEngine(_Hosted):
     """Owns one vLLM `LLM`; speaks token ids in, logprobs or text out."""
 
     def __init__(self, settings: EngineSettings):
-        from vllm import LLM
+        def build(kwargs):
+            from vllm import LLM
+
+            return LLM(**kwargs)
 
         self._stopped = threading.Event()
-        self._start(settings, lambda kwargs: LLM(**kwargs))
+        self._start(settings, build)
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
         threading.Thread(target=_wake_waiters_of_a_dead_engine,
                          args=(getattr(self.llm.llm_engine, "engine_core", None), self._stopped),
@@ -200,10 +211,11 @@ class VLLMEngine(_Hosted):
         llm, self.llm = self.llm, None
         self._stopped.set()
         core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
-        if core is not None:
-            with contextlib.suppress(Exception):  # an engine that died may fail its own cleanup
-                core.shutdown()
-        self._processes.stopped()
+        with self._stopping():
+            if core is not None:
+                with contextlib.suppress(Exception):  # an engine that died may fail its own cleanup
+                    core.shutdown()
+            self._processes.stopped()
 
 
 class AsyncVLLMEngine(_Hosted):
@@ -212,10 +224,13 @@ class AsyncVLLMEngine(_Hosted):
     batches."""
 
     def __init__(self, settings: EngineSettings):
-        from vllm import AsyncEngineArgs
-        from vllm.v1.engine.async_llm import AsyncLLM
+        def build(kwargs):
+            from vllm import AsyncEngineArgs
+            from vllm.v1.engine.async_llm import AsyncLLM
 
-        self._start(settings, lambda kwargs: AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs)))
+            return AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
+
+        self._start(settings, build)
         self.max_model_len = self.llm.model_config.max_model_len
 
     async def _run(self, prompts: Sequence[list[int]], params) -> list:
@@ -244,10 +259,21 @@ class AsyncVLLMEngine(_Hosted):
         await self.llm.check_health()
 
     def shutdown(self) -> None:
+        """Stops the engine. vLLM's own shutdown stops EngineCore first and cancels the
+        task that reads its outputs after, and that task logs the dead engine as an
+        "AsyncLLM output_handler failed ... EngineDeadError" traceback (Ray forwarded it to
+        the driver after the job's summary). Here the task is waited for, and whatever it
+        says goes to the engine's log file: magistrate asked for the stop."""
         llm, self.llm = getattr(self, "llm", None), None
-        if llm is not None:
-            llm.shutdown()
-        self._processes.stopped()
+        with self._stopping():
+            if llm is not None:
+                with contextlib.suppress(Exception):  # an engine that died may fail its own cleanup
+                    llm.shutdown()
+                handler = getattr(llm, "output_handler", None)
+                if handler is not None:
+                    wait_until(handler.done, timeout=3)
+            if hasattr(self, "_processes"):
+                self._processes.stopped()
 
 
 class TokenizerEngine:

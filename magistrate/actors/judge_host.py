@@ -12,6 +12,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from magistrate.actors import metrics
 from magistrate.actors.engine import AsyncVLLMEngine, EngineSettings, TokenizerEngine
 from magistrate.judges.combine import error_row
 from magistrate.judges.core import Judge, JudgeSettings
@@ -41,7 +42,7 @@ class JudgeHost:
         if judge.profile is None:
             raise ValueError("a judge host needs resolved settings (JudgeSettings.resolved())")
         self.dry_run, self.max_tries = dry_run, max_tries
-        self.progress = progress  # an actor handle with add.remote(pairs, errors), or None
+        self.progress = progress  # an actor handle with add.remote(pairs, errors), or None (progress.py)
         self.engine_settings, self.judge_settings = engine, judge
         self.constants = run_constants(judge, engine.model, run_id, dry_run)
         self.engine = self.judge = None
@@ -61,6 +62,9 @@ class JudgeHost:
                 self.engine = await asyncio.to_thread(AsyncVLLMEngine, self.engine_settings)
                 self.judge = Judge(self.engine, self.judge_settings)
                 self._built += 1
+                self._tell("started")
+                if self._built > 1:
+                    metrics.add("magistrate_engine_restarts", 1, judge=self.judge_settings.judge)
                 # The engine's first requests pay one-off costs (seconds on CPU); pay them
                 # here, not inside the first unit (docs/performance.md: warm rate).
                 await self.judge.judge_async([_WARM_UP])
@@ -72,6 +76,19 @@ class JudgeHost:
             if self.engine is not None and self._built == built:
                 engine, self.engine = self.engine, None
                 await asyncio.to_thread(engine.shutdown)
+                self._tell("stopped")
+
+    def _tell(self, event: str) -> None:
+        if self.progress is not None:
+            self.progress.engine.remote(event)
+
+    def close(self) -> None:
+        """Stop the engine now (the unit worker's pool actor is being released): its
+        processes stop while the driver waits, before the summary (pipelines/progress.py)."""
+        engine, self.engine = self.engine, None
+        if engine is not None and not self.dry_run:
+            engine.shutdown()
+            self._tell("stopped")
 
     async def _judge(self, pairs: list[dict]) -> list[dict]:
         """Judge a batch; an engine that fails is rebuilt and the batch retried, and after
@@ -86,7 +103,8 @@ class JudgeHost:
                 return await self.judge.judge_async(pairs)
             except Exception as exc:  # noqa: BLE001 - any engine failure costs a retry
                 cause = f"{type(exc).__name__}: {exc}"[:500]
-                logger.warning("judge engine failed (try %d of %d): %s", attempt, self.max_tries, cause)
+                logger.warning("judge engine failed (try %d of %d): %s; vLLM's log: %s", attempt, self.max_tries,
+                               cause, getattr(self.engine, "log_path", None) or "above")
                 await self._discard(built)
         return engine_failure_rows(pairs, f"the judge engine failed {self.max_tries} times; last error: {cause}")
 
@@ -94,6 +112,7 @@ class JudgeHost:
         pairs = batch.select([c for c in _PAIR_COLUMNS if c in batch.column_names]).to_pylist()
         pairs = [dict(p, prompt=judge_prompt(p)) for p in pairs]
         rows = await self._judge(pairs)
+        metrics.record_rows(self.judge_settings.judge, rows, pairs)
         if self.progress is not None:
             self.progress.add.remote(len(rows), sum(r["winner"] == "error" for r in rows))
         return await asyncio.to_thread(with_verdicts, batch, rows, self.constants)

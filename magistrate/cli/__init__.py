@@ -10,7 +10,7 @@ import click
 
 from magistrate.actors.placement import connect_ray, replica_bounds
 from magistrate.cli.analysis import COMMANDS
-from magistrate.cli.options import JUDGE, MODE, ORDER, SEED, input_options, judge_options
+from magistrate.cli.options import JUDGE, MODE, ORDER, SEED, VERBOSE, input_options, judge_options
 from magistrate.judges.registry import UnknownJudge, get_judge, judge_names
 from magistrate.judges.render import final_prompt, orders_for, render_messages
 from magistrate.model_files import ModelError, embedded_model_dir, is_prepared, prepare_embedded, resolve_model
@@ -70,12 +70,16 @@ def main():
 @click.option("--dry-run", is_flag=True,
               help="Render and count tokens, skip the engine; prints token totals and a GPU-hours estimate.")
 @click.option("--gpu", default="h100", show_default=True, help="GPU for the --dry-run estimate (h100, a100, l4, ...).")
+@VERBOSE
 def judge(input_, format_, **options):
     """Judge pairs in batch on Ray Data and write verdicts."""
     from magistrate.pipelines.judge_job import JobSettings, run  # imports ray
 
     settings = JobSettings(input=input_, format=format_, **options)
-    summary = run(settings, progress=lambda m: click.echo(m, err=True))
+    # A terminal gets one progress line rewritten in place; a log or `ray job submit`
+    # gets plain lines (pipelines/progress.py).
+    live = sys.stderr if sys.stderr.isatty() else None
+    summary = run(settings, progress=lambda m: click.echo(m, err=True), live=live)
     click.echo(f"\nverdicts: {settings.output}  (summary.json beside them)")
     click.echo(summary_table(summary))
     if not summary["complete"]:
@@ -111,6 +115,7 @@ def judge(input_, format_, **options):
 @click.option("--port", type=int, default=8000, show_default=True)
 @click.option("--open", "open_endpoint", is_flag=True,
               help="Serve beyond loopback without an API key, on purpose: anyone who reaches it can judge.")
+@VERBOSE
 def serve(replicas, host, port, open_endpoint, **args):
     """Judge pairs online: an HTTP endpoint on Ray Serve (docs/serving.md).
     Set $MAGISTRATE_API_KEY to require `Authorization: Bearer <key>`; without it only

@@ -21,6 +21,8 @@ MODEL = click.option("--model", default=None, help="Local Hugging Face folder or
 MODE = click.option("--mode", type=click.Choice(["logprob", "generate"]), default=None, help="Default: the profile's.")
 ORDER = click.option("--order", type=click.Choice(["both", "ab", "random"]), default="both", show_default=True)
 SEED = click.option("--seed", type=int, default=0, show_default=True)
+VERBOSE = click.option("--verbose", is_flag=True,
+                       help="Ray Data's and vLLM's own INFO logs on the terminal (default: warnings and errors).")
 ENDPOINT = click.option("--s3-endpoint-url", default=None, help="S3-compatible endpoint (or $AWS_ENDPOINT_URL_S3).")
 judge_options = _each(JUDGE, MODEL, MODE, ORDER, SEED)
 input_options = _each(

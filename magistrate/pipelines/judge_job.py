@@ -11,16 +11,18 @@ import dataclasses
 import hashlib
 import time
 import uuid
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from magistrate.actors import metrics
 from magistrate.actors.engine import EngineSettings
 from magistrate.actors.judge_host import engine_failure_rows
 from magistrate.actors.placement import actor_bundle, actor_resources, connect_ray, replica_bounds, shippable, use_gpus
 from magistrate.judges.core import JudgeSettings
-from magistrate.model_files import load_config, resolve_model
+from magistrate.model_files import embedded_model_dir, load_config, resolve_model
 from magistrate.pairs import INVALID, MAX_FIELD_CHARS
 from magistrate.pipelines.capacity import CapacityRequest, cluster_nodes, plan_pool
 from magistrate.pipelines.commit import check_output, commit, prepare_output, reconcile, refuse_input_inside
@@ -66,6 +68,7 @@ class JobSettings(BaseModel):
     max_field_chars: int = Field(MAX_FIELD_CHARS, ge=1)
     dry_run: bool = False
     gpu: str = "h100"  # for the dry run's GPU-hours estimate
+    verbose: bool = False  # Ray Data's and vLLM's INFO logs on the terminal (docs/reliability.md#logs)
 
     @field_validator("replicas")
     @classmethod
@@ -108,9 +111,10 @@ def input_digest(src: Location, files: list[str]) -> str:
     return digest.hexdigest()
 
 
-def run(settings: JobSettings, progress=print) -> dict:
+def run(settings: JobSettings, progress=print, live=None) -> dict:
     """Judge every pair of the input and write verdicts; returns the summary. The output
-    is written as a commit protocol (pipelines/commit.py)."""
+    is written as a commit protocol (pipelines/commit.py). `live`: a terminal stream for a
+    progress line rewritten in place (else plain lines through `progress`)."""
     if settings.resume and settings.overwrite:
         raise InputError("--resume and --overwrite exclude each other")
     # An unknown judge or a model that cannot be had fails here, not in every actor; the
@@ -126,7 +130,8 @@ def run(settings: JobSettings, progress=print) -> dict:
     # with --overwrite deletes nothing.
     planned = plan_input(settings)
     refuse_input_inside(out, planned.src, planned.files)
-    job = Job(settings, planned, out, judge, model, time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6])
+    job = Job(settings, planned, out, judge, model, time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6],
+              live)
     with Lease.acquire(out, job.run_id, take_over_stale=settings.resume or settings.overwrite) as lease:
         todo = job.open(progress)
         started = time.monotonic()
@@ -152,6 +157,7 @@ class Job:
     judge: JudgeSettings  # resolved
     model: str
     run_id: str
+    live: object = None  # a terminal stream for the progress line, or None
 
     @property
     def constants(self) -> dict:
@@ -164,6 +170,7 @@ class Job:
         units = self.planned.units
         opened = check_output(self.settings, self.out, self.model, self.planned.digest)
         connect_ray()
+        quiet_ray_data(self.settings.verbose)
         if not opened.resuming:  # a resumed run's input passed this check before its _run.json was written
             duplicates = find_duplicate_ids(self.settings.input, self.settings.s3_endpoint_url, units,
                                             self.planned.mapping, self.planned.preset)
@@ -201,6 +208,7 @@ class Job:
             if round_ > 1:
                 progress(f"magistrate: {len(pending)} unit(s) not finished; retrying them "
                          f"(round {round_} of {self.settings.max_tries})")
+                metrics.add("magistrate_units_retried", len(pending), judge=self.judge.judge)
             for result in self._round(pending, progress):
                 judged["units"] += 1
                 judged["pairs"] += result["rows"]
@@ -222,16 +230,29 @@ class Job:
         # (pipelines/capacity.py: how this avoids ray-project/ray#59144).
         pool = plan_pool(replica_bounds(s.replicas), len(pending), actor_bundle(resources), cluster_nodes())
         progress(f"magistrate: {pool.describe()}")
-        printer = ProgressPrinter(progress)
+        printer = ProgressPrinter(progress, total=planned_rows(pending), live=self.live)
         engine = EngineSettings(model=self.model, tensor_parallel_size=s.tensor_parallel_size,
                                 max_model_len=s.max_model_len, seed=s.seed,
-                                gpu_memory_utilization=s.gpu_memory_utilization)
+                                gpu_memory_utilization=s.gpu_memory_utilization, verbose=s.verbose)
         # Within a round, a unit whose actor dies is retried once on a restarted actor; a
         # unit still missing after the round (e.g. its node was lost before Ray noticed)
         # goes to the next round, on a fresh pool. Failed units never stop the job.
         ray.data.DataContext.get_current().max_errored_blocks = len(pending)
         ds = ray.data.from_items([u.as_row() for u in pending], override_num_blocks=len(pending))
-        ds = ds.map_batches(
+        with warnings.catch_warnings():
+            # max_task_retries has no named parameter in Ray 2.60, only the deprecated
+            # **ray_remote_args; the retry-once rule above needs it.
+            warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated")
+            ds = self._map(ds, pool, engine, printer, resources)
+        with printer, CapacityRequest(pool):
+            yield from ds.iter_rows()
+            printer.wait_for_engines()
+
+    def _map(self, ds, pool, engine, printer, resources):
+        import ray
+
+        s = self.settings
+        return ds.map_batches(
             UnitWorker,
             fn_constructor_kwargs={
                 "input_uri": s.input, "output_uri": s.output, "endpoint": s.s3_endpoint_url,
@@ -252,8 +273,6 @@ class Job:
             max_task_retries=1,
             **resources,
         )
-        with printer, CapacityRequest(pool):
-            yield from ds.iter_rows()
 
     def write_off(self, unit: Unit) -> None:
         """A unit that failed all its rounds: its pairs become written-off error rows, which
@@ -274,9 +293,37 @@ class Job:
         summary.update(reconcile(units, unit_files(self.out)).as_dict())
         # The rate of this run's own work, not of units a previous run finished.
         summary["pairs_per_second"] = round(judged["pairs"] / elapsed, 3) if elapsed > 0 else None
+        summary["embedded_judge"] = self.model == str(embedded_model_dir())
         if s.dry_run:
             summary["estimate"] = dry_run_estimate(self.model, summary, s.gpu)
         return summary
+
+
+def planned_rows(units: list[Unit]) -> int | None:
+    """The rows these units hold (JSONL counts are estimates), for the progress line's
+    ETA; None when a unit's count is unknown (CSV)."""
+    counts = [u.max_rows if u.max_rows >= 0 else u.rows for u in units]
+    return None if any(c < 0 for c in counts) else sum(counts)
+
+
+def quiet_ray_data(verbose: bool) -> None:
+    """Ray Data's console: warnings and errors only (its INFO lines, execution plans and
+    a progress report every 10 s, stay in its ray-data.log), and no progress bars of its
+    own: the job's progress line says what they would. --verbose keeps both."""
+    import logging
+
+    import ray.data
+    from ray.util.debug import log_once
+
+    if verbose:
+        return
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    # Ray Data warns once that its bars are off ("Progress bars disabled..."): they are
+    # off on purpose here, so that once is spent now.
+    log_once("ray_data_progress_manager_disabled")
+    for handler in logging.getLogger("ray.data").handlers:
+        if type(handler).__name__ == "PlainRayHandler":  # the console one; the file one keeps all
+            handler.setLevel(logging.WARNING)
 
 
 def dry_run_estimate(model: str, summary: dict, gpu: str) -> dict:

@@ -17,7 +17,7 @@ from magistrate.pipelines.sources import Location
 from magistrate.pipelines.store import map_files
 from magistrate.pipelines.units import verdicts_dir
 
-_COLUMNS = ("winner", "consistent", "label", "error", "written_off", "injection_suspect", "ab_prompt_tokens",
+_COLUMNS = ("winner", "p_a", "ab_verdict", "ba_verdict", "consistent", "label", "error", "written_off", "injection_suspect", "ab_prompt_tokens",
             "ba_prompt_tokens", "ab_completion_tokens", "ba_completion_tokens")
 
 
@@ -136,11 +136,33 @@ def _add_batch(figures: Counter, batch: pa.Table) -> None:
     both = batch.column("consistent")
     figures["judged_both"] += _true(pc.and_(judged, pc.is_valid(both)))
     figures["consistent"] += _true(pc.and_(judged, both))
+    figures["judged"] += _true(judged)
+    figures["ties"] += _true(pc.and_(judged, pc.equal(winner, "tie")))
+    # Position bias: each order's verdict, in the original frame, against the slot shown
+    # first (A in order ab, B in order ba).
+    for order, first in (("ab", "A"), ("ba", "B")):
+        if f"{order}_verdict" in names:
+            verdict = batch.column(f"{order}_verdict")
+            decisive = pc.and_(judged, pc.is_in(verdict, pa.array(["A", "B"])))
+            figures["decisive_orders"] += _true(decisive)
+            figures["first_slot"] += _true(pc.and_(decisive, pc.equal(verdict, first)))
     if "label" in names:
         label = batch.column("label").cast(pa.string())
         has_label = pc.and_(judged, pc.is_in(label, pa.array(["A", "B"])))
         figures["labelled"] += _true(has_label)
         figures["agree"] += _true(pc.and_(has_label, pc.equal(winner, label)))
+        decided = pc.and_(has_label, pc.is_in(winner, pa.array(["A", "B"])))
+        figures["decided"] += _true(decided)
+        figures["decided_agree"] += _true(pc.and_(decided, pc.equal(winner, label)))
+        if "p_a" in names:  # what both orders say together: which side p_a leans to
+            p_a = batch.column("p_a")
+            leans = pc.and_(has_label, pc.not_equal(p_a, 0.5))
+            figures["p_a_leaning"] += _true(leans)
+            figures["p_a_agree"] += _true(pc.and_(leans, pc.equal(pc.greater(p_a, 0.5), pc.equal(label, "A"))))
+
+
+def _share(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
 
 
 def summarise(loc: Location, elapsed: float, **extra) -> dict:
@@ -160,6 +182,13 @@ def summarise(loc: Location, elapsed: float, **extra) -> dict:
         "injection_suspects": total["injection_suspects"],
         "label_agreement": total["agree"] / total["labelled"] if total["labelled"] else None,
         "labelled_pairs": total["labelled"],
+        "decided_agreement": _share(total["decided_agree"], total["decided"]),
+        "decided_pairs": total["decided"],
+        "tie_share": _share(total["ties"], total["judged"]),
+        "p_a_agreement": _share(total["p_a_agree"], total["p_a_leaning"]),
+        "p_a_pairs": total["p_a_leaning"],
+        "position_bias": _share(total["first_slot"], total["decisive_orders"]),
+        "decisive_orders": total["decisive_orders"],
         "position_consistency": total["consistent"] / total["judged_both"] if total["judged_both"] else None,
         "prompt_tokens": total["prompt_tokens"],
         "completion_tokens": total["completion_tokens"],
@@ -212,7 +241,20 @@ def summary_table(summary: dict) -> str:
         ("winners A / B / tie", f"{w['A']} / {w['B']} / {w['tie']}"),
         ("errors", str(w["error"])),
         ("injection suspects", str(summary.get("injection_suspects", 0))),
-        ("agreement with labels", f"{pct(summary['label_agreement'])} of {summary['labelled_pairs']}"),
+        ("agreement with labels", f"{pct(summary['label_agreement'])} of {summary['labelled_pairs']} "
+                                  "(a tie counts as a miss)"),
+    ]
+    if summary.get("labelled_pairs") and "decided_agreement" in summary:  # older summaries lack them
+        rows += [
+            ("  over decided pairs", f"{pct(summary['decided_agreement'])} of {summary['decided_pairs']}; "
+                                     f"ties {pct(summary['tie_share'])} of judged pairs"),
+            ("  by order-averaged p_a", f"{pct(summary['p_a_agreement'])} of {summary['p_a_pairs']} "
+                                        "(the side both orders lean to together)"),
+        ]
+    if summary.get("decisive_orders"):
+        rows.append(("position bias", f"{pct(summary['position_bias'])} of {summary['decisive_orders']} decisive "
+                                      "orders prefer the first slot (50% = none)"))
+    rows += [
         ("position consistency", pct(summary["position_consistency"])),
         ("tokens: prompt / completion", f"{summary['prompt_tokens']} / {summary['completion_tokens']}"),
         ("this run", _this_run(summary)),
@@ -225,5 +267,9 @@ def summary_table(summary: dict) -> str:
         e = summary["estimate"]
         rows.append((f"estimate on {e['gpu']}", f"{e['gpu_hours']:.3g} GPU-hours "
                      f"({e['parameters'] / 1e9:.3g}B parameters; {e['assumptions']})"))
+    if summary.get("embedded_judge") and "estimate" not in summary:
+        rows.append(("note", "the embedded 135M judge is weak: it mostly prefers the first slot, so both orders "
+                             "mostly say tie and agreement is near chance. These figures show the pipeline "
+                             "works, not a judge's quality; pass --model for a real judge"))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)

@@ -44,6 +44,14 @@ class UnitWorker:
         self.run_id = judge["run_id"]
         self.judge = JudgeHost(**judge)
 
+    def __del__(self):
+        # Ray Data releases a pool actor gracefully once the dataset is consumed
+        # (MapWorker.__ray_shutdown__ drops this object): stop the engine here, while the
+        # driver waits for it, not when the process is torn down after the summary.
+        judge = getattr(self, "judge", None)
+        if judge is not None:
+            judge.close()
+
     async def _judge(self, table: pa.Table) -> pa.Table:
         parts = await asyncio.gather(*(self.judge(table.slice(i, self.batch_size))
                                        for i in range(0, table.num_rows, self.batch_size)))

@@ -29,6 +29,7 @@ from ray import serve
 from ray.serve.config import BackpressureConfig
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from magistrate.actors import metrics
 from magistrate.actors.engine import AsyncVLLMEngine, EngineSettings
 from magistrate.actors.placement import actor_resources, shippable, use_gpus
 from magistrate.judges.core import Judge, JudgeSettings
@@ -78,6 +79,7 @@ class ServeArgs(BaseModel):
     max_field_chars: int = Field(_CAPS.field_chars, ge=1, description="The prompt (all turns), each response.")
     max_messages: int = Field(_CAPS.messages, ge=1, description="Messages of a multi-turn prompt.")
     max_pair_chars: int = Field(_CAPS.pair_chars, ge=1, description="Prompt and both responses together.")
+    verbose: bool = Field(False, description="vLLM's own INFO logs in the replica's output, not in its log file.")
 
     def caps(self) -> Caps:
         return Caps(self.max_field_chars, self.max_messages, self.max_pair_chars)
@@ -253,12 +255,18 @@ class JudgeServer:
         self.engine = AsyncVLLMEngine(EngineSettings(
             model=model, tensor_parallel_size=self.args.tensor_parallel_size,
             max_model_len=self.args.max_model_len, seed=self.args.seed,
-            gpu_memory_utilization=self.args.gpu_memory_utilization,
+            gpu_memory_utilization=self.args.gpu_memory_utilization, verbose=self.args.verbose,
         ))
         self.judge = Judge(self.engine, judge)
         self.orders = 2 if self.judge.settings.order == "both" else 1
         self.constants = run_constants(judge, model)
         logger.info("magistrate: judge %s (%s) on %s ready", judge.profile.name, self.judge.mode, model)
+
+    def __del__(self):
+        # Serve calls it when it stops a replica: the engine stops on purpose, quietly.
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            engine.shutdown()
 
     async def check_health(self) -> None:
         """Serve restarts a replica whose engine died."""
@@ -281,6 +289,9 @@ class JudgeServer:
     def _admit(self, pairs: list[Pair]) -> int:
         """Engine prompts these pairs take, reserved; or refused (413 never fits, 503 not now)."""
         need, cap = len(pairs) * self.orders, self.args.max_prompts_in_flight
+        if need > cap or self.in_flight + need > cap:
+            metrics.add("magistrate_admission_rejections", 1, judge=self.judge.profile.name,
+                        status="413" if need > cap else "503")
         if need > cap:
             raise _Refused(413, f"this batch needs {need} engine prompts ({len(pairs)} pairs x {self.orders} "
                                 f"orders); a replica takes at most {cap} at once (max_prompts_in_flight): send "
@@ -308,6 +319,10 @@ class JudgeServer:
                                  f"{wait} s", headers={"Retry-After": str(wait)})
         finally:
             self.in_flight -= held
+        judge = self.judge.profile.name
+        metrics.record_rows(judge, rows)  # a body's pairs are valid: no input error rows
+        metrics.metric("magistrate_request_latency_seconds").observe(
+            time.monotonic() - started, tags={"judge": judge, "route": request.url.path})
         latency_ms = (time.monotonic() - started) * 1000
         return [Verdict.from_row(p.id, row, self.constants, latency_ms) for p, row in zip(pairs, rows)]
 

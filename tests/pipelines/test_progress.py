@@ -1,36 +1,84 @@
 """The progress line of a running job, from a real Ray counter actor: judge actors add
-their batches, the driver prints pairs, errors and pairs/s while the counts move."""
+their batches, the driver prints pairs, errors, pairs/s and an ETA while the counts move:
+plain lines in a log, one line rewritten in place on a terminal."""
 
 from __future__ import annotations
 
+import io
 import re
-import threading
+import time
 
 import ray
 
-from magistrate.pipelines.progress import ProgressPrinter
+from magistrate.pipelines.progress import ProgressPrinter, progress_line
 
 
 def test_progress_line_reports_pairs_errors_and_rate():
     lines: list[str] = []
-    printed = threading.Event()
-
-    def say(line: str) -> None:
-        lines.append(line)
-        printed.set()
+    judged = lambda: [line for line in lines if "pairs judged" in line]  # noqa: E731
 
     ray.init(address="local", include_dashboard=False, logging_level="ERROR")
     try:
-        with ProgressPrinter(say, every=0.2) as printer:
+        with ProgressPrinter(lines.append, every=0.2) as printer:
             ray.get([printer.counter.add.remote(2, 0), printer.counter.add.remote(3, 1)])
-            assert printed.wait(timeout=60), "no progress line"  # a bound, not a speed check
-            counted = list(lines)
-            printed.clear()
+            _wait_for(judged)
+            counted = judged()
             ray.get(printer.counter.add.remote(4, 0))
-            assert printed.wait(timeout=60)
+            _wait_for(lambda: "9 pairs" in lines[-1])
     finally:
         ray.shutdown()
     match = re.fullmatch(r"magistrate: 5 pairs judged, 1 errors, (\d+\.\d\d) pairs/s", counted[0])
     assert match and float(match.group(1)) > 0, counted
     assert lines[-1].startswith("magistrate: 9 pairs judged, 1 errors, ")
     assert len(set(lines)) == len(lines), "a line is printed only when the counts moved"
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_plain_lines_never_rewrite_and_say_what_happens_before_the_first_pair():
+    """Not a terminal (a log, CI, `ray job submit`): whole lines, no carriage return; the
+    first line says the engine is starting, not "0 pairs judged, 0.00 pairs/s"."""
+    lines: list[str] = []
+    ray.init(address="local", include_dashboard=False, logging_level="ERROR")
+    try:
+        with ProgressPrinter(lines.append, every=0.2, total=10) as printer:
+            _wait_for(lambda: lines)
+            ray.get(printer.counter.add.remote(4, 1))
+            _wait_for(lambda: len(lines) > 1)
+    finally:
+        ray.shutdown()
+    assert lines[0].startswith("magistrate: starting the judge engine(s)..."), lines
+    assert re.fullmatch(r"magistrate: 4 / 10 pairs judged \(40%\), 1 errors, \d+\.\d\d pairs/s, ETA \d+m?\d*s",
+                        lines[1]), lines
+    assert not any("\r" in line or ": 0 pairs judged" in line for line in lines), lines
+
+
+def test_a_terminal_gets_one_line_rewritten_in_place_and_ended_at_exit():
+    stream, said = _Terminal(), []
+    ray.init(address="local", include_dashboard=False, logging_level="ERROR")
+    try:
+        with ProgressPrinter(said.append, total=5, live=stream, refresh=0.1) as printer:
+            ray.get(printer.counter.add.remote(5, 0))
+            _wait_for(lambda: "5 / 5 pairs" in stream.getvalue())
+    finally:
+        ray.shutdown()
+    text = stream.getvalue()
+    assert said == [] and text.startswith("\r") and text.endswith("\n") and text.count("\n") == 1, text
+    assert text.rstrip().rsplit("\r", 1)[-1].startswith("magistrate: 5 / 5 pairs judged (100%), 0 errors")
+
+
+def test_progress_line_eta_uses_the_warm_rate_and_is_left_out_without_a_total():
+    assert progress_line(10, 0, 20.0, 30, warm_rate=2.0).endswith("0.50 pairs/s, ETA 10s")
+    assert progress_line(10, 0, 20.0, 130, warm_rate=1.0).endswith("ETA 2m00s")
+    assert progress_line(10, 2, 20.0, None, None) == "magistrate: 10 pairs judged, 2 errors, 0.50 pairs/s"
+    assert progress_line(0, 0, 7.2, 30, None) == "magistrate: starting the judge engine(s)... (7s)"
+
+
+def _wait_for(condition, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout  # a bound, not a speed check
+    while not condition():
+        assert time.monotonic() < deadline, "no progress line"
+        time.sleep(0.05)
