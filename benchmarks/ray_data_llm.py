@@ -19,6 +19,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pairs", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=128, help="prompts per batch (64 pairs, 2 orders)")
+    parser.add_argument("--mode", choices=("logprob", "generate"), default="logprob",
+                        help="generate: the judge's greedy sampling, token cap and stop strings")
     args = parser.parse_args()
 
     import ray
@@ -41,7 +43,7 @@ def main() -> None:
     candidates = list(dict.fromkeys(label_token_ids(profile, tokenizer).values()))
     prompts = [
         {"prompt": final_prompt(profile, render_messages(profile, p["prompt"], p["response_a"], p["response_b"], o),
-                                tokenizer, "logprob")}
+                                tokenizer, args.mode)}
         for p in llmbar_pairs(args.pairs + 4)[4:] for o in orders_for("both", p["id"])
     ]
     kwargs = engine_kwargs(EngineSettings(model=model))
@@ -57,16 +59,20 @@ def main() -> None:
                                   "VLLM_CPU_OMP_THREADS_BIND": "nobind",
                                   "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}},
     )
+    if args.mode == "logprob":
+        sampling = {"max_tokens": 1, "temperature": 0.0, "logprob_token_ids": candidates, "detokenize": False}
+    else:
+        sampling = {"max_tokens": profile.max_new_tokens, "temperature": 0.0, "stop": list(profile.stop),
+                    "include_stop_str_in_output": True}
     processor = build_processor(
         config,
-        preprocess=lambda row: {"prompt": row["prompt"], "sampling_params": {
-            "max_tokens": 1, "temperature": 0.0, "logprob_token_ids": candidates, "detokenize": False}},
+        preprocess=lambda row: {"prompt": row["prompt"], "sampling_params": sampling},
         postprocess=lambda row: {"n": 1},
     )
     started = time.monotonic()
     rows = processor(ray.data.from_items(prompts)).take_all()
     seconds = time.monotonic() - started
-    print(json.dumps({"pairs": args.pairs, "prompts": len(rows), "wall_s": round(seconds, 2),
+    print(json.dumps({"mode": args.mode, "pairs": args.pairs, "prompts": len(rows), "wall_s": round(seconds, 2),
                       "pairs_per_s_wall": round(args.pairs / seconds, 3)}))
 
 

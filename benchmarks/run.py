@@ -8,7 +8,13 @@ Sections (each a fresh process, one engine at a time, so they do not share the C
   engine    bare vLLM LLM.generate vs the judging core on the same rendered prompts;
             one order vs both, with and without prefix caching; logprob vs generate
   pipeline  `magistrate judge` end to end on the same pairs (warm rate and wall time)
-  peer      Ray Data LLM (build_processor + vLLM engine config) on the same prompts
+  peer      Ray Data LLM (build_processor + vLLM engine config) on the same prompts, in
+            logprob mode and on the generate workload of `feed`
+  feed      magistrate judge's warm rate / the bare engine at its best (compiled, every
+            prompt at once), in logprob mode and in generate mode (stop strings, the
+            lengths the embedded judge writes)
+  simulated the real actor code on one core driving a wall-clock double of Con-J-7B on an
+            H100: the share of the double's token rate that is used, both modes
   host      `magistrate judge --dry-run` on one actor: host-side pairs/s per core
   scaling   dry runs over 10k, 100k, 1M rows: time and the driver's peak memory
   summary   the end of a 10M-row run: reconciliation from footers and summary.json's
@@ -34,7 +40,7 @@ from benchmarks.common import HERE, llmbar_pairs, run_measured, synthetic_pairs,
 
 PY = sys.executable
 MAGISTRATE = [PY, "-m", "magistrate.cli", "judge"]
-SECTIONS = ("engine", "pipeline", "peer", "host", "scaling", "summary")
+SECTIONS = ("engine", "pipeline", "peer", "feed", "simulated", "host", "scaling", "summary")
 
 
 def _json_out(out: str) -> dict:
@@ -50,10 +56,11 @@ def engine(args, work: Path) -> dict:
     return {"prefix_caching_on": on, "prefix_caching_off": off}
 
 
-def pipeline(args, work: Path) -> dict:
-    src = write_jsonl(llmbar_pairs(args.pairs + 4)[4:], work / "pipeline.jsonl")
-    out = work / "pipeline-out"
-    run_measured([*MAGISTRATE, "--input", str(src), "--output", str(out), "--batch-size", "64"])
+def _magistrate_warm(pairs: list[dict], out: Path, *options: str) -> dict:
+    """`magistrate judge` on these pairs: its warm rate (pairs / the actor's busy time,
+    engine start excluded) and its wall rate."""
+    src = write_jsonl(pairs, out.with_suffix(".jsonl"))
+    run_measured([*MAGISTRATE, "--input", str(src), "--output", str(out), *options])
     summary = json.loads((out / "summary.json").read_text())
     run = summary["this_run"]
     return {"pairs": run["pairs"], "unit_seconds": run["unit_seconds"], "wall_s": summary["seconds"],
@@ -61,11 +68,41 @@ def pipeline(args, work: Path) -> dict:
             "pairs_per_s_wall": summary["pairs_per_second"]}
 
 
+def pipeline(args, work: Path) -> dict:
+    return _magistrate_warm(llmbar_pairs(args.pairs + 4)[4:], work / "pipeline", "--batch-size", "64")
+
+
 def peer(args, work: Path) -> dict:
-    try:
-        return _json_out(run_measured([PY, "-m", "benchmarks.ray_data_llm", "--pairs", str(args.pairs)])[2])
-    except SystemExit as exc:  # report why it cannot run, not a traceback of ours
-        return {"error": str(exc)[-1500:]}
+    results = {}
+    for mode, pairs in (("logprob", args.pairs), ("generate", args.generate_pairs)):
+        try:
+            results[mode] = _json_out(run_measured([PY, "-m", "benchmarks.ray_data_llm", "--pairs", str(pairs),
+                                                    "--mode", mode])[2])
+        except SystemExit as exc:  # report why it cannot run, not a traceback of ours
+            results[mode] = {"error": str(exc)[-1500:]}
+        if mode == "generate":
+            results["generate_magistrate"] = _magistrate_warm(llmbar_pairs(pairs + 4)[4:], work / "peer-generate",
+                                                              "--mode", "generate")
+    return results
+
+
+def feed(args, work: Path) -> dict:
+    """Each mode: the bare engine given every prompt at once, then magistrate on the same
+    pairs, both compiled (the bare engine's best here) and with the same threads."""
+    results = {}
+    for mode, pairs in (("logprob", args.feed_pairs), ("generate", args.generate_pairs)):
+        bare = _json_out(run_measured([PY, "-m", "benchmarks.bare_engine", "--pairs", str(pairs),
+                                       "--mode", mode, "--compilation", "compiled"])[2])
+        ours = _magistrate_warm(llmbar_pairs(pairs + 4)[4:], work / f"feed-{mode}", "--mode", mode,
+                                "--compilation", "compiled")
+        results[mode] = {"bare": bare, "magistrate": ours,
+                         "ratio": round(ours["pairs_per_s_warm"] / bare["pairs_per_s"], 3)}
+    return results
+
+
+def simulated(args, work: Path) -> dict:
+    out = run_measured([PY, "-m", "benchmarks.simulated_gpu", "--pairs", str(args.simulated_pairs)])[2]
+    return {"runs": [json.loads(line) for line in out.splitlines() if line.startswith("{")]}
 
 
 def host(args, work: Path) -> dict:
@@ -132,15 +169,24 @@ def table(r: dict) -> str:
         p = r["pipeline"]
         lines += [("magistrate judge warm (pairs/s)", str(p["pairs_per_s_warm"]), ""),
                   ("magistrate judge wall, engine start incl. (pairs/s)", str(p["pairs_per_s_wall"]), "")]
-    if "peer" in r:
-        peer_r = r["peer"]
-        if "error" in peer_r:
-            lines.append(("Ray Data LLM", "could not run: see results", ""))
-        else:
-            lines.append(("Ray Data LLM wall (pairs/s)", str(peer_r["pairs_per_s_wall"]), ""))
-            if "pipeline" in r:
-                lines.append(("magistrate / Ray Data LLM, wall",
-                              f"{r['pipeline']['pairs_per_s_wall'] / peer_r['pairs_per_s_wall']:.2f}", ">= 1"))
+    peer_r = r.get("peer", {})
+    for mode, ours in (("logprob", r.get("pipeline")), ("generate", peer_r.get("generate_magistrate"))):
+        if mode not in peer_r:
+            continue
+        if "error" in peer_r[mode]:
+            lines.append((f"Ray Data LLM, {mode}", "could not run: see results", ""))
+            continue
+        lines.append((f"Ray Data LLM wall, {mode} (pairs/s)", str(peer_r[mode]["pairs_per_s_wall"]), ""))
+        if ours:
+            lines.append((f"2. magistrate / Ray Data LLM, wall, {mode}",
+                          f"{ours['pairs_per_s_wall'] / peer_r[mode]['pairs_per_s_wall']:.2f}", "> 1"))
+    for mode, number in (("generate", 1), ("logprob", 3)):
+        if mode in r.get("feed", {}):
+            f = r["feed"][mode]
+            lines.append((f"{number}. magistrate warm / bare engine compiled, {mode}", f"{f['ratio']:.3f}", ">= 0.95"))
+    for run in r.get("simulated", {}).get("runs", []):
+        lines.append((f"4. simulated H100, {run['mode']}, {run['path']}: token-rate share",
+                      f"{run['token_rate_share']:.3f}", ">= 0.97" if run["path"] == "continuous" else ""))
     for name, h in ((k, v) for k, v in r.get("host", {}).items() if isinstance(v, dict)):
         lines.append((f"host side, {name} ({h['prompt_tokens_per_pair']} tok/pair), pairs/s/core",
                       str(h["pairs_per_s_per_core"]), ">= 5000"))
@@ -159,6 +205,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated of {', '.join(SECTIONS)}")
     parser.add_argument("--pairs", type=int, default=32, help="LLMBar pairs for the engine-bound sections")
+    parser.add_argument("--feed-pairs", type=int, default=72, help="LLMBar pairs for feed's logprob ratio")
+    parser.add_argument("--generate-pairs", type=int, default=32, help="LLMBar pairs for the generate workload")
+    parser.add_argument("--simulated-pairs", type=int, default=3072)
     parser.add_argument("--host-rows", type=int, default=10_000)
     parser.add_argument("--summary-rows", type=int, default=10_000_000)
     parser.add_argument("--scaling", default="10000,100000,1000000",

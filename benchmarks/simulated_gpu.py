@@ -25,6 +25,12 @@ and `token_rate_share`, its token rate as a share of a full step's (8192 tokens 
 The second is the one that predicts a GPU run: a batch whose last long rationale decodes
 alone keeps the GPU "busy" at a few tokens per step.
 
+Units are 512 rows (`--unit-rows`; the job's default is 2,048): a unit lasts at least as
+long as its longest rationale, so small units in flight together can all be in their tails
+at once (128-row units gave 0.91 on 2026-12-02). `steps_late_s` is how long the double's
+steps woke late because the one host core was busy: a real EngineCore is its own process,
+so that time is the double's pessimism, not the GPU's.
+
 `--path serial` replays the old path for comparison: one batch at a time, host work between
 batches while the engine waits (a unit's batches judged in turn, one unit at a time).
 The host-side tokenizer is the embedded judge's (SmolLM2), standing in for Qwen2's.
@@ -85,6 +91,7 @@ class SimulatedGpuEngineDouble:
         self.running: list[dict] = []
         self.steps: list[tuple[float, float, int]] = []  # (start, end, tokens scheduled)
         self.last_arrival = 0.0
+        self.late_s = 0.0
         self._wake: asyncio.Event | None = None
         self._loop_task = None
 
@@ -123,6 +130,9 @@ class SimulatedGpuEngineDouble:
             started = time.monotonic()
             await asyncio.sleep(step_seconds(tokens))
             self.steps.append((started, time.monotonic(), tokens))
+            # A step wakes late when the host's event loop is busy: a real EngineCore runs
+            # in its own process, so this lateness is the double's pessimism, kept in view.
+            self.late_s += time.monotonic() - started - step_seconds(tokens)
             for s in decoding[:MAX_NUM_SEQS]:
                 s["decode"] -= 1
             finished = [s for s in self.running if s["prefill"] == 0 and s["decode"] <= 0]
@@ -152,7 +162,7 @@ class SimulatedGpuEngineDouble:
             self._loop_task.cancel()
 
 
-async def _drive(pairs: int, mode: str, path: str, units_at_once: int) -> dict:
+async def _drive(pairs: int, mode: str, path: str, units_at_once: int, unit_rows: int) -> dict:
     import pyarrow as pa
 
     import magistrate.actors.judge_host as judge_host
@@ -166,7 +176,7 @@ async def _drive(pairs: int, mode: str, path: str, units_at_once: int) -> dict:
         src = Path(tmp) / "pairs.jsonl"
         rows = llmbar_pairs()
         write_jsonl([dict(rows[i % len(rows)], id=f"p{i}") for i in range(pairs)], src)
-        settings = JobSettings(input=str(src), output=f"{tmp}/out", judge="con-j", unit_rows=128)
+        settings = JobSettings(input=str(src), output=f"{tmp}/out", judge="con-j", unit_rows=unit_rows)
         plan = plan_input(settings)
         judge = JudgeSettings(judge="con-j").resolved() if mode == "generate" else _logprob_con_j()
         worker = UnitWorker(str(src), f"{tmp}/out", None, plan.mapping, plan.preset, 64,
@@ -176,6 +186,7 @@ async def _drive(pairs: int, mode: str, path: str, units_at_once: int) -> dict:
         await worker.judge._ready()  # engine built and warmed up, as before the first unit
         engine = worker.judge.engine
         engine.steps.clear()
+        engine.late_s = 0.0
         gate = asyncio.Semaphore(units_at_once if path == "continuous" else 1)
         started = time.monotonic()
 
@@ -188,7 +199,8 @@ async def _drive(pairs: int, mode: str, path: str, units_at_once: int) -> dict:
         judged = sum(r.column("rows")[0].as_py() for r in results)
         return {"mode": mode, "path": path, "pairs": judged, "units": len(plan.units), "wall_s": round(ended - started, 2),
                 "simulated_pairs_per_s": round(judged / (ended - started), 1),
-                **steady_figures(engine.steps, engine.last_arrival)}
+                **steady_figures(engine.steps, engine.last_arrival),
+                "unit_rows": unit_rows, "steps_late_s": round(engine.late_s, 2)}
 
 
 def _logprob_con_j():
@@ -214,14 +226,17 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=3072)
     parser.add_argument("--mode", choices=("both", "generate", "logprob"), default="both")
     parser.add_argument("--units-at-once", type=int, default=None)
+    parser.add_argument("--unit-rows", type=int, default=512)
+    parser.add_argument("--path", choices=("both", "continuous", "serial"), default="both")
     args = parser.parse_args()
     os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one host core
     from magistrate.pipelines.unit_worker import UNITS_AT_ONCE
 
     results = []
     for mode in (("generate", "logprob") if args.mode == "both" else (args.mode,)):
-        for path in ("continuous", "serial"):
-            results.append(asyncio.run(_drive(args.pairs, mode, path, args.units_at_once or UNITS_AT_ONCE)))
+        for path in (("continuous", "serial") if args.path == "both" else (args.path,)):
+            results.append(asyncio.run(_drive(args.pairs, mode, path, args.units_at_once or UNITS_AT_ONCE,
+                                       args.unit_rows)))
             print(json.dumps(results[-1]), flush=True)
 
 

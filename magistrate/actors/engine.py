@@ -28,7 +28,7 @@ class EngineSettings:
     max_model_len: int | None = None
     # On CPU this is a share of host RAM for the KV cache; 0.3 leaves room for Ray.
     gpu_memory_utilization: float | None = None
-    enforce_eager: bool | None = None  # None: eager on CPU (starts ~6x faster), graphs on GPU
+    enforce_eager: bool | None = None  # None: eager on CPU (starts faster), compiled on GPU
     max_num_seqs: int = 256
     enable_prefix_caching: bool = True
     dtype: str | None = None  # None: float32 on CPU (no native bf16 here), else the model's
@@ -58,6 +58,20 @@ def cpu_threads_env() -> None:
         import torch
 
         torch.set_num_threads(int(threads))
+
+
+# Pairs (both orders, logprob mode) one engine must judge before compiling pays back its
+# longer start on the CPU build (docs/performance.md: compiled vs eager); on a GPU vLLM's
+# default (compiled, CUDA graphs) is kept whatever the job's size.
+COMPILE_FROM_PAIRS = 500
+
+
+def eager_for(compilation: str, pairs_per_engine: int) -> bool | None:
+    """`enforce_eager` for a job: "eager" or "compiled" as asked; "auto" compiles on the
+    CPU build only when an engine has enough pairs to pay the compilation back."""
+    if compilation != "auto":
+        return compilation == "eager"
+    return None if pairs_per_engine < COMPILE_FROM_PAIRS else False
 
 
 def engine_kwargs(settings: EngineSettings) -> dict[str, Any]:

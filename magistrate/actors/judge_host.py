@@ -52,6 +52,11 @@ class JudgeHost:
             self.engine = TokenizerEngine(engine)
             self.judge = Judge(self.engine, judge)
 
+    async def ready(self) -> None:
+        """Build and warm up the engine now (a dry run's is built already)."""
+        if not self.dry_run:
+            await self._ready()
+
     async def _ready(self) -> int:
         """The engine, built (and warmed up) once however many callers wait for it; the
         number of the engine they got."""

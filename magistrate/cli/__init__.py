@@ -67,6 +67,8 @@ def main():
               help="logprob mode: an order whose verdict labels get less next-token probability is an error row.")
 @click.option("--gpu-memory-utilization", type=float, default=None,
               help="Share of GPU memory per engine (default 0.9); on CPU, share of host RAM for the KV cache (default 0.3).")
+@click.option("--compilation", type=click.Choice(["auto", "eager", "compiled"]), default="auto", show_default=True,
+              help="Engine compilation: auto compiles on GPU, and on CPU only for jobs long enough to pay it back.")
 @click.option("--dry-run", is_flag=True,
               help="Render and count tokens, skip the engine; prints token totals and a GPU-hours estimate.")
 @click.option("--gpu", default="h100", show_default=True, help="GPU for the --dry-run estimate (h100, a100, l4, ...).")

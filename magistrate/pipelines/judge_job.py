@@ -18,7 +18,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator
 
 from magistrate.actors import metrics
-from magistrate.actors.engine import EngineSettings
+from magistrate.actors.engine import EngineSettings, eager_for
 from magistrate.actors.judge_host import engine_failure_rows
 from magistrate.actors.placement import actor_bundle, actor_resources, connect_ray, replica_bounds, shippable, use_gpus
 from magistrate.judges.core import JudgeSettings
@@ -66,6 +66,7 @@ class JobSettings(BaseModel):
     max_new_tokens: int | None = None
     min_label_mass: float = Field(0.0, ge=0, le=1)
     max_field_chars: int = Field(MAX_FIELD_CHARS, ge=1)
+    compilation: Literal["auto", "eager", "compiled"] = "auto"
     dry_run: bool = False
     gpu: str = "h100"  # for the dry run's GPU-hours estimate
     verbose: bool = False  # Ray Data's and vLLM's INFO logs on the terminal (docs/reliability.md#logs)
@@ -75,6 +76,16 @@ class JobSettings(BaseModel):
     def _replicas(cls, value: str) -> str:
         replica_bounds(value)
         return value
+
+
+def covered_seconds(spans: list[tuple[float, float]]) -> float:
+    """The length of the union of (start, end) intervals."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(spans):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
 
 
 @dataclass(frozen=True)
@@ -198,9 +209,11 @@ class Job:
     def rounds(self, todo: list[Unit], progress) -> tuple[dict, list[Unit]]:
         """Judge the units in up to --max-tries rounds; returns this run's counts and the
         units no round finished (never a redo unit: its earlier file stands)."""
-        # unit_seconds: time the actors spent on units (read, judge, write), engine start
-        # excluded: pairs / unit_seconds is the warm rate of one actor.
+        # unit_seconds: the time actors had at least one unit in hand (read, judge, write),
+        # summed over actors, engine start excluded: an actor works on several units at
+        # once, so their own times overlap. pairs / unit_seconds is one actor's warm rate.
         judged = {"units": 0, "pairs": 0, "errors": 0, "unit_seconds": 0.0}
+        spans: dict = {}
         pending = todo
         for round_ in range(1, self.settings.max_tries + 1):
             if not pending:
@@ -213,12 +226,13 @@ class Job:
                 judged["units"] += 1
                 judged["pairs"] += result["rows"]
                 judged["errors"] += result["errors"]
-                judged["unit_seconds"] = round(judged["unit_seconds"] + result["seconds"], 3)
+                spans.setdefault(result["actor"], []).append((result["started"], result["ended"]))
             # Done in this round: a whole file of this run (a written-off row in it waits
             # for --resume: the actor already tried its engine --max-tries times).
             now = unit_files(self.out, only={u.unit_id for u in pending})
             pending = [u for u in pending if not (u.unit_id in now and now[u.unit_id].whole
                                                  and now[u.unit_id].run_id == self.run_id)]
+        judged["unit_seconds"] = round(sum(covered_seconds(s) for s in spans.values()), 3)
         return judged, [u for u in pending if not u.redo]
 
     def _round(self, pending: list[Unit], progress):
@@ -231,9 +245,11 @@ class Job:
         pool = plan_pool(replica_bounds(s.replicas), len(pending), actor_bundle(resources), cluster_nodes())
         progress(f"magistrate: {pool.describe()}")
         printer = ProgressPrinter(progress, total=planned_rows(pending), live=self.live)
+        pairs_per_engine = sum(max(u.rows, 0) for u in pending) // max(pool.max_size, 1)
         engine = EngineSettings(model=self.model, tensor_parallel_size=s.tensor_parallel_size,
                                 max_model_len=s.max_model_len, seed=s.seed,
-                                gpu_memory_utilization=s.gpu_memory_utilization, verbose=s.verbose)
+                                gpu_memory_utilization=s.gpu_memory_utilization, verbose=s.verbose,
+                                enforce_eager=eager_for(s.compilation, pairs_per_engine))
         # Within a round, a unit whose actor dies is retried once on a restarted actor; a
         # unit still missing after the round (e.g. its node was lost before Ray noticed)
         # goes to the next round, on a fresh pool. Failed units never stop the job.

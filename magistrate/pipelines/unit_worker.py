@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import time
 from typing import Any
 
@@ -81,7 +82,8 @@ class UnitWorker:
         results = []
         for row in batch.to_pylist():
             unit = Unit.from_row(row)
-            started = time.monotonic()
+            await self.judge.ready()  # engine start is not a unit's time (summary: unit_seconds)
+            started = time.time()
             # Reading and publishing are I/O and Arrow work off the event loop, beside the
             # engine's work for the other units in flight.
             table = await asyncio.to_thread(prepare_unit, self.src, unit, self.mapping, self.preset, self.max_chars)
@@ -92,6 +94,8 @@ class UnitWorker:
             await asyncio.to_thread(publish, self.out, unit.unit_id, verdicts, planned_rows=table.num_rows,
                                     metadata={"unit": row, "run_id": self.run_id})
             errors = judged.column("winner").to_pylist().count("error")
+            ended = time.time()
             results.append({"unit_id": unit.unit_id, "rows": judged.num_rows, "errors": errors,
-                            "seconds": time.monotonic() - started, "pid": os.getpid()})
+                            "seconds": ended - started, "started": started, "ended": ended,
+                            "actor": f"{socket.gethostname()}:{os.getpid()}"})
         return pa.Table.from_pylist(results)

@@ -215,6 +215,8 @@ def test_killed_driver_then_resume_judges_only_what_is_missing(tmp_path, embedde
     assert sorted(_ids(out)) == sorted(ids)  # every id exactly once
     summary = json.loads((out / "summary.json").read_text())
     assert summary["this_run"]["pairs"] == len(ids) - done_before  # only the missing ones
+    # Busy time, not the sum of units judged side by side (nor the engine's start).
+    assert 0 < summary["this_run"]["unit_seconds"] <= summary["seconds"]
     assert summary["units_skipped"] == done_before // 2
     assert summary["pairs"] == len(ids)
 

@@ -1,0 +1,64 @@
+"""The ceiling: a bare vLLM `LLM.generate` given every prompt of the workload at once, with
+the CPU threads magistrate's engine gets and the compilation asked for (vLLM's default:
+compiled). The prompts are the judge's own, rendered and tokenised outside the timing; in
+generate mode the sampling is the judge's (greedy, its token cap and stop strings), so both
+sides decode the same tokens. Prints one JSON object.
+
+    .venv/bin/python -m benchmarks.bare_engine --pairs 48 --mode generate --judge mt-bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+from benchmarks.common import llmbar_pairs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--pairs", type=int, default=48)
+    parser.add_argument("--skip", type=int, default=4, help="first LLMBar pairs left out (they warm the engine)")
+    parser.add_argument("--mode", choices=("logprob", "generate"), default="logprob")
+    parser.add_argument("--judge", default="mt-bench")
+    parser.add_argument("--max-new-tokens", type=int, default=None)
+    parser.add_argument("--compilation", choices=("eager", "compiled"), default="compiled")
+    args = parser.parse_args()
+
+    from vllm import TokensPrompt
+
+    from magistrate.actors.engine import EngineSettings, VLLMEngine, greedy_params, logprob_params
+    from magistrate.judges.core import Judge, JudgeSettings
+    from magistrate.model_files import resolve_model
+
+    started = time.monotonic()
+    engine = VLLMEngine(EngineSettings(model=resolve_model(None), enforce_eager=args.compilation == "eager"))
+    start_s = time.monotonic() - started
+    judge = Judge(engine, JudgeSettings(judge=args.judge, mode=args.mode, order="both",
+                                        max_new_tokens=args.max_new_tokens))
+    pairs = llmbar_pairs(args.skip + args.pairs)
+    judge.judge(pairs[:args.skip])  # one-off costs of the first requests, as magistrate's warm-up
+    prompts = [TokensPrompt(prompt_token_ids=r.tokens) for r in judge.requests(pairs[args.skip:])[1]]
+    if args.mode == "logprob":
+        params = logprob_params(list(dict.fromkeys(judge.label_ids.values())))
+    else:
+        params = greedy_params(judge.max_new_tokens, judge.profile.stop)
+    engine.llm.reset_prefix_cache()
+    t = time.perf_counter()
+    outputs = engine.llm.generate(prompts, params, use_tqdm=False)
+    seconds = time.perf_counter() - t
+    lengths = sorted(len(o.outputs[0].token_ids) for o in outputs)
+    engine.shutdown()
+    print(json.dumps({
+        "mode": args.mode, "judge": args.judge, "compilation": args.compilation, "pairs": args.pairs,
+        "prompts": len(prompts), "engine_start_s": round(start_s, 1), "seconds": round(seconds, 2),
+        "pairs_per_s": round(args.pairs / seconds, 3),
+        "completion_tokens": {"mean": round(statistics.fmean(lengths), 1), "min": lengths[0],
+                              "median": lengths[len(lengths) // 2], "max": lengths[-1]},
+    }))
+
+
+if __name__ == "__main__":
+    main()
