@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 
@@ -139,14 +140,18 @@ def serve(replicas, host, port, open_endpoint, **args):
         "min_replicas": low, "max_replicas": high, "target_ongoing_requests": 8}})
     app = judge_app(ServeArgs(**args), **scaling)
     connect_ray()
-    ray_serve.start(http_options={"host": host, "port": port})
-    ray_serve.run(app, name="magistrate", route_prefix="/")
-    click.echo(f"magistrate: serving judge {args['judge']} at http://{host}:{port} "
-               f"(docs at /docs); Ctrl-C stops", err=True)
+    # Ctrl-C stops it cleanly at any point, also while the engine still starts: the
+    # endpoint answers /healthz before serve.run returns.
     try:
+        ray_serve.start(http_options={"host": host, "port": port})
+        ray_serve.run(app, name="magistrate", route_prefix="/")
+        click.echo(f"magistrate: serving judge {args['judge']} at http://{host}:{port} "
+                   f"(docs at /docs); Ctrl-C stops", err=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the shutdown short
+        click.echo("magistrate: stopping the endpoint", err=True)
         ray_serve.shutdown()
         ray.shutdown()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import secrets
 import socket
+import time
 
 import pytest
 import requests
@@ -45,6 +46,24 @@ def served(tiny_model, tmp_path_factory):
     yield serve
     for _, proc, _ in started.values():
         stop_serve(proc)
+
+
+def test_ctrl_c_while_the_engine_starts_stops_cleanly(tiny_model, tmp_path):
+    """The endpoint answers /healthz before `serve.run` returns, so a user (or a test) can
+    press Ctrl-C mid-start: it must stop as cleanly as later, not abort with rc 1."""
+    port = free_port()
+    log = tmp_path / "serve.log"
+    proc = start_serve(tiny_model, port, KEY, "--mode", "logprob", *LIMITS, log=log)
+    deadline = time.monotonic() + 300
+    while "Adding 1 replica" not in log.read_text():  # serve.run is deploying the judge
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.5)
+    assert stop_serve(proc) == 0, log.read_text()[-3000:]
+    text = log.read_text()
+    assert "Aborted!" not in text and "Traceback" not in text, text[-3000:]
+    assert "Ctrl-C stops" not in text  # it was stopped before it served
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0
 
 
 @pytest.mark.parametrize("mode", ["generate", "logprob"])
