@@ -56,21 +56,28 @@ def run_constants(judge: JudgeSettings, model: str, run_id: str | None = None,
     return constants if run_id is None else {**constants, "run_id": run_id}
 
 
-def with_verdicts(pairs: pa.Table, rows: list[dict], constants: dict) -> pa.Table:
+def verdict_schema(calibrated: bool = False) -> pa.Schema:
+    """The verdict columns of a run, with the calibrated ones where it applies a calibration."""
+    return pa.schema([*VERDICT_FIELDS, *CALIBRATED_FIELDS]) if calibrated else VERDICT_FIELDS
+
+
+def with_verdicts(pairs: pa.Table, rows: list[dict], constants: dict, calibrated: bool = False) -> pa.Table:
     """The prepared pairs (their `_invalid` column dropped) with the verdict columns."""
     table = pairs.drop_columns([c for c in (INVALID,) if c in pairs.column_names])
-    verdicts = verdict_table(rows, constants)
+    verdicts = verdict_table(rows, constants, calibrated)
     for field in verdicts.schema:
         table = table.append_column(field, verdicts.column(field.name))
     return table
 
 
-def verdict_table(rows: list[dict], constants: dict) -> pa.Table:
-    """Verdict rows plus per-run constants, in the fixed schema."""
+def verdict_table(rows: list[dict], constants: dict, calibrated: bool = False) -> pa.Table:
+    """Verdict rows plus per-run constants, in the fixed schema (a row without a column's
+    value, e.g. a written-off row's calibrated ones, has null there)."""
+    schema = verdict_schema(calibrated)
     columns = {}
-    for field in VERDICT_FIELDS:
+    for field in schema:
         if field.name in constants:
             columns[field.name] = pa.array([constants[field.name]] * len(rows), field.type)
         else:
             columns[field.name] = pa.array([r.get(field.name) for r in rows], field.type)
-    return pa.table(columns, schema=VERDICT_FIELDS)
+    return pa.table(columns, schema=schema)

@@ -120,4 +120,5 @@ class JudgeHost:
         metrics.record_rows(self.judge_settings.judge, rows, pairs)
         if self.progress is not None:
             self.progress.add.remote(len(rows), sum(r["winner"] == "error" for r in rows))
-        return await asyncio.to_thread(with_verdicts, batch, rows, self.constants)
+        return await asyncio.to_thread(with_verdicts, batch, rows, self.constants,
+                                       self.judge_settings.calibration is not None)

@@ -156,7 +156,7 @@ def calibrate_output(verdicts: Verdicts, **options) -> Calibration:
     if "label" not in verdicts.columns:
         raise InputError(f"{verdicts.loc.uri}: calibration needs labels (a label column with A or B), "
                          "and these verdicts have no label column")
-    run: dict[str, set] = {k: set() for k in ("judge", "model", "mode")}
+    run: dict[str, set] = {k: set() for k in ("judge", "model", "mode", "order")}
     for rows in verdicts.batches(tuple(run)):
         for key, seen in run.items():
             seen.update(str(v) for v in rows[key] if v is not None)

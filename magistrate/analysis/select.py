@@ -3,9 +3,10 @@
 chosen is the winner's response, rejected the other; a pair is kept when the judge
 named a winner (ties and errors are left out), its probability for that winner
 (p_a for A, 1 - p_a for B) is at least --min-confidence, and, with --consistent-only, both
-orders agreed. With a calibration (--calibration), that probability is the calibrated
-`confidence`, and when the calibration has a decision threshold only `decided` pairs are
-kept unless decided_only is false (docs/calibration.md). Written as one Parquet file,
+orders agreed. With a calibration (--calibration, or the columns of a run judged with
+one), that probability is the calibrated `confidence`, and when the calibration has a
+decision threshold only `decided` pairs are kept unless decided_only is false
+(docs/calibration.md). Written as one Parquet file,
 streamed batch by batch.
 
 The file is in one of TRL's two preference forms, since a Parquet column has one type:
@@ -33,6 +34,7 @@ from magistrate.schema import MESSAGES
 
 _COLUMNS = ("id", "prompt", PROMPT_MESSAGES, "response_a", "response_b", "winner", "p_a", "consistent",
             "ab_p_a", "ba_p_a")
+_CALIBRATED = ("confidence", "decided")  # what `judge --calibration` wrote, used without --calibration
 DEFAULT_NAME = "dpo.parquet"
 FORMATS = ("auto", "conversational", "standard")
 
@@ -74,13 +76,19 @@ def _pair(row: dict, conversational: bool) -> tuple:
 
 
 def _calibrated(rows: dict[str, list], calibration: Calibration | None, decided_only: bool) -> None:
-    """Adds each row's `confidence` (calibrated) and `undecided` to the batch, with a calibration."""
-    if calibration is None:
-        rows["confidence"] = rows["undecided"] = [None] * len(rows["id"])
-        return
-    _, confidence, decided = apply(calibration, rows["ab_p_a"], rows["ba_p_a"], rows["p_a"], rows["winner"])
-    rows["confidence"] = [None if c != c else float(c) for c in confidence]  # NaN: no confidence
-    rows["undecided"] = ([False] * len(confidence) if decided is None or not decided_only
+    """Sets each row's `confidence` (calibrated) and `undecided` in the batch: from the
+    calibration given, else from the columns a calibrated run wrote (`judge --calibration`),
+    else none."""
+    if calibration is not None:
+        _, confidence, decided = apply(calibration, rows["ab_p_a"], rows["ba_p_a"], rows["p_a"], rows["winner"])
+        rows["confidence"] = [None if c != c else float(c) for c in confidence]  # NaN: no confidence
+        decided = None if decided is None else decided.tolist()
+    else:
+        rows.setdefault("confidence", [None] * len(rows["id"]))
+        decided = rows.pop("decided", None)
+        if decided is not None and all(d is None for d in decided):
+            decided = None  # a calibration without a decision block
+    rows["undecided"] = ([False] * len(rows["id"]) if decided is None or not decided_only
                          else [not d for d in decided])
 
 
@@ -122,7 +130,8 @@ def select_pairs(verdicts: Verdicts, output: str, min_confidence: float, consist
     left_out: Counter = Counter()
     kept = 0
     with out.filesystem.open_output_stream(path) as stream, pq.ParquetWriter(stream, schema) as writer:
-        for rows in verdicts.batches(_COLUMNS):
+        stored = () if calibration is not None else tuple(c for c in _CALIBRATED if c in verdicts.columns)
+        for rows in verdicts.batches(_COLUMNS + stored):
             _calibrated(rows, calibration, decided_only)
             chosen: dict[str, list] = {name: [] for name in schema.names}
             for values in zip(*rows.values()):

@@ -11,7 +11,7 @@ import click
 
 from magistrate.actors.placement import connect_ray, replica_bounds
 from magistrate.cli.analysis import COMMANDS
-from magistrate.cli.options import JUDGE, MODE, ORDER, SEED, VERBOSE, input_options, judge_options
+from magistrate.cli.options import CALIBRATION, JUDGE, MODE, ORDER, SEED, VERBOSE, input_options, judge_options
 from magistrate.judges.registry import UnknownJudge, get_judge, judge_names
 from magistrate.judges.render import final_prompt, orders_for, render_messages
 from magistrate.model_files import ModelError, embedded_model_dir, is_prepared, prepare_embedded, resolve_model
@@ -73,12 +73,13 @@ def main():
 @click.option("--dry-run", is_flag=True,
               help="Render and count tokens, skip the engine; prints token totals and a GPU-hours estimate.")
 @click.option("--gpu", default="h100", show_default=True, help="GPU for the --dry-run estimate (h100, a100, l4, ...).")
+@CALIBRATION
 @VERBOSE
-def judge(input_, format_, **options):
+def judge(input_, format_, calibration_path, **options):
     """Judge pairs in batch on Ray Data and write verdicts."""
     from magistrate.pipelines.judge_job import JobSettings, run  # imports ray
 
-    settings = JobSettings(input=input_, format=format_, **options)
+    settings = JobSettings(input=input_, format=format_, calibration=calibration_path, **options)
     # A terminal gets one progress line rewritten in place; a log or `ray job submit`
     # gets plain lines (pipelines/progress.py).
     live = sys.stderr if sys.stderr.isatty() else None
@@ -118,8 +119,9 @@ def judge(input_, format_, **options):
 @click.option("--port", type=int, default=8000, show_default=True)
 @click.option("--open", "open_endpoint", is_flag=True,
               help="Serve beyond loopback without an API key, on purpose: anyone who reaches it can judge.")
+@CALIBRATION
 @VERBOSE
-def serve(replicas, host, port, open_endpoint, **args):
+def serve(replicas, host, port, open_endpoint, calibration_path, **args):
     """Judge pairs online: an HTTP endpoint on Ray Serve (docs/serving.md).
     Set $MAGISTRATE_API_KEY to require `Authorization: Bearer <key>`; without it only
     loopback is served, unless --open."""
@@ -135,6 +137,7 @@ def serve(replicas, host, port, open_endpoint, **args):
 
     resolve_model(args["model"])  # an unprepared or missing model fails here, in one line
     args["open"] = open_endpoint
+    args["calibration"] = calibration_path
     low, high = replica_bounds(replicas)
     scaling = ({"num_replicas": low} if low == high else {"autoscaling_config": {
         "min_replicas": low, "max_replicas": high, "target_ongoing_requests": 8}})

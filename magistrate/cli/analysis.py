@@ -16,18 +16,12 @@ from magistrate.analysis.html import report_html
 from magistrate.analysis.output import open_verdicts
 from magistrate.analysis.select import FORMATS, select_pairs
 from magistrate.analysis.terminal import calibration_text, leaderboard_text, report_text
-from magistrate.cli.options import ENDPOINT
+from magistrate.cli.options import CALIBRATION, ENDPOINT
 from magistrate.pipelines.sources import locate, read_calibration
 from magistrate.pipelines.store import write_whole
 
 
-
-CALIBRATION = click.option("--calibration", "calibration_path", default=None,
-                           help="A file `magistrate calibrate` wrote: adds calibrated confidence and decisions.")
-
-
 def _write_text(uri: str, text: str, endpoint_url: str | None) -> None:
-
     loc = locate(uri, endpoint_url)
     write_whole(loc, loc.path, text.encode("utf-8"))
 

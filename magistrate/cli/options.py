@@ -24,6 +24,9 @@ SEED = click.option("--seed", type=int, default=0, show_default=True)
 VERBOSE = click.option("--verbose", is_flag=True,
                        help="Ray Data's and vLLM's own INFO logs on the terminal (default: warnings and errors).")
 ENDPOINT = click.option("--s3-endpoint-url", default=None, help="S3-compatible endpoint (or $AWS_ENDPOINT_URL_S3).")
+CALIBRATION = click.option("--calibration", "calibration_path", default=None,
+                           help="A file `magistrate calibrate` wrote: adds calibrated confidence and decisions "
+                                "(docs/calibration.md).")
 judge_options = _each(JUDGE, MODEL, MODE, ORDER, SEED)
 input_options = _each(
     click.option("--format", "format_", type=click.Choice(["auto", "rewardbench", "llmbar", "standard"]),

@@ -17,6 +17,7 @@ batch judging, Serve and the analysis commands share one definition:
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Literal
 
@@ -160,3 +161,22 @@ def calibrated_fields(calibration: Calibration, row: dict) -> dict:
     return {"p_a_calibrated": None if np.isnan(p[0]) else float(p[0]),
             "confidence": None if np.isnan(c[0]) else float(c[0]),
             "decided": None if d is None else bool(d[0])}
+
+
+def calibration_digest(calibration: Calibration) -> str:
+    """What a resumed run checks: the same map as the run began with (the file's path may
+    hold another one by then)."""
+    return hashlib.sha256(calibration.model_dump_json().encode()).hexdigest()[:16]
+
+
+def calibration_mismatch(calibration: Calibration, judge, model: str) -> str | None:
+    """How the run a map was fitted on differs from this one (judge, model, mode, order),
+    in words; None when they agree or the file does not say. `judge`: resolved JudgeSettings."""
+    now = {"judge": judge.profile.name, "model": model, "mode": judge.mode, "order": judge.order}
+    differ = [key for key, value in now.items()
+              if isinstance(calibration.source.get(key), list) and calibration.source[key]
+              and calibration.source[key] != [value]]
+    if not differ:
+        return None
+    fitted = ", ".join(f"{k} {'/'.join(calibration.source[k])}" for k in differ)
+    return f"{fitted} (this run: {', '.join(f'{k} {now[k]}' for k in differ)})"

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, Mapping, Protocol, Sequence
 
+from magistrate.judges.calibration import Calibration, calibrated_fields
 from magistrate.judges.combine import OrderResult, combine, error_row
 from magistrate.judges.injection import injection_suspect
 from magistrate.judges.profile import JudgeProfile, Mode
@@ -64,6 +65,9 @@ class JudgeSettings:
     # with the settings to every actor and replica, which never look a judge up by name:
     # a profile registered in the driver exists only there.
     profile: JudgeProfile | None = None
+    # A fitted map (`magistrate calibrate`, docs/calibration.md): every row then also has
+    # p_a_calibrated, confidence and decided (schema.CALIBRATED_FIELDS).
+    calibration: Calibration | None = None
 
     def resolved(self) -> "JudgeSettings":
         """These settings with the profile looked up and the mode chosen and checked."""
@@ -207,6 +211,8 @@ class Judge:
             None if pair.get(INVALID)
             else injection_suspect(self.profile, pair["prompt"], pair["response_a"], pair["response_b"])
         )
+        if self.settings.calibration is not None:
+            row.update(calibrated_fields(self.settings.calibration, row))
         return row
 
     def _from_logprobs(self, request: _Request, logprobs: dict[int, float], by_id) -> OrderResult:

@@ -178,9 +178,9 @@ def commit(loc: Location, summary: dict) -> bool:
 
 # What a resumed run must share with the run it continues: otherwise verdicts would mix.
 RESUME_KEYS = ("input", "judge", "model", "mode", "order", "seed", "unit_rows", "limit", "dry_run",
-               "format", "columns", "max_new_tokens", "max_field_chars", "min_label_mass")
+               "format", "columns", "max_new_tokens", "max_field_chars", "min_label_mass", "calibration_digest")
 # What a _run.json written before a key existed meant by it.
-_BEFORE_KEY = {"max_field_chars": 1_000_000, "min_label_mass": 0.0}
+_BEFORE_KEY = {"max_field_chars": 1_000_000, "min_label_mass": 0.0, "calibration_digest": None}
 
 
 def write_run_file(settings, loc: Location, model: str, digest: str) -> None:

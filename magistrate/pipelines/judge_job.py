@@ -21,6 +21,7 @@ from magistrate.actors import metrics
 from magistrate.actors.engine import EngineSettings, eager_for
 from magistrate.actors.judge_host import engine_failure_rows
 from magistrate.actors.placement import actor_bundle, actor_resources, connect_ray, replica_bounds, shippable, use_gpus
+from magistrate.judges.calibration import calibration_digest, calibration_mismatch
 from magistrate.judges.core import JudgeSettings
 from magistrate.model_files import embedded_model_dir, load_config, resolve_model
 from magistrate.pairs import INVALID, MAX_FIELD_CHARS
@@ -33,7 +34,7 @@ from magistrate.pipelines.lease import Lease
 from magistrate.pipelines.prepare import prepare_unit
 from magistrate.pipelines.progress import ProgressPrinter
 from magistrate.pipelines.reading import peek_columns
-from magistrate.pipelines.sources import InputError, Location, list_input_files, locate, resolve_mapping
+from magistrate.pipelines.sources import InputError, Location, list_input_files, locate, read_calibration, resolve_mapping
 from magistrate.pipelines.summary import summarise
 from magistrate.pipelines.unit_worker import UNITS_AT_ONCE, UnitWorker
 from magistrate.pipelines.units import UNIT_ROWS, Unit, apply_limit, plan_units, publish, unit_files
@@ -67,6 +68,9 @@ class JobSettings(BaseModel):
     min_label_mass: float = Field(0.0, ge=0, le=1)
     max_field_chars: int = Field(MAX_FIELD_CHARS, ge=1)
     compilation: Literal["auto", "eager", "compiled"] = "auto"
+    calibration: str | None = None  # a `magistrate calibrate` file (local or s3://): rows get p_a_calibrated etc.
+    # The calibration file's content digest, set by `run`: a resume must apply the same map.
+    calibration_digest: str | None = None
     dry_run: bool = False
     gpu: str = "h100"  # for the dry run's GPU-hours estimate
     verbose: bool = False  # Ray Data's and vLLM's INFO logs on the terminal (docs/reliability.md#logs)
@@ -130,12 +134,18 @@ def run(settings: JobSettings, progress=print, live=None) -> dict:
         raise InputError("--resume and --overwrite exclude each other")
     # An unknown judge or a model that cannot be had fails here, not in every actor; the
     # resolved profile then travels with the job.
+    calibration = settings.calibration and read_calibration(settings.calibration, settings.s3_endpoint_url)
     judge = JudgeSettings(judge=settings.judge, mode=settings.mode, order=settings.order,
                           seed=settings.seed, max_new_tokens=settings.max_new_tokens,
-                          min_label_mass=settings.min_label_mass).resolved()
+                          min_label_mass=settings.min_label_mass, calibration=calibration or None).resolved()
     judge = shippable(judge)
     model = resolve_model(settings.model)
     load_config(model)
+    if calibration:
+        settings = settings.model_copy(update={"calibration_digest": calibration_digest(calibration)})
+        if mismatch := calibration_mismatch(calibration, judge, model):
+            progress(f"magistrate: warning: {settings.calibration} was fitted on {mismatch}; "
+                     "its confidences and decisions may not hold for this run")
     out = locate(settings.output, settings.s3_endpoint_url)
     # The input is located and planned before the output is touched: a mistyped --input
     # with --overwrite deletes nothing.
@@ -299,7 +309,8 @@ class Job:
         message = (f"judging failed in {s.max_tries} rounds (the judge actor or its node kept "
                    "dying; see the Ray logs); fix the cause and rerun with --resume")
         rows = engine_failure_rows([{INVALID: p} for p in table.column(INVALID).to_pylist()], message)
-        publish(self.out, unit.unit_id, with_verdicts(table, rows, self.constants), planned_rows=table.num_rows,
+        calibrated = self.judge.calibration is not None
+        publish(self.out, unit.unit_id, with_verdicts(table, rows, self.constants, calibrated), planned_rows=table.num_rows,
                 metadata={"unit": unit.as_row(), "run_id": self.run_id, "failed": True})
 
     def summary(self, judged: dict, elapsed: float, skipped: int) -> dict:

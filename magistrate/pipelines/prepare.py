@@ -30,10 +30,12 @@ from magistrate.pairs import (
 from magistrate.pipelines.reading import Rows, peek_columns, read_unit
 from magistrate.pipelines.sources import Location, list_input_files, locate, resolve_mapping
 from magistrate.pipelines.units import Unit, plan_units
-from magistrate.schema import MESSAGES, VERDICT_FIELDS
+from magistrate.schema import MESSAGES, verdict_schema
 
 # Standard columns this step builds itself; everything else passes through.
 _BUILT = ("id", "prompt", "response_a", "response_b", "label")
+# Output column names: a passthrough input column of one of these names is renamed.
+_VERDICT_NAMES = frozenset(verdict_schema(calibrated=True).names)
 
 
 def _json_text(value: Any) -> str:
@@ -132,7 +134,7 @@ def prepare_batch(rows: Rows, mapping: dict[str, str], preset: str,
         name = renames.get(name, name)
         # A passthrough column named like a verdict field or one this step builds keeps its
         # data as input_<name>.
-        if name in VERDICT_FIELDS.names or name in columns or name == INVALID:
+        if name in _VERDICT_NAMES or name in columns or name == INVALID:
             name = f"input_{name}"
         columns[name] = values
     columns[INVALID] = pa.array(problems, pa.string())

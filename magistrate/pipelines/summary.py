@@ -17,8 +17,9 @@ from magistrate.pipelines.sources import Location
 from magistrate.pipelines.store import map_files
 from magistrate.pipelines.units import verdicts_dir
 
-_COLUMNS = ("winner", "p_a", "ab_verdict", "ba_verdict", "consistent", "label", "error", "written_off", "injection_suspect", "ab_prompt_tokens",
-            "ba_prompt_tokens", "ab_completion_tokens", "ba_completion_tokens")
+_COLUMNS = ("winner", "p_a", "ab_verdict", "ba_verdict", "consistent", "label", "error", "written_off",
+            "injection_suspect", "decided", "ab_prompt_tokens", "ba_prompt_tokens", "ab_completion_tokens",
+            "ba_completion_tokens")
 
 
 def verdict_files(loc: Location) -> list[str]:
@@ -146,6 +147,15 @@ def _add_batch(figures: Counter, batch: pa.Table) -> None:
             decisive = pc.and_(judged, pc.is_in(verdict, pa.array(["A", "B"])))
             figures["decisive_orders"] += _true(decisive)
             figures["first_slot"] += _true(pc.and_(decisive, pc.equal(verdict, first)))
+    if "decided" in names:  # a calibrated run (--calibration): decisions with a guarantee
+        sure = pc.and_(judged, pc.fill_null(batch.column("decided"), False))
+        figures["calibrated_rows"] += _true(pc.is_valid(batch.column("decided")))
+        figures["sure"] += _true(sure)
+        if "label" in names:
+            label = batch.column("label").cast(pa.string())
+            sure_labelled = pc.and_(sure, pc.is_in(label, pa.array(["A", "B"])))
+            figures["sure_labelled"] += _true(sure_labelled)
+            figures["sure_agree"] += _true(pc.and_(sure_labelled, pc.equal(winner, label)))
     if "label" in names:
         label = batch.column("label").cast(pa.string())
         has_label = pc.and_(judged, pc.is_in(label, pa.array(["A", "B"])))
@@ -195,8 +205,17 @@ def summarise(loc: Location, elapsed: float, **extra) -> dict:
         "seconds": round(elapsed, 2),
         "pairs_per_second": round(total["pairs"] / elapsed, 3) if elapsed > 0 else None,
         "files": len(files),
+        **({"calibrated": calibrated_figures(total)} if total["calibrated_rows"] else {}),
         **extra,
     }
+
+
+def calibrated_figures(total: Counter) -> dict:
+    """A calibrated run's decisions: how many judged pairs are decided (confidence at or
+    above the calibration's threshold), and how those agree with labels where rows have them."""
+    return {"decided": total["sure"], "coverage": _share(total["sure"], total["judged"]),
+            "labelled_decided": total["sure_labelled"],
+            "agreement_on_decided": _share(total["sure_agree"], total["sure_labelled"])}
 
 
 def read_summary(loc: Location) -> dict | None:
@@ -251,6 +270,11 @@ def summary_table(summary: dict) -> str:
             ("  by order-averaged p_a", f"{pct(summary['p_a_agreement'])} of {summary['p_a_pairs']} "
                                         "(the side both orders lean to together)"),
         ]
+    if cal := summary.get("calibrated"):
+        text = f"{cal['decided']} of {summary['pairs']} pairs ({pct(cal['coverage'])} of judged)"
+        if cal["labelled_decided"]:
+            text += f"; agreement with labels {pct(cal['agreement_on_decided'])} of {cal['labelled_decided']}"
+        rows.append(("decided (calibrated)", text))
     if summary.get("decisive_orders"):
         rows.append(("position bias", f"{pct(summary['position_bias'])} of {summary['decisive_orders']} decisive "
                                       "orders prefer the first slot (50% = none)"))

@@ -35,6 +35,7 @@ from magistrate.actors.placement import actor_resources, shippable, use_gpus
 from magistrate.judges.core import Judge, JudgeSettings
 from magistrate.model_files import resolve_model
 from magistrate.pairs import decode_line, parse_line
+from magistrate.pipelines import read_calibration
 from magistrate.schema import run_constants
 from magistrate.serve.access import api_key, exposure_problem, key_given, open_warning
 from magistrate.serve.bodies import (
@@ -80,6 +81,8 @@ class ServeArgs(BaseModel):
     max_messages: int = Field(_CAPS.messages, ge=1, description="Messages of a multi-turn prompt.")
     max_pair_chars: int = Field(_CAPS.pair_chars, ge=1, description="Prompt and both responses together.")
     verbose: bool = Field(False, description="vLLM's own INFO logs in the replica's output, not in its log file.")
+    calibration: str | None = Field(None, description="A `magistrate calibrate` file (local or s3://): answers "
+                                                      "get p_a_calibrated, confidence and decided.")
 
     def caps(self) -> Caps:
         return Caps(self.max_field_chars, self.max_messages, self.max_pair_chars)
@@ -351,6 +354,7 @@ class JudgeServer:
             max_body_bytes=self.args.max_body_bytes, models_for=list(profile.models),
             max_prompts_in_flight=self.args.max_prompts_in_flight, max_field_chars=self.caps.field_chars,
             max_messages=self.caps.messages, max_pair_chars=self.caps.pair_chars,
+            calibration=_calibration_info(self.judge.settings.calibration),
         )
 
     @api.get("/healthz", summary="200 when the engine answers; details only with the API key")
@@ -368,6 +372,15 @@ class JudgeServer:
         return body
 
 
+def _calibration_info(calibration) -> dict | None:
+    if calibration is None:
+        return None
+    decision = calibration.decision
+    return {"method": calibration.method, "parameters": calibration.parameters, "n_labelled": calibration.n_labelled,
+            "threshold": decision and decision.threshold, "target_agreement": decision and decision.target,
+            "risk": decision and decision.risk}
+
+
 def build_app(args: dict[str, Any]) -> serve.Application:
     """The app builder `serve run` calls with the config's `args:`."""
     return judge_app(ServeArgs(**(args or {})))
@@ -378,8 +391,10 @@ def judge_app(settings: ServeArgs, **deployment_options: Any) -> serve.Applicati
     a batch judge actor; deployment options (replicas, autoscaling) pass through."""
     # Resolved here, where the app is built: an unknown judge fails at deploy time, and a
     # judge registered in this process reaches every replica.
+    calibration = settings.calibration and read_calibration(settings.calibration)
     judge = JudgeSettings(judge=settings.judge, mode=settings.mode, order=settings.order, seed=settings.seed,
-                          max_new_tokens=settings.max_new_tokens, min_label_mass=settings.min_label_mass).resolved()
+                          max_new_tokens=settings.max_new_tokens, min_label_mass=settings.min_label_mass,
+                          calibration=calibration or None).resolved()
     judge = shippable(judge)
     options = actor_resources(settings.tensor_parallel_size, use_gpus(settings.device), settings.gpu_type)
     return JudgeServer.options(ray_actor_options=options, **deployment_options).bind(settings.model_dump(), judge)

@@ -106,6 +106,10 @@ class Verdict(BaseModel):
     order: str
     model: str
     latency_ms: float
+    # With --calibration (docs/calibration.md); null without one.
+    p_a_calibrated: float | None = Field(None, description="The calibrated P(response_a is better).")
+    confidence: float | None = Field(None, description="The calibrated probability of the winner named.")
+    decided: bool | None = Field(None, description="Confidence at or above the calibration's decision threshold.")
 
     @classmethod
     def from_row(cls, pair_id: str, row: dict[str, Any], constants: dict[str, Any],
@@ -121,6 +125,7 @@ class Verdict(BaseModel):
             prompt_tokens=sum(d.prompt_tokens or 0 for d in orders.values()),
             completion_tokens=sum(d.completion_tokens or 0 for d in orders.values()),
             latency_ms=latency_ms, **constants,
+            **{k: row.get(k) for k in ("p_a_calibrated", "confidence", "decided")},
         )
 
 
@@ -148,6 +153,8 @@ class JudgeInfo(BaseModel):
     max_messages: int
     max_pair_chars: int
     models_for: list[str] = Field(description="The models the profile was written for.")
+    calibration: dict | None = Field(None, description="The calibration applied: method, parameters, "
+                                                       "decision threshold; null without one.")
 
 
 class Problem(BaseModel):
