@@ -15,13 +15,16 @@ import pytest
 import requests
 
 from benchmarks.serve_load import EXPECTED, KINDS, run_load, start_serve, stop_serve, wait_ready
+from magistrate.judges.calibration import calibrated_fields
 from tests.conftest import free_port
+from tests.pipelines.test_calibrated_run import calibration
 
 pytestmark = pytest.mark.engine
 KEY = "mgk-" + secrets.token_hex(12)
 AUTH = {"Authorization": f"Bearer {KEY}"}
 PAIR = {"id": "q1", "prompt": "What is 2 + 2?", "response_a": "4.", "response_b": "5."}
 # Small limits, so every refusal of the load is cheap to provoke.
+CALIBRATION = calibration(temperature=0.02, threshold=0.7)
 LIMITS = ("--max-prompts-in-flight", "8", "--max-body-bytes", "65536", "--max-field-chars", "20000")
 
 
@@ -37,7 +40,12 @@ def served(tiny_model, tmp_path_factory):
             started.clear()
             port = free_port()
             log = tmp_path_factory.mktemp(f"serve-{mode}") / "serve.log"
-            proc = start_serve(tiny_model, port, KEY, "--mode", mode, "--max-new-tokens", "12", *LIMITS, log=log)
+            # The logprob endpoint applies a calibration (docs/calibration.md).
+            cal = log.parent / "cal.json"
+            cal.write_text(CALIBRATION.model_dump_json())
+            extra = ("--calibration", str(cal)) if mode == "logprob" else ()
+            proc = start_serve(tiny_model, port, KEY, "--mode", mode, "--max-new-tokens", "12", *LIMITS, *extra,
+                               log=log)
             url = f"http://127.0.0.1:{port}"
             wait_ready(url, proc, log)
             started[mode] = (url, proc, log)
@@ -74,6 +82,7 @@ def test_serve_judges_a_pair_and_a_batch(served, mode):
     assert one.status_code == 200, one.text
     verdict = one.json()
     assert verdict["id"] == "q1" and verdict["mode"] == mode and set(verdict["orders"]) == {"ab", "ba"}
+    assert (verdict["p_a_calibrated"] is None) == (mode == "generate")  # only the logprob one has a map
     for detail in verdict["orders"].values():
         assert detail["prompt_tokens"] > 0
         if mode == "generate":
@@ -88,6 +97,21 @@ def test_serve_judges_a_pair_and_a_batch(served, mode):
     assert batch.status_code == 200, batch.text
     assert [v["id"] for v in batch.json()["verdicts"]] == ["q1", "q2"]
     assert all(v["mode"] == mode for v in batch.json()["verdicts"])
+
+
+def test_the_logprob_endpoint_applies_its_calibration(served):
+    url, _, _ = served("logprob")
+    answers = requests.post(f"{url}/v1/judge/batch", json={"pairs": [PAIR, dict(PAIR, id="q2", response_b="22.")]},
+                            headers=AUTH, timeout=300).json()["verdicts"]
+    for answer in answers:
+        row = {"winner": answer["winner"], "p_a": answer["p_a"],
+               **{f"{o}_p_a": answer["orders"][o]["p_a"] for o in ("ab", "ba")}}
+        want = calibrated_fields(CALIBRATION, row)
+        assert answer["p_a_calibrated"] == pytest.approx(want["p_a_calibrated"])
+        assert answer["decided"] == want["decided"]
+        assert answer["confidence"] == (None if want["confidence"] is None else pytest.approx(want["confidence"]))
+    info = requests.get(f"{url}/v1/judges", headers=AUTH, timeout=30).json()["calibration"]
+    assert info["method"] == "temperature" and info["threshold"] == 0.7 and info["parameters"] == {"temperature": 0.02}
 
 
 def test_healthz_details_only_with_the_key(served):
