@@ -19,7 +19,7 @@ from magistrate.pairs import INVALID, judge_prompt
 from magistrate.pipelines.estimate import estimate_input
 from magistrate.pipelines.prepare import read_prepared
 from magistrate.pipelines.sources import InputError
-from magistrate.pipelines.summary import summary_table
+from magistrate.pipelines.summary import cascade_table, summary_table
 from magistrate.serve.access import exposure_problem, open_warning
 from magistrate.serve.bodies import Caps
 
@@ -91,6 +91,38 @@ def judge(input_, format_, calibration_path, **options):
         # retry; bad input rows alone never land here, they are data.
         why = summary.get("lease_lost") and f"the output's lease was taken by {summary['lease_lost']}"
         click.echo(f"magistrate: error: the output is incomplete ({why or 'rows written off or missing'}); "
+                   "rerun the same command with --resume", err=True)
+        sys.exit(EXIT_INCOMPLETE)
+
+
+@main.command()
+@click.option("--input", "input_", required=True, help="Pairs: file, directory, glob or s3:// URI (Parquet, JSONL, CSV).")
+@click.option("--output", required=True, help="Output directory (local or s3://): each stage's output and the final rows.")
+@click.option("--config", "config_uri", required=True,
+              help="The stages, in order, as YAML (docs/cascade.md); each one a judge with its own resources.")
+@input_options
+@click.option("--overwrite", is_flag=True, help="Replace an existing cascade output.")
+@click.option("--resume", is_flag=True, help="Finish a cascade: finished stages and units are not judged again.")
+@click.option("--max-tries", type=int, default=3, show_default=True)
+@click.option("--unit-rows", type=int, default=2048, show_default=True, help="Pairs per work unit of stage 1.")
+@click.option("--limit", type=int, default=None, help="Judge only the first N pairs.")
+@click.option("--gpu", default="h100", show_default=True, help="GPU of each stage's GPU-hours estimate.")
+@VERBOSE
+def cascade(input_, format_, config_uri, **options):
+    """Judge pairs with a small judge, and the pairs it leaves undecided with a bigger one
+    (docs/cascade.md)."""
+    from magistrate.pipelines.cascade import CascadeSettings, read_config, run  # imports ray
+
+    settings = CascadeSettings(input=input_, format=format_,
+                               config=read_config(config_uri, options.get("s3_endpoint_url")), **options)
+    live = sys.stderr if sys.stderr.isatty() else None
+    summary = run(settings, progress=lambda m: click.echo(m, err=True), live=live)
+    click.echo(f"\ncascade: {settings.output}  (summary.json beside the verdicts)")
+    click.echo(cascade_table(summary))
+    if summary.get("pairs") is not None and "winners" in summary:
+        click.echo(summary_table(summary))
+    if not summary.get("complete"):
+        click.echo(f"magistrate: error: the cascade is incomplete (stopped at stage {summary.get('stopped_at')}); "
                    "rerun the same command with --resume", err=True)
         sys.exit(EXIT_INCOMPLETE)
 
@@ -220,9 +252,17 @@ def render(judge, input_, model, mode, order, seed, format_, columns, s3_endpoin
 @click.option("--price", type=float, default=None, help="$ per GPU-hour, for a cost line.")
 @input_options
 @click.option("--json", "as_json", is_flag=True, help="Print the estimate as JSON (with the sample's error rows).")
+@click.option("--cascade", "cascade_uri", default=None,
+              help="A cascade file (docs/cascade.md): estimate its stages instead of one judge.")
+@click.option("--escalation-rate", default=None,
+              help="With --cascade: the share of pairs each stage but the last escalates, e.g. 0.3 (or 0.3,0.5).")
 def estimate(input_, judge, model, gpu, params, mode, order, sample, completion_tokens, price, format_, columns,
-             s3_endpoint_url, as_json, max_field_chars):
+             s3_endpoint_url, as_json, max_field_chars, cascade_uri, escalation_rate):
     """Predict GPU-hours for judging INPUT (docs/performance.md#estimate)."""
+    if cascade_uri:
+        return _estimate_cascade(input_, cascade_uri, escalation_rate, gpu, price, as_json, sample=sample,
+                                 fmt=format_, columns=columns, endpoint_url=s3_endpoint_url,
+                                 max_chars=max_field_chars)
 
     result = estimate_input(input_, judge, resolve_model(model), gpu, format_, columns, s3_endpoint_url,
                             mode, order, sample, completion_tokens, params, max_field_chars)
@@ -243,6 +283,33 @@ def estimate(input_, judge, model, gpu, params, mode, order, sample, completion_
     if result["error_rows_in_sample"]:
         causes = "; ".join(f"{n} x {cause}" for cause, n in result["error_causes"].items())
         click.echo(f"error rows in the sample (not counted): {result['error_rows_in_sample']}: {causes}")
+
+
+def _estimate_cascade(input_, cascade_uri, escalation_rate, gpu, price, as_json, **options):
+    from magistrate.pipelines.cascade import read_config
+    from magistrate.pipelines.estimate import estimate_cascade
+
+    try:
+        rates = [float(r) for r in (escalation_rate or "").split(",") if r.strip()]
+    except ValueError:
+        raise click.UsageError(f"--escalation-rate takes numbers, e.g. 0.3 or 0.3,0.5, not {escalation_rate!r}")
+    config = read_config(cascade_uri, options["endpoint_url"])
+    result = estimate_cascade(input_, config.stages, rates, gpu, **options)
+    if price is not None:
+        result["cost_usd"] = round(result["gpu_hours"] * price, 2)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(f"{result['rows']:,} pairs, cascade of {len(result['stages'])} stages on {gpu}:")
+    for k, stage in enumerate(result["stages"], start=1):
+        click.echo(f"  stage {k} {stage['name']} ({stage['judge']}, {stage['mode']}, order {stage['order']}, "
+                   f"{stage['parameters'] / 1e9:.2f}B): {stage['pairs']:,} pairs ({stage['share_of_pairs']:.0%}), "
+                   f"{stage['gpu_hours']:.3g} GPU-hours")
+    click.echo(f"cascade: {result['gpu_hours']:.3g} GPU-hours"
+               + (f" (${result['cost_usd']:,} at ${price}/GPU-hour)" if price is not None else "")
+               + f"; the last stage alone on every pair: {result['last_stage_alone_gpu_hours']:.3g} "
+               f"({result['saving']:.0%} saved)")
+    click.echo(f"assumptions: {result['assumptions']}; good to a factor of about 2")
 
 
 @main.group()

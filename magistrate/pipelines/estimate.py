@@ -15,7 +15,7 @@ from collections import Counter
 
 from magistrate.actors.engine import EngineSettings, TokenizerEngine
 from magistrate.judges.core import Judge, JudgeSettings
-from magistrate.model_files import load_config
+from magistrate.model_files import load_config, resolve_model
 from magistrate.pairs import MAX_FIELD_CHARS, judge_prompt
 from magistrate.pipelines.prepare import read_prepared
 from magistrate.pipelines.reading import count_rows as count
@@ -107,3 +107,28 @@ def estimate_input(uri: str, judge: str, model: str, gpu: str, fmt: str = "auto"
                                + ("as given" if completion_tokens else "the profile's maximum: an upper bound")),
     )
     return result
+
+
+def estimate_cascade(uri: str, stages: list, escalation_rates: list[float], gpu: str, **options) -> dict:
+    """GPU-hours of a cascade (pipelines/cascade.py): stage 1 on every pair, stage k on the
+    share the stages before it escalate (`escalation_rates`, one per stage but the last, as
+    measured on a slice: summary.json's `stages[k].escalated / stages[k].pairs`), each from
+    its own token counts; beside it, the last stage alone on every pair. `options` as
+    estimate_input's (fmt, columns, endpoint_url, sample, max_chars)."""
+    if len(escalation_rates) != len(stages) - 1 or not all(0 <= r <= 1 for r in escalation_rates):
+        raise ValueError(f"give {len(stages) - 1} escalation rate(s) between 0 and 1, one per stage but the "
+                         f"last (got {', '.join(map(str, escalation_rates)) or 'none'})")
+    share, rows, total = 1.0, [], 0.0
+    for k, stage in enumerate(stages):
+        one = estimate_input(uri, stage.judge, resolve_model(stage.model), gpu, mode=stage.mode, order=stage.order,
+                             completion_tokens=stage.max_new_tokens, params_billions=stage.params_billions, **options)
+        rows.append({"name": stage.name, "judge": one["judge"], "mode": one["mode"], "order": one["order"],
+                     "parameters": one["parameters"], "share_of_pairs": share, "pairs": round(one["rows"] * share),
+                     "gpu_hours": one["gpu_hours"] * share, "gpu_hours_on_every_pair": one["gpu_hours"]})
+        total += one["gpu_hours"] * share
+        if k < len(escalation_rates):
+            share *= escalation_rates[k]
+    alone = rows[-1]["gpu_hours_on_every_pair"]
+    return {"gpu": gpu, "rows": one["rows"], "stages": rows, "gpu_hours": total,
+            "last_stage_alone_gpu_hours": alone, "saving": 1 - total / alone if alone else None,
+            "assumptions": one["assumptions"] + "; the escalation rates of the slice hold for the whole input"}

@@ -297,3 +297,17 @@ def summary_table(summary: dict) -> str:
                              "works, not a judge's quality; pass --model for a real judge"))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
+
+
+def cascade_table(summary: dict) -> str:
+    """One line per stage of a cascade: what it judged, decided and passed on, and its cost."""
+    lines = []
+    for k, stage in enumerate(summary.get("stages", []), start=1):
+        estimate = next((f"{v:.3g} GPU-hours on {key.rsplit('_', 1)[1]} (estimate)"
+                         for key, v in stage.items() if key.startswith("gpu_hours_estimate_")), "")
+        lines.append(f"  stage {k} {stage['name']} ({stage['judge']}, {stage['mode']}, order {stage['order']}): "
+                     f"{stage['pairs']} pairs, {stage['decided']} decided, {stage['escalated']} escalated; "
+                     f"tokens {stage['prompt_tokens']} / {stage['completion_tokens']}; {estimate}")
+    if summary.get("decided_by"):
+        lines.append("  decided by: " + ", ".join(f"{name} {n}" for name, n in summary["decided_by"].items()))
+    return "\n".join(lines)
