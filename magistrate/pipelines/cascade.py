@@ -27,7 +27,6 @@ import os
 import re
 import time
 import uuid
-from typing import Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -38,15 +37,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from magistrate.actors.placement import use_gpus
 from magistrate.judges.core import JudgeSettings
 from magistrate.model_files import embedded_model_dir, load_config
-from magistrate.pairs import MAX_FIELD_CHARS, PROMPT_MESSAGES
+from magistrate.pairs import PROMPT_MESSAGES
 from magistrate.pipelines import judge_job
+from magistrate.pipelines.judge_job import JudgeOptions, RunOptions
 from magistrate.pipelines.commit import RUN_FILE, SUCCESS, SUMMARY, clear, commit, contents, reconcile
 from magistrate.pipelines.estimate import gpu_hours, parameter_count
 from magistrate.pipelines.lease import LEASE, Lease
 from magistrate.pipelines.sources import InputError, Location, list_input_files, locate
 from magistrate.pipelines.store import delete, exists, join, read_bytes, write_whole
 from magistrate.pipelines.summary import summarise
-from magistrate.pipelines.units import UNIT_ROWS, plan_units, publish, unit_files, unit_path
+from magistrate.pipelines.units import plan_units, publish, unit_files, unit_path
 from magistrate.schema import MESSAGES, verdict_schema, verdict_table
 
 CASCADE_FILE = "_cascade.json"
@@ -56,27 +56,11 @@ _VERDICT_COLUMNS = verdict_schema(calibrated=True).names
 _INPUT_COLUMNS = ("id", "prompt", "response_a", "response_b", "label")
 
 
-class Stage(BaseModel):
-    """One judge of a cascade: `magistrate judge`'s judge and engine options."""
+class Stage(JudgeOptions):
+    """One judge of a cascade: `magistrate judge`'s judge and engine options, and a name."""
 
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,40}$")
-    judge: str = "mt-bench"
-    model: str | None = None
-    mode: Literal["logprob", "generate"] | None = None
-    order: Literal["both", "ab", "random"] = "both"
-    seed: int = 0
-    calibration: str | None = None  # required on every stage but the last: it decides what escalates
-    tensor_parallel_size: int = Field(1, ge=1)
-    replicas: str = "1"
-    gpu_type: str | None = None
-    device: Literal["auto", "gpu", "cpu"] = "auto"
-    batch_size: int = Field(64, ge=1)
-    max_model_len: int | None = None
-    max_new_tokens: int | None = None
-    min_label_mass: float = Field(0.0, ge=0, le=1)
-    gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
-    compilation: Literal["auto", "eager", "compiled"] = "auto"
     params_billions: float | None = Field(None, gt=0, description="for `estimate` without the model's config")
 
 
@@ -112,21 +96,8 @@ def read_config(uri: str, endpoint_url: str | None = None) -> CascadeConfig:
         raise InputError(f"{uri} is not a magistrate cascade ({problems})") from None
 
 
-class CascadeSettings(BaseModel):
-    input: str
-    output: str
+class CascadeSettings(RunOptions):
     config: CascadeConfig
-    format: Literal["auto", "rewardbench", "llmbar", "standard"] = "auto"
-    columns: str | None = None
-    s3_endpoint_url: str | None = None
-    overwrite: bool = False
-    resume: bool = False
-    unit_rows: int = Field(UNIT_ROWS, ge=1)
-    max_tries: int = Field(3, ge=1)
-    limit: int | None = Field(None, ge=1)
-    max_field_chars: int = Field(MAX_FIELD_CHARS, ge=1)
-    gpu: str = "h100"  # the GPU of each stage's GPU-hours estimate
-    verbose: bool = False
 
     @field_validator("output")
     @classmethod
@@ -144,15 +115,14 @@ def stage_uri(settings: CascadeSettings, kind: str, k: int) -> str:
 
 
 def stage_job(settings: CascadeSettings, k: int, input_uri: str) -> judge_job.JobSettings:
-    stage = settings.config.stages[k]
+    """Stage k as a judge job: the cascade's run options (the input's format and --limit
+    for stage 1 only: later stages read the escalation files), the stage's judge options."""
     out = locate(stage_uri(settings, STAGES, k), settings.s3_endpoint_url)
-    first = k == 0
-    return judge_job.JobSettings(
-        input=input_uri, output=out.uri, **stage.model_dump(exclude={"name", "params_billions"}),
-        format=settings.format if first else "standard", columns=settings.columns if first else None,
-        s3_endpoint_url=settings.s3_endpoint_url, resume=exists(out, join(out, RUN_FILE)),
-        unit_rows=settings.unit_rows, max_tries=settings.max_tries, limit=settings.limit if first else None,
-        max_field_chars=settings.max_field_chars, gpu=settings.gpu, verbose=settings.verbose)
+    run = settings.model_dump(exclude={"config", "input", "output", "overwrite", "resume"})
+    if k:
+        run.update(format="standard", columns=None, limit=None)
+    return judge_job.JobSettings(input=input_uri, output=out.uri, resume=exists(out, join(out, RUN_FILE)), **run,
+                                 **settings.config.stages[k].model_dump(exclude={"name", "params_billions"}))
 
 
 def run(settings: CascadeSettings, progress=print, live=None) -> dict:

@@ -41,9 +41,9 @@ from magistrate.pipelines.units import UNIT_ROWS, Unit, apply_limit, plan_units,
 from magistrate.schema import run_constants, with_verdicts
 
 
-class JobSettings(BaseModel):
-    input: str
-    output: str
+class JudgeOptions(BaseModel):
+    """Which judge, and the engine and actors it runs on: a job's, or a cascade stage's."""
+
     judge: str = "mt-bench"
     model: str | None = None
     mode: Literal["logprob", "generate"] | None = None
@@ -54,6 +54,25 @@ class JobSettings(BaseModel):
     gpu_type: str | None = None
     device: Literal["auto", "gpu", "cpu"] = "auto"
     batch_size: int = Field(64, ge=1)
+    max_model_len: int | None = None
+    gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
+    max_new_tokens: int | None = None
+    min_label_mass: float = Field(0.0, ge=0, le=1)
+    compilation: Literal["auto", "eager", "compiled"] = "auto"
+    calibration: str | None = None  # a `magistrate calibrate` file (local or s3://): rows get p_a_calibrated etc.
+
+    @field_validator("replicas")
+    @classmethod
+    def _replicas(cls, value: str) -> str:
+        replica_bounds(value)
+        return value
+
+
+class RunOptions(BaseModel):
+    """Where pairs come from and verdicts go, and how the work is cut: a job's, or a cascade's."""
+
+    input: str
+    output: str
     format: Literal["auto", "rewardbench", "llmbar", "standard"] = "auto"
     columns: str | None = None
     s3_endpoint_url: str | None = None
@@ -62,24 +81,15 @@ class JobSettings(BaseModel):
     unit_rows: int = Field(UNIT_ROWS, ge=1)
     max_tries: int = Field(3, ge=1)
     limit: int | None = Field(None, ge=1)
-    max_model_len: int | None = None
-    gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
-    max_new_tokens: int | None = None
-    min_label_mass: float = Field(0.0, ge=0, le=1)
     max_field_chars: int = Field(MAX_FIELD_CHARS, ge=1)
-    compilation: Literal["auto", "eager", "compiled"] = "auto"
-    calibration: str | None = None  # a `magistrate calibrate` file (local or s3://): rows get p_a_calibrated etc.
-    # The calibration file's content digest, set by `run`: a resume must apply the same map.
-    calibration_digest: str | None = None
-    dry_run: bool = False
-    gpu: str = "h100"  # for the dry run's GPU-hours estimate
+    gpu: str = "h100"  # for GPU-hours estimates (the dry run's, a cascade's stages')
     verbose: bool = False  # Ray Data's and vLLM's INFO logs on the terminal (docs/reliability.md#logs)
 
-    @field_validator("replicas")
-    @classmethod
-    def _replicas(cls, value: str) -> str:
-        replica_bounds(value)
-        return value
+
+class JobSettings(JudgeOptions, RunOptions):
+    dry_run: bool = False
+    # The calibration file's content digest, set by `run`: a resume must apply the same map.
+    calibration_digest: str | None = None
 
 
 def covered_seconds(spans: list[tuple[float, float]]) -> float:
