@@ -192,12 +192,14 @@ def _open(settings: CascadeSettings, out: Location, progress) -> None:
     if not settings.overwrite:
         raise InputError(f"{settings.output} already holds a cascade: pass --resume to finish it, or "
                          "--overwrite to start again")
-    for k in range(len(settings.config.stages)):
-        stage = locate(stage_uri(settings, STAGES, k), settings.s3_endpoint_url)
-        held = contents(stage)
-        if held.foreign:
+    stages = [locate(stage_uri(settings, STAGES, k), settings.s3_endpoint_url)
+              for k in range(len(settings.config.stages))]
+    held = [contents(stage) for stage in stages]
+    for stage, found_there in zip(stages, held):  # every check before anything is deleted
+        if found_there.foreign:
             raise InputError(f"{stage.uri} holds files magistrate did not write; nothing was deleted")
-        clear(stage, held)
+    for stage, found_there in zip(stages, held):
+        clear(stage, found_there)
     for path in found.own:
         delete(out, path)
     progress(f"magistrate: --overwrite: deleted the {len(found.own)} file(s) an earlier cascade wrote in "
