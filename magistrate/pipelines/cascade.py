@@ -27,6 +27,7 @@ import os
 import re
 import time
 import uuid
+from typing import NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -46,7 +47,7 @@ from magistrate.pipelines.lease import LEASE, Lease
 from magistrate.pipelines.sources import InputError, Location, list_input_files, locate
 from magistrate.pipelines.store import delete, exists, join, read_bytes, write_whole
 from magistrate.pipelines.summary import summarise
-from magistrate.pipelines.units import plan_units, publish, unit_files, unit_path
+from magistrate.pipelines.units import VERDICTS, plan_units, publish, unit_files, unit_path
 from magistrate.schema import MESSAGES, verdict_schema, verdict_table
 
 CASCADE_FILE = "_cascade.json"
@@ -207,9 +208,10 @@ def _open(settings: CascadeSettings, out: Location, progress) -> None:
     write_whole(out, join(out, CASCADE_FILE), json.dumps(settings.record(), indent=2).encode())
 
 
-class _Found:
-    def __init__(self, own: list[str], foreign: list[str], other: list[str]):
-        self.own, self.foreign, self.other = own, foreign, other
+class _Found(NamedTuple):
+    own: list[str]
+    foreign: list[str]
+    other: list[str]
 
 
 _ESCALATED_NAME = re.compile(r"^unit-[0-9a-f]{16}(-first\d+)?-(text|chat)\.parquet$")
@@ -235,7 +237,7 @@ def _own_files(out: Location) -> _Found:
         if parts[0] == STAGES:
             continue
         if (rel in (CASCADE_FILE, SUMMARY, SUCCESS, "report.html")
-                or (parts[0] == "verdicts" and len(parts) == 2 and re.match(r"^unit-.*\.parquet$", name))
+                or (parts[0] == VERDICTS and len(parts) == 2 and re.match(r"^unit-.*\.parquet$", name))
                 or (parts[0] == ESCALATED and len(parts) == 3 and _ESCALATED_NAME.match(name))):
             own.append(info.path)
         else:
