@@ -85,7 +85,9 @@ class JudgeHost:
 
     def _tell(self, event: str) -> None:
         if self.progress is not None:
-            self.progress.engine.remote(event)
+            import ray
+
+            self.progress.engine.remote(event, ray.get_runtime_context().get_actor_id())
 
     def close(self) -> None:
         """Stop the engine now (the unit worker's pool actor is being released): its

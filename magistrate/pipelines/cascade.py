@@ -214,6 +214,7 @@ class _Found(NamedTuple):
     other: list[str]
 
 
+_LEFTOVER = re.compile(r"^\.(.+?)(?:\.[0-9a-f]{8}\.tmp|\.lock)$")
 _ESCALATED_NAME = re.compile(r"^unit-[0-9a-f]{16}(-first\d+)?-(text|chat)\.parquet$")
 
 
@@ -229,14 +230,16 @@ def _own_files(out: Location) -> _Found:
         if info.type == pafs.FileType.Directory:
             continue
         rel = info.path[len(base) + 1:]
-        name = os.path.basename(rel)
-        if name.startswith(LEASE):
+        # A local write's staging or lock file counts as the file it is for (pipelines/store.py).
+        leftover = _LEFTOVER.match(os.path.basename(rel))
+        name = leftover.group(1) if leftover else os.path.basename(rel)
+        if name == LEASE:
             continue
         other.append(rel)
-        parts = rel.split("/")
+        parts = rel.split("/")[:-1] + [name]
         if parts[0] == STAGES:
             continue
-        if (rel in (CASCADE_FILE, SUMMARY, SUCCESS, "report.html")
+        if ((len(parts) == 1 and name in (CASCADE_FILE, SUMMARY, SUCCESS, "report.html"))
                 or (parts[0] == VERDICTS and len(parts) == 2 and re.match(r"^unit-.*\.parquet$", name))
                 or (parts[0] == ESCALATED and len(parts) == 3 and _ESCALATED_NAME.match(name))):
             own.append(info.path)

@@ -22,20 +22,33 @@ class ProgressCounter:
     def __init__(self):
         self.pairs = 0
         self.errors = 0
-        self.engines = {"started": 0, "stopped": 0}
+        self.engines: dict[str | None, int] = {}  # the engines running, by the Ray actor hosting them
 
     def add(self, pairs: int, errors: int) -> None:
         self.pairs += pairs
         self.errors += errors
 
-    def engine(self, event: str) -> None:
-        self.engines[event] += 1
+    def engine(self, event: str, actor: str | None = None) -> None:
+        self.engines[actor] = self.engines.get(actor, 0) + (1 if event == "started" else -1)
 
     def read(self) -> tuple[int, int]:
         return self.pairs, self.errors
 
-    def engines_running(self) -> int:
-        return self.engines["started"] - self.engines["stopped"]
+    def engines_running(self) -> dict[str | None, int]:
+        return {actor: n for actor, n in self.engines.items() if n > 0}
+
+
+def _is_dead(actor_id: str | None) -> bool:
+    """Ray's state API says the actor is dead (False when it cannot tell)."""
+    if actor_id is None:
+        return False
+    try:
+        from ray.util.state import get_actor
+
+        state = get_actor(actor_id, timeout=5)
+    except Exception:  # noqa: BLE001 - no dashboard, a busy head: keep waiting up to the timeout
+        return False
+    return state is not None and state.state == "DEAD"
 
 
 def _duration(seconds: float) -> str:
@@ -112,15 +125,19 @@ class ProgressPrinter:
 
     def wait_for_engines(self, timeout: float = 30.0) -> None:
         """Until every engine that started has stopped (Ray Data releases its pool actors
-        once the dataset is consumed, and each stops its engine), or `timeout`: an actor
-        that crashed never reports its stop."""
+        once the dataset is consumed, and each stops its engine), or `timeout`. An actor
+        that crashed never reports its stop: one Ray says is dead is not waited for."""
         deadline = time.monotonic() + timeout
+        dead: set = set()
         while time.monotonic() < deadline:
             try:
-                if ray.get(self.counter.engines_running.remote(), timeout=5) <= 0:
-                    return
+                running = ray.get(self.counter.engines_running.remote(), timeout=5)
             except ray.exceptions.RayError:
                 return
+            waiting = [actor for actor in running if actor not in dead]
+            if not waiting:
+                return
+            dead |= {actor for actor in waiting if _is_dead(actor)}
             time.sleep(0.2)
 
     def __exit__(self, *exc) -> None:

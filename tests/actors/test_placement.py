@@ -1,9 +1,11 @@
 """Placement on a multi-node Ray cluster with logical GPUs: judge actors with tensor
 parallel size 2 each hold 2 GPUs, and a MIN:MAX pool grows to its MAX and no further.
 
-The GPUs are logical (`ray.cluster_utils.Cluster` nodes that advertise GPUs): the vLLM
-CPU build runs each engine on CPU and ignores them. What is under test is Ray's placement
-of the actors that a GPU run would get, through the same `run()` a user's job calls."""
+The GPUs are logical (`ray.cluster_utils.Cluster` nodes that advertise GPUs). What is
+under test is Ray's placement of the actors that a GPU run would get, through the same
+`run()` a user's job calls, as `--dry-run --device gpu` rehearses it: the actors ask for
+and get their GPUs, and host the judge's tokenizer instead of an engine (two vLLM CPU
+engines side by side on logical GPUs cost CI two minutes and test nothing of placement)."""
 
 from __future__ import annotations
 
@@ -43,7 +45,7 @@ def test_tensor_parallel_actors_get_their_gpus(gpu_cluster, tmp_path, tiny_model
     settings = JobSettings(
         input=str(src), output=str(tmp_path / "out"), device="gpu", tensor_parallel_size=2,
         replicas="1:2", batch_size=1, unit_rows=1, order="ab", max_model_len=2048, model=tiny_model,
-        gpu_memory_utilization=0.2,
+        gpu_memory_utilization=0.2, dry_run=True,
     )
     said: list[str] = []
     summary = run(settings, progress=said.append)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import re
+import threading
 import time
 
 import ray
@@ -68,6 +69,34 @@ def test_a_terminal_gets_one_line_rewritten_in_place_and_ended_at_exit():
     text = stream.getvalue()
     assert said == [] and text.startswith("\r") and text.endswith("\n") and text.count("\n") == 1, text
     assert text.rstrip().rsplit("\r", 1)[-1].startswith("magistrate: 5 / 5 pairs judged (100%), 0 errors")
+
+
+@ray.remote(num_cpus=0)
+class _EngineHost:
+    """Reports an engine started, as a judge actor does (actors/judge_host.py)."""
+
+    def start(self, counter) -> None:
+        ray.get(counter.engine.remote("started", ray.get_runtime_context().get_actor_id()))
+
+
+def test_the_driver_waits_for_live_engines_to_stop_but_not_for_a_dead_actor():
+    """An actor that crashed never reports its engine stopped: once Ray says the actor
+    is dead, the driver stops waiting for it (it waited its whole timeout before)."""
+    ray.init(address="local", logging_level="ERROR")  # with the dashboard: the state API
+    try:
+        with ProgressPrinter(lambda _: None, every=60) as printer:
+            alive, crashed = _EngineHost.remote(), _EngineHost.remote()
+            ray.get([alive.start.remote(printer.counter), crashed.start.remote(printer.counter)])
+            ray.kill(crashed)
+            waiter = threading.Thread(target=printer.wait_for_engines, kwargs={"timeout": 600})
+            waiter.start()
+            waiter.join(timeout=20)
+            assert waiter.is_alive(), "the live actor's engine has not stopped: the driver must wait"
+            ray.get(printer.counter.engine.remote("stopped", alive._actor_id.hex()))
+            waiter.join(timeout=120)  # a bound, not a speed check
+            assert not waiter.is_alive(), "still waiting for the dead actor's engine"
+    finally:
+        ray.shutdown()
 
 
 def test_progress_line_eta_uses_the_warm_rate_and_is_left_out_without_a_total():

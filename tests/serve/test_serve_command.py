@@ -17,7 +17,7 @@ import requests
 from benchmarks.serve_load import EXPECTED, KINDS, run_load, start_serve, stop_serve, wait_ready
 from magistrate.judges.calibration import calibrated_fields
 from tests.conftest import free_port
-from tests.pipelines.test_calibrated_run import calibration
+from tests.pipelines.calibrations import calibration
 
 pytestmark = pytest.mark.engine
 KEY = "mgk-" + secrets.token_hex(12)
