@@ -39,16 +39,18 @@ class ProgressCounter:
 
 
 def _is_dead(actor_id: str | None) -> bool:
-    """Ray's state API says the actor is dead (False when it cannot tell)."""
+    """The GCS says the actor is dead (False when it cannot tell). Asked of the GCS, not
+    the dashboard's state API: that one needs the dashboard, and a loaded head answered
+    it too slowly to be of use. A restarted pool actor keeps its id: it counts as dead once
+    Ray Data releases it at the end of the round."""
     if actor_id is None:
         return False
     try:
-        from ray.util.state import get_actor
+        from ray._private.state import actors
 
-        state = get_actor(actor_id, timeout=5)
-    except Exception:  # noqa: BLE001 - no dashboard, a busy head: keep waiting up to the timeout
+        return actors(actor_id=actor_id).get("State") == "DEAD"
+    except Exception:  # noqa: BLE001 - an unknown actor, a busy GCS: keep waiting up to the timeout
         return False
-    return state is not None and state.state == "DEAD"
 
 
 def _duration(seconds: float) -> str:

@@ -40,8 +40,8 @@ def test_tensor_parallel_actors_get_their_gpus(gpu_cluster, tmp_path, tiny_model
     from tests.conftest import EXAMPLES
 
     src = tmp_path / "pairs.parquet"
-    rows = [json.loads(line) for line in open(EXAMPLES / "llmbar-demo.jsonl")][:4]
-    pq.write_table(pa.Table.from_pylist(rows), src, row_group_size=1)  # four units of one pair
+    rows = [json.loads(line) for line in open(EXAMPLES / "llmbar-demo.jsonl")]
+    pq.write_table(pa.Table.from_pylist(rows), src, row_group_size=1)  # twenty units of one pair
     settings = JobSettings(
         input=str(src), output=str(tmp_path / "out"), device="gpu", tensor_parallel_size=2,
         replicas="1:2", batch_size=1, unit_rows=1, order="ab", max_model_len=2048, model=tiny_model,
@@ -49,9 +49,9 @@ def test_tensor_parallel_actors_get_their_gpus(gpu_cluster, tmp_path, tiny_model
     )
     said: list[str] = []
     summary = run(settings, progress=said.append)
-    assert summary["pairs"] == 4
+    assert summary["pairs"] == 20
 
-    # Four units and room for three actors: the pool starts at its MAX of two, no more.
+    # Twenty units and room for three actors: the pool starts at its MAX of two, no more.
     assert "magistrate: 1..2 judge actor(s) of {CPU: 1, GPU: 2}, starting with 2" in said, said
     actors = [a for a in list_actors(detail=True, limit=1000) if "UnitWorker" in a.class_name]
     assert len(actors) == 2, [(a.class_name, a.state) for a in actors]

@@ -82,7 +82,7 @@ class _EngineHost:
 def test_the_driver_waits_for_live_engines_to_stop_but_not_for_a_dead_actor():
     """An actor that crashed never reports its engine stopped: once Ray says the actor
     is dead, the driver stops waiting for it (it waited its whole timeout before)."""
-    ray.init(address="local", logging_level="ERROR")  # with the dashboard: the state API
+    ray.init(address="local", include_dashboard=False, logging_level="ERROR")
     try:
         with ProgressPrinter(lambda _: None, every=60) as printer:
             alive, crashed = _EngineHost.remote(), _EngineHost.remote()
