@@ -1,9 +1,7 @@
 """Exactly once, whatever fails: real processes are killed, no mocks of Ray or vLLM.
 
 Each test judges a Parquet input cut into small units (one row group of 2 pairs each), so
-some units are published before the fault and some after. The judge is the tiny
-random-weight one in logprob mode (tests/tiny_model.py): what fails here is processes,
-not verdicts, and the real 135M judge made these tests a quarter of the suite."""
+some units are published before the fault and some after."""
 
 from __future__ import annotations
 
@@ -32,12 +30,7 @@ ENGINE_ARGS = ["--max-model-len", "2048", "--gpu-memory-utilization", "0.2", "--
 
 # Enough units that a kill after the first published one finds work left: an actor judges
 # UNITS_AT_ONCE units at once, so a handful would all finish together.
-PAIRS = 60
-
-
-@pytest.fixture
-def args(tiny_model) -> list[str]:
-    return [*ENGINE_ARGS, "--model", tiny_model, "--mode", "logprob"]
+PAIRS = 30
 
 
 def _input(tmp_path: Path, n: int) -> tuple[Path, list[str]]:
@@ -103,14 +96,14 @@ def _judge_actor_pids(driver: int) -> list[int]:
     return found
 
 
-def test_killed_judge_actor_costs_a_retry_not_the_job(tmp_path, args):
+def test_killed_judge_actor_costs_a_retry_not_the_job(tmp_path, embedded_model):
     src, ids = _input(tmp_path, PAIRS)
     out = tmp_path / "out"
-    with _judging("--input", str(src), "--output", str(out), *args) as proc:
+    with _judging("--input", str(src), "--output", str(out), *ENGINE_ARGS) as proc:
         _wait_for_units(out, 1, proc)
         # A second run on the same output, while this one holds its lease: refused.
         second = subprocess.run([*MAGISTRATE, "judge", "--input", str(src), "--output", str(out),
-                                 "--resume", *args], capture_output=True, text=True, cwd=REPO,
+                                 "--resume", *ENGINE_ARGS], capture_output=True, text=True, cwd=REPO,
                                 timeout=300)
         assert second.returncode == 2, second.stderr[-3000:]
         assert "in use by a live run" in second.stderr and f"pid {proc.pid}" in second.stderr
@@ -137,14 +130,14 @@ def _engine_cores(driver: int) -> list[psutil.Process]:
 
 
 @pytest.mark.parametrize("max_tries", [2, 1])
-def test_killed_engine_is_rebuilt_in_its_actor(tmp_path, args, max_tries):
+def test_killed_engine_is_rebuilt_in_its_actor(tmp_path, embedded_model, max_tries):
     """The vLLM engine dies under a live judge actor (its EngineCore process is killed):
     the actor rebuilds the engine and tries the batch again. With --max-tries 2 that
     second try judges it; with --max-tries 1 the batch's pairs become error rows naming
     the cause, and the rebuilt engine judges every later batch."""
     src, ids = _input(tmp_path, PAIRS)
     out = tmp_path / "out"
-    with _judging("--input", str(src), "--output", str(out), *args,
+    with _judging("--input", str(src), "--output", str(out), *ENGINE_ARGS,
                   "--max-tries", str(max_tries)) as proc:
         _wait_for_units(out, 1, proc)
         # The process walk races the tree (a loaded CI machine once saw the actor but not
@@ -181,7 +174,7 @@ def test_killed_engine_is_rebuilt_in_its_actor(tmp_path, args, max_tries):
     if max_tries == 1:
         # --resume judges exactly the written-off rows, and the output is then whole.
         resumed = subprocess.run([*MAGISTRATE, "judge", "--input", str(src), "--output", str(out),
-                                  "--resume", *args, "--max-tries", "1"],
+                                  "--resume", *ENGINE_ARGS, "--max-tries", "1"],
                                  capture_output=True, text=True, cwd=REPO, timeout=800)
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         summary = json.loads((out / "summary.json").read_text())
@@ -194,10 +187,10 @@ def test_killed_engine_is_rebuilt_in_its_actor(tmp_path, args, max_tries):
         assert all(r == kept[r["id"]] for r in again if r["id"] in kept), "judged rows are kept as they were"
 
 
-def test_killed_driver_then_resume_judges_only_what_is_missing(tmp_path, args):
+def test_killed_driver_then_resume_judges_only_what_is_missing(tmp_path, embedded_model):
     src, ids = _input(tmp_path, PAIRS)
     out = tmp_path / "out"
-    proc = subprocess.Popen([*MAGISTRATE, "judge", "--input", str(src), "--output", str(out), *args],
+    proc = subprocess.Popen([*MAGISTRATE, "judge", "--input", str(src), "--output", str(out), *ENGINE_ARGS],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     _wait_for_units(out, 2, proc)
     # A lost head: the driver and every process of the local Ray it started die at once.
@@ -212,12 +205,12 @@ def test_killed_driver_then_resume_judges_only_what_is_missing(tmp_path, args):
     done_before = len(_ids(out))
     assert 0 < done_before < len(ids)
 
-    refused = subprocess.run([*MAGISTRATE, "judge", "--input", str(src), "--output", str(out), *args],
+    refused = subprocess.run([*MAGISTRATE, "judge", "--input", str(src), "--output", str(out), *ENGINE_ARGS],
                              capture_output=True, text=True, cwd=REPO, timeout=120)
     assert refused.returncode == 2 and "--resume" in refused.stderr
 
     resumed = subprocess.run([*MAGISTRATE, "judge", "--input", str(src), "--output", str(out), "--resume",
-                              *args], capture_output=True, text=True, cwd=REPO, timeout=800)
+                              *ENGINE_ARGS], capture_output=True, text=True, cwd=REPO, timeout=800)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert sorted(_ids(out)) == sorted(ids)  # every id exactly once
     summary = json.loads((out / "summary.json").read_text())
@@ -228,14 +221,14 @@ def test_killed_driver_then_resume_judges_only_what_is_missing(tmp_path, args):
     assert summary["pairs"] == len(ids)
 
 
-def test_lost_worker_node_costs_a_retry_not_the_job(tmp_path, tiny_model):
+def test_lost_worker_node_costs_a_retry_not_the_job(tmp_path, embedded_model):
     import ray
     from ray.cluster_utils import Cluster
     from ray.util.state import list_actors
 
     from magistrate.pipelines.judge_job import JobSettings, run
 
-    src, ids = _input(tmp_path, 40)
+    src, ids = _input(tmp_path, 10)
     out = tmp_path / "out"
     # The head runs no tasks, so the judge actor lands on a worker node that can be lost.
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
@@ -243,8 +236,7 @@ def test_lost_worker_node_costs_a_retry_not_the_job(tmp_path, tiny_model):
     ray.init(address=cluster.address)
     try:
         settings = JobSettings(input=str(src), output=str(out), max_model_len=2048, gpu_memory_utilization=0.2,
-                               batch_size=2, unit_rows=2, order="ab", replicas="1", model=tiny_model,
-                               mode="logprob")
+                               batch_size=2, unit_rows=2, order="ab", replicas="1")
         result: dict = {}
         job = threading.Thread(target=lambda: result.update(run(settings, progress=lambda _: None)))
         job.start()
