@@ -31,59 +31,45 @@ def test_the_engine_keeps_label_logprobs_only_at_steps_that_wrote_a_label():
                      label_ids=[5]).label_logprobs == {}
 
 
-# The tiny judge writes noise, never "[[A]]". So the probe first lets it write, with vLLM's
-# top-2 at each step, and takes as the judge's labels the two top tokens of a step whose
-# token the reader (a pattern reader, last match wins) then finds: "A" is the token
-# written there, "B" the runner-up. Then it judges the same prompt with that judge.
+# The tiny judge writes no verdict: with random weights and tied embeddings it repeats the
+# prompt's last token ("\n"). So the probe first lets it write, with vLLM's top-2 at each
+# step, and makes a judge whose label "A" is the token written last and "B" the runner-up
+# there, with a reader that takes the label ending the text. Then it judges the same
+# prompt with that judge, through the async engine and `judge_async`, as batch and Serve do.
 PROBE = textwrap.dedent('''
-    import asyncio, json, re, sys
+    import asyncio, json, sys
     from dataclasses import replace
 
     from vllm import SamplingParams
 
     from magistrate.actors.engine import AsyncVLLMEngine, EngineSettings
-    from magistrate.judges import Judge, JudgeSettings, get_judge
-    from magistrate.judges.custom import pattern_reader
+    from magistrate.judges import Judge, JudgeSettings, Reading, get_judge
 
     model, result = sys.argv[1:3]
     PAIR = {"id": "p", "prompt": "What is 2 + 2?", "response_a": "4.", "response_b": "5."}
-    N = 32
-
-    def labels_at(engine, text, ids, steps):
-        """(step, written token, runner-up, their texts) for the last step the reader takes."""
-        tok = engine.tokenizer
-        single = lambda t: tok.encode(tok.decode([t]), add_special_tokens=False) == [t]
-        for k in reversed(range(len(ids))):
-            top = sorted(steps[k].items(), key=lambda kv: -kv[1].logprob)[:2]
-            first, second = top[0][0], top[1][0]
-            a, b = tok.decode([first]), tok.decode([second])
-            if first != ids[k] or not (single(first) and single(second)) or not (a.strip() and b.strip()):
-                continue
-            read = pattern_reader("(" + re.escape(a) + "|" + re.escape(b) + ")", {"A": a, "B": b})
-            reading = read(text)
-            if reading.verdict == "A" and reading.label_at == len(tok.decode(ids[:k])):
-                return k, first, second, a, b
-        raise SystemExit("no step fits: " + repr(text))
+    N = 8
 
     async def main():
         engine = AsyncVLLMEngine(EngineSettings(model=model, max_model_len=1024, gpu_memory_utilization=0.05,
                                                 enable_prefix_caching=False))
         try:
-            mt_bench = get_judge("mt-bench")
             probe = Judge(engine, JudgeSettings(judge="mt-bench", mode="generate", order="ab", max_new_tokens=N))
             _, tokens = probe.render(PAIR, "ab")
             [out] = await engine._run([tokens], SamplingParams(max_tokens=N, temperature=0.0, logprobs=2))
-            done = out.outputs[0]
-            ids = list(done.token_ids)
-            k, first, second, a, b = labels_at(engine, done.text, ids, done.logprobs)
-            profile = replace(mt_bench, name="tiny-probe", labels={"A": a, "B": b}, stop=(),
-                              read=pattern_reader("(" + re.escape(a) + "|" + re.escape(b) + ")", {"A": a, "B": b}))
+            done, k = out.outputs[0], len(out.outputs[0].token_ids) - 1
+            (first, _), (second, _) = sorted(done.logprobs[k].items(), key=lambda kv: -kv[1].logprob)[:2]
+            a, b = engine.tokenizer.decode([first]), engine.tokenizer.decode([second])
+
+            def read(text):
+                return Reading("A", label_at=len(text) - len(a)) if text.endswith(a) else Reading(None, error="no")
+
+            profile = replace(get_judge("mt-bench"), name="tiny-probe", labels={"A": a, "B": b}, stop=(), read=read)
             judge = Judge(engine, JudgeSettings(mode="generate", order="ab", max_new_tokens=N, profile=profile))
             [row] = await judge.judge_async([PAIR])
-            top2 = {str(t): lp.logprob for t, lp in done.logprobs[k].items()}
             with open(result, "w") as f:
-                json.dump({"prompt": tokens, "generated": ids, "step": k, "ids": [first, second], "top2": top2,
-                           "text": done.text, "row": row}, f)
+                json.dump({"prompt": tokens, "generated": list(done.token_ids), "ids": [first, second],
+                           "forms": judge.label_forms, "text": done.text, "row": row,
+                           "top2": {str(t): lp.logprob for t, lp in done.logprobs[k].items()}}, f)
         finally:
             engine.shutdown()
 
@@ -102,7 +88,8 @@ def test_generate_mode_reads_p_a_at_the_verdict_token(tmp_path, tiny_model):
                           capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     got = json.loads(result.read_text())
-    row, (a, b), k = got["row"], got["ids"], got["step"]
+    row, (a, b), k = got["row"], got["ids"], len(got["generated"]) - 1
+    assert got["generated"][k] == a and {"A": a, "B": b} in got["forms"], got  # both labels are tokens of their own
     assert row["error"] is None, row["error"]
     assert (row["winner"], row["ab_verdict"], row["ab_raw"]) == ("A", "A", got["text"])  # the reader's verdict
     assert row["ab_p_source"] == "logprobs"
