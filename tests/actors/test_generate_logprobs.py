@@ -45,11 +45,11 @@ PROBE = textwrap.dedent('''
     from magistrate.actors.engine import AsyncVLLMEngine, EngineSettings
     from magistrate.judges import Judge, JudgeSettings, Reading, get_judge
 
-    model, result = sys.argv[1:3]
     PAIR = {"id": "p", "prompt": "What is 2 + 2?", "response_a": "4.", "response_b": "5."}
     N = 8
 
     async def main():
+        model, result = sys.argv[1:3]
         engine = AsyncVLLMEngine(EngineSettings(model=model, max_model_len=1024, gpu_memory_utilization=0.05,
                                                 enable_prefix_caching=False))
         try:
@@ -73,7 +73,8 @@ PROBE = textwrap.dedent('''
         finally:
             engine.shutdown()
 
-    asyncio.run(main())
+    if __name__ == "__main__":  # vLLM spawns its EngineCore, which imports this file again
+        asyncio.run(main())
 ''')
 
 
