@@ -145,7 +145,7 @@ class SimulatedGpuEngineDouble:
         await asyncio.gather(*(self._submit(p, 0) for p in prompts))
         return [{t: math.log(0.6 if i == 0 else 0.4) for i, t in enumerate(candidates)} for _ in prompts]
 
-    async def generate(self, prompts, max_tokens, stop=()):
+    async def generate(self, prompts, max_tokens, stop=(), label_ids=()):
         lengths = [min(max_tokens, max(8, round(random.Random(hashlib.sha256(str(p).encode()).digest())
                                                .lognormvariate(math.log(MEDIAN_OUT), SIGMA_OUT))))
                    for p in prompts]

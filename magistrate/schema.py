@@ -16,7 +16,7 @@ MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())])
 
 _PER_ORDER_TYPES = {"verdict": pa.string(), "p_a": pa.float64(), "rationale": pa.string(), "raw": pa.string(),
                     "prompt_tokens": pa.int64(), "completion_tokens": pa.int64(), "error": pa.string(),
-                    "label_mass": pa.float64()}
+                    "label_mass": pa.float64(), "p_source": pa.string()}
 
 VERDICT_FIELDS = pa.schema(
     [

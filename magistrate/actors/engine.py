@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import psutil
 
 from magistrate.actors.engine_logs import engine_output, wait_until
+from magistrate.judges.generated import Generation
 from magistrate.model_files import load_config, load_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -152,18 +153,29 @@ class EngineProcesses:
             self._reaper = None
 
 
-def greedy_params(max_tokens: int, stop: Sequence[str] = ()):
+def greedy_params(max_tokens: int, stop: Sequence[str] = (), label_ids: Sequence[int] = ()):
     """Greedy decoding up to max_tokens or the first stop string (kept in the text: the
-    verdict the judge wrote ends there)."""
+    verdict the judge wrote ends there). With `label_ids`, each step also gathers the raw
+    log-probabilities of those tokens only (not a top-k over the vocabulary), in vLLM's
+    flat form (a few lists per request, not a dict per step)."""
     from vllm import SamplingParams
 
+    labels = dict(logprob_token_ids=list(label_ids), flat_logprobs=True) if label_ids else {}
     return SamplingParams(max_tokens=max_tokens, temperature=0.0, stop=list(stop) or None,
-                          include_stop_str_in_output=True)
+                          include_stop_str_in_output=True, **labels)
 
 
-def generated(output) -> tuple[str, int]:
-    """(text, completion token count) of a finished request."""
-    return output.outputs[0].text, len(output.outputs[0].token_ids)
+def generated(output, label_ids: Sequence[int] = ()) -> Generation:
+    """A finished request's text, token ids and, for the steps that wrote a label token,
+    the label tokens' log-probabilities (the only steps generate mode reads)."""
+    completion = output.outputs[0]
+    wanted, steps = set(label_ids), {}
+    if wanted and completion.logprobs is not None:
+        for step, token in enumerate(completion.token_ids):
+            if token in wanted:
+                at = completion.logprobs[step]
+                steps[step] = {t: at[t].logprob for t in label_ids if t in at}
+    return Generation(completion.text, len(completion.token_ids), list(completion.token_ids), steps)
 
 
 class _Hosted:
@@ -214,10 +226,11 @@ class VLLMEngine(_Hosted):
         read from the full (raw) next-token distribution: one forward pass, no decoding."""
         return [candidate_logprobs(o, candidates) for o in self._run(prompts, logprob_params(candidates))]
 
-    def generate(self, prompts: Sequence[list[int]], max_tokens: int,
-                 stop: Sequence[str] = ()) -> list[tuple[str, int]]:
-        """Greedy generation; returns (text, completion token count) per prompt."""
-        return [generated(o) for o in self._run(prompts, greedy_params(max_tokens, stop))]
+    def generate(self, prompts: Sequence[list[int]], max_tokens: int, stop: Sequence[str] = (),
+                 label_ids: Sequence[int] = ()) -> list[Generation]:
+        """Greedy generation; per prompt the text, its token count and ids, and the label
+        tokens' log-probabilities at each step that wrote one."""
+        return [generated(o, label_ids) for o in self._run(prompts, greedy_params(max_tokens, stop, label_ids))]
 
     def shutdown(self) -> None:
         """Stops the engine's processes (EngineCore, workers) now, not whenever the
@@ -265,9 +278,9 @@ class AsyncVLLMEngine(_Hosted):
     ) -> list[dict[int, float]]:
         return [candidate_logprobs(o, candidates) for o in await self._run(prompts, logprob_params(candidates))]
 
-    async def generate(self, prompts: Sequence[list[int]], max_tokens: int,
-                       stop: Sequence[str] = ()) -> list[tuple[str, int]]:
-        return [generated(o) for o in await self._run(prompts, greedy_params(max_tokens, stop))]
+    async def generate(self, prompts: Sequence[list[int]], max_tokens: int, stop: Sequence[str] = (),
+                       label_ids: Sequence[int] = ()) -> list[Generation]:
+        return [generated(o, label_ids) for o in await self._run(prompts, greedy_params(max_tokens, stop, label_ids))]
 
     async def check_health(self) -> None:
         await self.llm.check_health()
@@ -302,7 +315,7 @@ class TokenizerEngine:
         self.max_model_len = settings.max_model_len or getattr(
             config, "max_position_embeddings", None) or self.tokenizer.model_max_length
 
-    def next_token_logprobs(self, prompts, candidates):
+    def next_token_logprobs(self, *args, **kwargs):
         raise RuntimeError("a dry run never calls the engine")
 
     generate = next_token_logprobs

@@ -19,7 +19,7 @@ from magistrate.judges.render import Order
 
 ORDERS: tuple[Order, ...] = ("ab", "ba")
 PER_ORDER_FIELDS = (
-    "verdict", "p_a", "rationale", "raw", "prompt_tokens", "completion_tokens", "error", "label_mass"
+    "verdict", "p_a", "rationale", "raw", "prompt_tokens", "completion_tokens", "error", "label_mass", "p_source"
 )
 _SWAP = {"A": "B", "B": "A", "tie": "tie"}
 
@@ -39,6 +39,9 @@ class OrderResult:
     # logprob mode: the next-token probability the verdict labels had together, before
     # p_first renormalised it away (how much the model wanted to answer at all)
     label_mass: float | None = None
+    # where p_first came from: "logprobs" (the label tokens' log-probabilities, logprob
+    # mode or generate mode at the verdict's token) or "verdict" (1, ½, 0); None on error
+    p_source: str | None = None
 
     def original_frame(self) -> tuple[Verdict | None, float | None]:
         if self.order == "ab" or self.error:
@@ -73,6 +76,7 @@ def combine(results: list[OrderResult]) -> dict[str, Any]:
                 f"{result.order}_completion_tokens": result.completion_tokens,
                 f"{result.order}_error": result.error,
                 f"{result.order}_label_mass": result.label_mass,
+                f"{result.order}_p_source": result.p_source,
             }
         )
     errors = [f"order {r.order}: {r.error}" for r in results if r.error]

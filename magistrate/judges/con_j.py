@@ -51,6 +51,9 @@ _STATEMENTS = [re.compile(p, re.I) for p in (
     rf"better (?:answer|response) is (?:answer|response)\s*{_SIDE}",
     rf"(?:answer|response)\s*{_SIDE} is better",
 )]
+# A verdict key (quoted or bare) and its value inside an object, for where the side is written.
+_VALUE = re.compile(rf"""["'“]?(?:{_LINE_KEYS}|答案|回答|better_?answer|better_?response|winner)\s*[:：]?\s*["'”]?\s*[:：]\s*"""
+                    rf"""["'“]?\s*(?:回答|答案|answer|response)?\s*(?:第)?{_SIDE}""", re.I)
 _PLACEHOLDERS = {"你的解释", "你的理由", "...", "…", "your explanation"}
 _EXAMPLE = re.compile(r"(例如|示例|比如|格式|e\.g\.|for example|example)[^\n]{0,12}$", re.I)
 _CORRECTION = re.compile(r"更正|修正|纠正|重新检查|重新考虑|改正|correction|on reflection", re.I)
@@ -125,7 +128,7 @@ def _find(obj: dict) -> tuple[object, dict] | None:
 def read_con_j(text: str) -> Reading:
     if not text or not text.strip():
         return Reading(None, error="empty judge output")
-    candidates = []  # (position, side or None, the object or None, what the value was)
+    candidates = []  # (position, side or None, the object or None, what the value was, where the side is)
     covered = []
     for start, end in _objects(text):
         obj = _parse(text[start:end])
@@ -133,7 +136,7 @@ def read_con_j(text: str) -> Reading:
             continue
         covered = [(a, b) for a, b in covered if not (start <= a and b <= end)] + [(start, end)]
         if obj.get("_conflict"):
-            candidates.append((start, "conflict", None, None))
+            candidates.append((start, "conflict", None, None, None))
             continue
         found = _find(obj)
         if found is None:
@@ -142,7 +145,8 @@ def read_con_j(text: str) -> Reading:
         reason = holder.get(REASON, holder.get("reason"))
         example = str(reason).strip() in _PLACEHOLDERS or _EXAMPLE.search(text[max(0, start - 20):start])
         if not example:
-            candidates.append((start, _side(value), holder, value))
+            side = _side(value)
+            candidates.append((start, side, holder, value, _value_at(text[start:end], side, start)))
     outside = "".join("\0" * (b - a) if any(x <= a < y for x, y in covered) else text[a:b]
                       for a, b in _chunks(text, covered))
     # A statement inside a quoted string (the reason of a cut-off object) is not one.
@@ -151,7 +155,7 @@ def read_con_j(text: str) -> Reading:
         for match in pattern.finditer(where):
             if not _EXAMPLE.search(where[max(0, match.start() - 20):match.start()]):
                 candidates.append((match.start(), _SIDES.get(match.group(1)), _loose(text[:match.start()]),
-                                   match.group(1)))
+                                   match.group(1), match.start(1)))
     candidates.sort(key=lambda c: c[0])
     sides = {c[1] for c in candidates if c[1] in ("A", "B")}
     if "conflict" in {c[1] for c in candidates}:
@@ -170,7 +174,14 @@ def read_con_j(text: str) -> Reading:
         if not _CORRECTION.search(text[first_other[0]:last[0]]):
             return Reading(None, rationale=text.strip(),
                            error="conflicting verdicts (回答1 and 回答2) with no correction: none is taken")
-    return Reading(last[1], rationale=None if last[2] is None else _reason(last[2]))
+    return Reading(last[1], rationale=None if last[2] is None else _reason(last[2]), label_at=last[4])
+
+
+def _value_at(span: str, side: str | None, offset: int) -> int | None:
+    """Where in the text a parsed object writes its verdict's side (the "1" of
+    `"更好的回答": 1`): the last key-colon-value of that side in the object, or None."""
+    found = [m.start(1) for m in _VALUE.finditer(span) if _SIDES[m.group(1)] == side]
+    return offset + found[-1] if found else None
 
 
 def _chunks(text: str, covered: list[tuple[int, int]]):

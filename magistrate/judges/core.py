@@ -14,6 +14,7 @@ from typing import Any, Mapping, Protocol, Sequence
 
 from magistrate.judges.calibration import Calibration, calibrated_fields
 from magistrate.judges.combine import OrderResult, combine, error_row
+from magistrate.judges.generated import FROM_LOGPROBS, FROM_VERDICT, Generation, label_forms, p_first_at_verdict
 from magistrate.judges.injection import injection_suspect
 from magistrate.judges.profile import JudgeProfile, Mode
 from magistrate.judges.registry import get_judge
@@ -47,8 +48,11 @@ class Engine(Protocol):
     ) -> list[dict[int, float]]: ...
 
     def generate(
-        self, prompts: Sequence[list[int]], max_tokens: int, stop: Sequence[str] = ()
-    ) -> list[tuple[str, int]]: ...
+        self, prompts: Sequence[list[int]], max_tokens: int, stop: Sequence[str] = (),
+        label_ids: Sequence[int] = (),
+    ) -> list[Generation]: ...
+    # (a plain (text, completion tokens) per prompt is read as a Generation without
+    # log-probabilities: p_first then comes from the verdict)
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,10 @@ class Judge:
         self.label_ids = (
             label_token_ids(self.profile, engine.tokenizer) if self.mode == "logprob" else {}
         )
+        # generate mode: the label tokens whose log-probabilities the engine returns at
+        # each step that writes one (judges/generated.py)
+        self.label_forms = label_forms(self.profile, engine.tokenizer) if self.mode == "generate" else ()
+        self._form_ids = sorted({t for form in self.label_forms for t in form.values()})
         self._cpu: ThreadPoolExecutor | None = None  # judge_async's worker thread
 
     def _prompt(self, pair: Mapping[str, Any], order: str) -> tuple[list[dict], str]:
@@ -176,7 +184,7 @@ class Judge:
         prompts = [r.tokens for r in requests]
         if self.mode == "logprob":
             return self.engine.next_token_logprobs(prompts, list(dict.fromkeys(self.label_ids.values())))
-        return self.engine.generate(prompts, self.max_new_tokens, self.profile.stop)
+        return self.engine.generate(prompts, self.max_new_tokens, self.profile.stop, label_ids=self._form_ids)
 
     def _collect(self, pairs, results, requests, outputs) -> list[dict[str, Any]]:
         if self.mode == "logprob":
@@ -184,8 +192,8 @@ class Judge:
             for request, logprobs in zip(requests, outputs):
                 results[request.pair].append(self._from_logprobs(request, logprobs, by_id))
         else:
-            for request, (text, n_out) in zip(requests, outputs):
-                results[request.pair].append(self._from_text(request, text, n_out))
+            for request, output in zip(requests, outputs):
+                results[request.pair].append(self._from_text(request, Generation(*output)))
         return [self._row(pair, sorted(r, key=lambda x: x.order)) for pair, r in zip(pairs, results)]
 
     def count_tokens(self, pairs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -234,22 +242,38 @@ class Judge:
             prompt_tokens=len(request.tokens),
             completion_tokens=0,
             label_mass=mass,
+            p_source=FROM_LOGPROBS,
         )
 
-    def _from_text(self, request: _Request, text: str, n_out: int) -> OrderResult:
+    def _from_text(self, request: _Request, generation: Generation) -> OrderResult:
+        text, n_out = generation.text, generation.completion_tokens
         try:
             reading = self.profile.read(text)
         except Exception as exc:  # noqa: BLE001 - a reader that fails on one output fails that order only
             return OrderResult(request.order, None, None, raw=text, prompt_tokens=len(request.tokens),
                                completion_tokens=n_out,
                                error=f"the judge's reader failed on this output: {type(exc).__name__}: {exc}"[:500])
+        p_first = source = None
+        if reading.verdict is not None:
+            p_first = p_first_at_verdict(generation, reading.label_at, reading.verdict, self.profile.labels,
+                                         self.label_forms, self._decode)
+            source = FROM_LOGPROBS
+            if p_first is None:
+                p_first, source = p_first_from_verdict(reading.verdict), FROM_VERDICT
         return OrderResult(
             request.order,
             reading.verdict,
-            None if reading.verdict is None else p_first_from_verdict(reading.verdict),
+            p_first,
             rationale=reading.rationale,
             raw=text,
             prompt_tokens=len(request.tokens),
             completion_tokens=n_out,
             error=reading.error,
+            p_source=source,
         )
+
+    def _decode(self, token_ids: Sequence[int]) -> str:
+        """Generated token ids as text, the way vLLM's detokenizer writes them (special
+        tokens skipped, no clean-up of spaces)."""
+        return self.engine.tokenizer.decode(list(token_ids), skip_special_tokens=True,
+                                            clean_up_tokenization_spaces=False)

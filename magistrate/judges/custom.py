@@ -90,7 +90,8 @@ def pattern_reader(pattern: str, labels: dict[str, str]):
         if not matches:
             return Reading(None, rationale=text.strip(), error="no verdict matching the pattern")
         last = matches[-1]
-        return Reading(by_text[last.group(1)], rationale=text[: last.start()].strip() or None)
+        return Reading(by_text[last.group(1)], rationale=text[: last.start()].strip() or None,
+                       label_at=last.start(1))
 
     return read
 

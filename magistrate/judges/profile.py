@@ -28,6 +28,10 @@ class Reading:
     verdict: Verdict | None
     rationale: str | None = None
     error: str | None = None
+    # Where in the text the label of the verdict taken starts (a character offset), when
+    # the reader knows: generate mode reads p_first from the token written there
+    # (judges/generated.py). None: p_first comes from the verdict (1, ½, 0).
+    label_at: int | None = None
 
 
 class Template(Protocol):

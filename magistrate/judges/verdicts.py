@@ -58,7 +58,8 @@ def bracket_reader(labels: Mapping[str, str]):
             shown = " and ".join(f"[[{x}]]" for x in sorted({m.group(1) for m in matches}))
             return Reading(None, rationale=text.strip(),
                            error=f"conflicting verdict markers ({shown}) with no final verdict: none is taken")
-        return Reading(by_text[last.group(1)], rationale=text[: last.start()].strip() or None)
+        return Reading(by_text[last.group(1)], rationale=text[: last.start()].strip() or None,
+                       label_at=last.start(1))
 
     return read
 
@@ -92,5 +93,6 @@ def verdict_from_probabilities(probs: Mapping[str, float]) -> Verdict:
 
 
 def p_first_from_verdict(verdict: Verdict) -> float:
-    """Generate mode has no distribution: a verdict is certainty, a tie is one half."""
+    """Generate mode where the label's log-probabilities cannot be read
+    (judges/generated.py): a verdict is certainty, a tie is one half."""
     return {"A": 1.0, "B": 0.0, "tie": 0.5}[verdict]

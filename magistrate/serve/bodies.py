@@ -88,6 +88,8 @@ class OrderDetail(BaseModel):
     completion_tokens: int | None
     error: str | None
     label_mass: float | None = Field(None, description="logprob mode: the verdict labels' next-token probability.")
+    p_source: str | None = Field(None, description="Where p_a came from: 'logprobs' (the verdict label's "
+                                                   "log-probabilities) or 'verdict' (1, 0.5, 0).")
 
 
 class Verdict(BaseModel):

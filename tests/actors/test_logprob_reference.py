@@ -67,7 +67,11 @@ def test_generate_mode_reads_or_reports(engine):
         if row["winner"] == "error":
             assert row["ab_error"] and row["p_a"] is None
         else:
-            assert row["ab_verdict"] in {"A", "B"} and row["p_a"] in (0.0, 1.0)
+            assert row["ab_verdict"] in {"A", "B"}
+            if row["ab_p_source"] == "logprobs":  # read at the verdict's token: its side gets >= 1/2
+                assert (row["p_a"] >= 0.5) == (row["ab_verdict"] == "A"), row["p_a"]
+            else:
+                assert row["ab_p_source"] == "verdict" and row["p_a"] in (0.0, 1.0)
 
 
 def test_generation_stops_at_a_stop_string_and_keeps_it(engine):
@@ -77,8 +81,8 @@ def test_generation_stops_at_a_stop_string_and_keeps_it(engine):
         [{"role": "user", "content": "Write three sentences about the sea."}], add_generation_prompt=True,
         tokenize=False)
     prompt = engine.tokenizer.encode(text, add_special_tokens=False)
-    [(free, n_free)] = engine.generate([prompt], 64)
-    [(stopped, n_stopped)] = engine.generate([prompt], 64, stop=(". ",))
+    [(free, n_free, *_)] = engine.generate([prompt], 64)
+    [(stopped, n_stopped, *_)] = engine.generate([prompt], 64, stop=(". ",))
     assert ". " in free[:-2], free  # the free text goes past a sentence end
     assert stopped.endswith(". ") and stopped.count(". ") == 1, stopped
     assert free.startswith(stopped) and n_stopped < n_free

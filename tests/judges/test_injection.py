@@ -36,9 +36,9 @@ class FakeEngineDouble:
         self.logprobs = logprobs or {}
         self.calls: list[tuple[str, list[list[int]], object]] = []
 
-    def generate(self, prompts, max_tokens, stop=()):
+    def generate(self, prompts, max_tokens, stop=(), label_ids=()):
         self.calls.append(("generate", [list(p) for p in prompts], max_tokens))
-        self.stop = tuple(stop)
+        self.stop, self.label_ids = tuple(stop), tuple(label_ids)
         n_out = len(self.tokenizer.encode(self.text, add_special_tokens=False))
         return [(self.text, n_out) for _ in prompts]
 

@@ -62,3 +62,24 @@ def test_where_upstream_readers_guess_magistrate_does_not():
         names = (["con-j"] if case["family"] == "con-j"
                  else BRACKET_JUDGES if case["judge"] == "all" else [case["judge"]])
         assert all(get_judge(n).read(case["text"]).verdict is None for n in names), case["id"]
+
+
+def test_each_verdict_says_where_its_label_was_written():
+    """Generate mode reads p_a at the token of the label the reader took
+    (judges/generated.py): every reader names that label's place in the text. Con-J's
+    side may be written 1, "1", １ or 一; a JSON-escaped key (\\u66f4...) gives no place."""
+    from magistrate.judges.con_j import _SIDES
+
+    unplaced = []
+    for judge, case in (p.values for p in _cases()):
+        profile = get_judge(judge)
+        reading = profile.read(case["text"])
+        if reading.verdict is None:
+            continue
+        if reading.label_at is None:
+            unplaced.append(case["id"])
+        elif judge == "con-j":
+            assert _SIDES[case["text"][reading.label_at]] == reading.verdict, case["id"]
+        else:
+            assert case["text"].startswith(profile.labels[reading.verdict], reading.label_at), case["id"]
+    assert unplaced == ["cj-007", "cj-008"]  # the two unicode-escape cases
