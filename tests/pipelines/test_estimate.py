@@ -105,3 +105,33 @@ def test_estimate_with_a_stated_size(embedded_model):
     assert result["parameters"] == 70_550_000_000
     peak = 989e12 * 0.4  # the h100 default at the stated prefill efficiency
     assert result["gpu_hours"] == pytest.approx(2 * 70.55e9 * result["prompt_tokens"] / peak / 3600)
+
+
+def test_a_cascade_costs_stage_one_on_every_pair_and_stage_two_on_the_escalated(tmp_path, embedded_model):
+    """`estimate --cascade`: each stage's own estimate (its judge, mode, orders, size),
+    stage 2 charged for the escalation rate's share of the pairs; beside it the last stage alone."""
+    config = tmp_path / "cascade.yaml"
+    config.write_text("stages:\n"
+                      "  - {name: small, mode: logprob, order: ab, calibration: c.json, params_billions: 7}\n"
+                      "  - {name: big, mode: logprob, order: both, params_billions: 70}\n")
+    src = str(EXAMPLES / "llmbar-demo.jsonl")
+    result = run_cli("estimate", src, "--cascade", str(config), "--escalation-rate", "0.25", "--sample", "0",
+                     "--json")
+    assert result.returncode == 0, result.stderr
+    got = json.loads(result.stdout)
+    alone = {}
+    for name, params, order in (("small", 7, "ab"), ("big", 70, "both")):
+        one = run_cli("estimate", src, "--mode", "logprob", "--order", order, "--params", str(params),
+                      "--sample", "0", "--json")
+        alone[name] = json.loads(one.stdout)["gpu_hours"]
+    small, big = got["stages"]
+    assert small["pairs"] == 20 and big["pairs"] == 5 and big["share_of_pairs"] == 0.25
+    assert small["gpu_hours"] == pytest.approx(alone["small"]) and big["gpu_hours"] == pytest.approx(0.25 * alone["big"])
+    assert got["gpu_hours"] == pytest.approx(alone["small"] + 0.25 * alone["big"])
+    assert got["last_stage_alone_gpu_hours"] == pytest.approx(alone["big"])
+    assert got["saving"] == pytest.approx(1 - got["gpu_hours"] / alone["big"])
+    text = run_cli("estimate", src, "--cascade", str(config), "--escalation-rate", "0.25", "--sample", "0")
+    assert "the last stage alone on every pair" in text.stdout
+    for bad in (["--escalation-rate", "1.5"], [], ["--escalation-rate", "x"]):
+        refused = run_cli("estimate", src, "--cascade", str(config), *bad)
+        assert refused.returncode == 2 and "escalation" in refused.stderr and "Traceback" not in refused.stderr
