@@ -354,8 +354,19 @@ class JudgeServer:
             max_body_bytes=self.args.max_body_bytes, models_for=list(profile.models),
             max_prompts_in_flight=self.args.max_prompts_in_flight, max_field_chars=self.caps.field_chars,
             max_messages=self.caps.messages, max_pair_chars=self.caps.pair_chars,
-            calibration=_calibration_info(self.judge.settings.calibration),
+            calibration=self._calibration_info(),
         )
+
+    def _calibration_info(self) -> dict | None:
+        # A method, not a module function: the replica's class travels by value and met a
+        # NameError for a module-level helper (tests/serve, 2026-12-02).
+        calibration = self.judge.settings.calibration
+        if calibration is None:
+            return None
+        decision = calibration.decision
+        return {"method": calibration.method, "parameters": calibration.parameters,
+                "n_labelled": calibration.n_labelled, "threshold": decision and decision.threshold,
+                "target_agreement": decision and decision.target, "risk": decision and decision.risk}
 
     @api.get("/healthz", summary="200 when the engine answers; details only with the API key")
     async def healthz(self, request: Request):
@@ -370,15 +381,6 @@ class JudgeServer:
             body.update(judge=self.constants["judge"], model=self.constants["model"], mode=self.judge.mode,
                         prompts_in_flight=self.in_flight, max_prompts_in_flight=self.args.max_prompts_in_flight)
         return body
-
-
-def _calibration_info(calibration) -> dict | None:
-    if calibration is None:
-        return None
-    decision = calibration.decision
-    return {"method": calibration.method, "parameters": calibration.parameters, "n_labelled": calibration.n_labelled,
-            "threshold": decision and decision.threshold, "target_agreement": decision and decision.target,
-            "risk": decision and decision.risk}
 
 
 def build_app(args: dict[str, Any]) -> serve.Application:
