@@ -85,7 +85,8 @@ def read_config(uri: str, endpoint_url: str | None = None) -> CascadeConfig:
     """A cascade file (YAML or JSON), or one clear InputError."""
     import yaml
 
-    found = read_bytes(locate(uri, endpoint_url), locate(uri, endpoint_url).path)
+    loc = locate(uri, endpoint_url)
+    found = read_bytes(loc, loc.path)
     if found is None:
         raise InputError(f"{uri}: no such cascade file")
     try:
