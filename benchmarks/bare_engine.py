@@ -1,8 +1,8 @@
 """The ceiling: a bare vLLM `LLM.generate` given every prompt of the workload at once, with
 the CPU threads magistrate's engine gets and the compilation asked for (vLLM's default:
 compiled). The prompts are the judge's own, rendered and tokenised outside the timing; in
-generate mode the sampling is the judge's (greedy, its token cap and stop strings), so both
-sides decode the same tokens. Prints one JSON object.
+generate mode the sampling is the judge's (greedy, its token cap, stop strings and the
+label tokens' log-probabilities), so both sides decode the same tokens and do the same work. Prints one JSON object.
 
     .venv/bin/python -m benchmarks.bare_engine --pairs 48 --mode generate --judge mt-bench
 """
@@ -25,6 +25,9 @@ def main() -> None:
     parser.add_argument("--judge", default="mt-bench")
     parser.add_argument("--max-new-tokens", type=int, default=None)
     parser.add_argument("--compilation", choices=("eager", "compiled"), default="compiled")
+    parser.add_argument("--no-verdict-logprobs", action="store_true",
+                        help="generate mode: skip the label tokens' log-probabilities the judge asks "
+                             "for at each step (p_a from the verdict token), to see what they cost")
     args = parser.parse_args()
 
     from vllm import TokensPrompt
@@ -44,7 +47,9 @@ def main() -> None:
     if args.mode == "logprob":
         params = logprob_params(list(dict.fromkeys(judge.label_ids.values())))
     else:
-        params = greedy_params(judge.max_new_tokens, judge.profile.stop)
+        # The judge's own sampling: its cap, stop strings and label tokens' log-probabilities.
+        params = greedy_params(judge.max_new_tokens, judge.profile.stop,
+                               () if args.no_verdict_logprobs else judge.form_ids)
     engine.llm.reset_prefix_cache()
     t = time.perf_counter()
     outputs = engine.llm.generate(prompts, params, use_tqdm=False)
@@ -53,6 +58,7 @@ def main() -> None:
     engine.shutdown()
     print(json.dumps({
         "mode": args.mode, "judge": args.judge, "compilation": args.compilation, "pairs": args.pairs,
+        "verdict_logprobs": args.mode == "generate" and not args.no_verdict_logprobs,
         "prompts": len(prompts), "engine_start_s": round(start_s, 1), "seconds": round(seconds, 2),
         "pairs_per_s": round(args.pairs / seconds, 3),
         "completion_tokens": {"mean": round(statistics.fmean(lengths), 1), "min": lengths[0],

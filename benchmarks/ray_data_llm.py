@@ -27,7 +27,8 @@ def main() -> None:
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
     from transformers import AutoTokenizer
 
-    from magistrate.actors.engine import EngineSettings, engine_kwargs
+    from magistrate.actors.engine import EngineSettings, TokenizerEngine, engine_kwargs
+    from magistrate.judges.core import Judge, JudgeSettings
     from magistrate.judges.registry import get_judge
     from magistrate.judges.render import final_prompt, label_token_ids, orders_for, render_messages
     from magistrate.model_files import resolve_model
@@ -62,8 +63,11 @@ def main() -> None:
     if args.mode == "logprob":
         sampling = {"max_tokens": 1, "temperature": 0.0, "logprob_token_ids": candidates, "detokenize": False}
     else:
+        # The judge's own sampling, the label tokens' log-probabilities at each step included
+        # (magistrate reads p_a from them; benchmarks/bare_engine.py does the same).
+        form_ids = Judge(TokenizerEngine(EngineSettings(model=model)), JudgeSettings(mode="generate")).form_ids
         sampling = {"max_tokens": profile.max_new_tokens, "temperature": 0.0, "stop": list(profile.stop),
-                    "include_stop_str_in_output": True}
+                    "include_stop_str_in_output": True, "logprob_token_ids": form_ids, "flat_logprobs": True}
     processor = build_processor(
         config,
         preprocess=lambda row: {"prompt": row["prompt"], "sampling_params": sampling},

@@ -99,13 +99,24 @@ def engine_kwargs(settings: EngineSettings) -> dict[str, Any]:
     return kwargs
 
 
+def _final_only():
+    """Outputs only when a request has finished. vLLM's offline `LLM` asks for this itself;
+    its async engine's default (CUMULATIVE) builds and queues a whole RequestOutput for every
+    request at every decode step, host work on the cores the engine needs
+    (docs/performance.md: feed ratios)."""
+    from vllm.sampling_params import RequestOutputKind
+
+    return RequestOutputKind.FINAL_ONLY
+
+
 def logprob_params(candidates: Sequence[int]):
     """One forward pass, no decoding: the raw next-token log-probabilities of the
     verdict labels."""
     from vllm import SamplingParams
 
     return SamplingParams(
-        max_tokens=1, temperature=0.0, logprob_token_ids=list(candidates), detokenize=False
+        max_tokens=1, temperature=0.0, logprob_token_ids=list(candidates), detokenize=False,
+        output_kind=_final_only(),
     )
 
 
@@ -162,7 +173,7 @@ def greedy_params(max_tokens: int, stop: Sequence[str] = (), label_ids: Sequence
 
     labels = dict(logprob_token_ids=list(label_ids), flat_logprobs=True) if label_ids else {}
     return SamplingParams(max_tokens=max_tokens, temperature=0.0, stop=list(stop) or None,
-                          include_stop_str_in_output=True, **labels)
+                          include_stop_str_in_output=True, output_kind=_final_only(), **labels)
 
 
 def generated(output, label_ids: Sequence[int] = ()) -> Generation:
@@ -263,15 +274,19 @@ class AsyncVLLMEngine(_Hosted):
     async def _run(self, prompts: Sequence[list[int]], params) -> list:
         from vllm import TokensPrompt
 
-        async def final(prompt: list[int]):
+        # Rendered the way vLLM's own `LLM` renders token prompts (a raw prompt is deprecated
+        # in AsyncLLM.generate, and said so in every job's log).
+        renderer = self.llm.renderer
+        inputs = await renderer.render_cmpl_async([TokensPrompt(prompt_token_ids=p) for p in prompts],
+                                                  renderer.default_cmpl_tok_params)
+
+        async def final(engine_input):
             last = None
-            async for output in self.llm.generate(
-                TokensPrompt(prompt_token_ids=prompt), params, request_id=uuid.uuid4().hex
-            ):
+            async for output in self.llm.generate(engine_input, params, request_id=uuid.uuid4().hex):
                 last = output
             return last
 
-        return await asyncio.gather(*(final(p) for p in prompts))
+        return await asyncio.gather(*(final(i) for i in inputs))
 
     async def next_token_logprobs(
         self, prompts: Sequence[list[int]], candidates: Sequence[int]

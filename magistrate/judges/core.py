@@ -107,7 +107,7 @@ class Judge:
         # generate mode: the label tokens whose log-probabilities the engine returns at
         # each step that writes one (judges/generated.py)
         self.label_forms = label_forms(self.profile, engine.tokenizer) if self.mode == "generate" else ()
-        self._form_ids = sorted({t for form in self.label_forms for t in form.values()})
+        self.form_ids = sorted({t for form in self.label_forms for t in form.values()})
         self._cpu: ThreadPoolExecutor | None = None  # judge_async's worker thread
 
     def _prompt(self, pair: Mapping[str, Any], order: str) -> tuple[list[dict], str]:
@@ -184,7 +184,7 @@ class Judge:
         prompts = [r.tokens for r in requests]
         if self.mode == "logprob":
             return self.engine.next_token_logprobs(prompts, list(dict.fromkeys(self.label_ids.values())))
-        return self.engine.generate(prompts, self.max_new_tokens, self.profile.stop, label_ids=self._form_ids)
+        return self.engine.generate(prompts, self.max_new_tokens, self.profile.stop, label_ids=self.form_ids)
 
     def _collect(self, pairs, results, requests, outputs) -> list[dict[str, Any]]:
         if self.mode == "logprob":
