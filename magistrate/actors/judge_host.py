@@ -72,7 +72,7 @@ class JudgeHost:
                     metrics.add("magistrate_engine_restarts", 1, judge=self.judge_settings.judge)
                 # The engine's first requests pay one-off costs (seconds on CPU); pay them
                 # here, not inside the first unit (docs/performance.md: warm rate).
-                await self.judge.judge_async([_WARM_UP])
+                await self.judge.warm_up_async(_WARM_UP)
             return self._built
 
     async def _discard(self, built: int) -> None:

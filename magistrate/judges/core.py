@@ -179,12 +179,20 @@ class Judge:
         outputs = await self._ask(requests) if requests else []
         return await loop.run_in_executor(self._cpu, self._collect, pairs, results, requests, outputs)
 
-    def _ask(self, requests: list[_Request]):
+    def _ask(self, requests: list[_Request], max_tokens: int | None = None):
         """The engine call for these requests; a coroutine when the engine is async."""
         prompts = [r.tokens for r in requests]
         if self.mode == "logprob":
             return self.engine.next_token_logprobs(prompts, list(dict.fromkeys(self.label_ids.values())))
-        return self.engine.generate(prompts, self.max_new_tokens, self.profile.stop, label_ids=self.form_ids)
+        return self.engine.generate(prompts, max_tokens or self.max_new_tokens, self.profile.stop,
+                                    label_ids=self.form_ids)
+
+    async def warm_up_async(self, pair: Mapping[str, Any], max_tokens: int = 8) -> None:
+        """One order of `pair` through the async engine, its verdict not read: an engine's
+        first requests pay one-off costs (seconds on CPU). A few generated tokens pay them;
+        at the judge's own cap a generate-mode warm-up decoded a whole rationale."""
+        _, requests = self.requests([pair])
+        await self._ask(requests[:1], max_tokens=min(max_tokens, self.max_new_tokens))
 
     def _collect(self, pairs, results, requests, outputs) -> list[dict[str, Any]]:
         if self.mode == "logprob":

@@ -135,3 +135,29 @@ def test_logprob_mode_says_its_p_comes_from_logprobs(embedded_tokenizer):
     engine = FakeEngineDouble(embedded_tokenizer, logprobs={t: -0.7 for t in judge.label_ids.values()})
     [row] = Judge(engine, JudgeSettings(judge="mt-bench", mode="logprob", order="ab")).judge([PAIR])
     assert row["ab_p_source"] == "logprobs" and row["ba_p_source"] is None
+
+
+class AsyncEngineDouble(FakeEngineDouble):
+    """The fake engine (a test double) with the async engine's coroutine methods."""
+
+    async def generate(self, prompts, max_tokens, stop=(), label_ids=()):
+        return super().generate(prompts, max_tokens, stop, label_ids)
+
+    async def next_token_logprobs(self, prompts, candidates):
+        return super().next_token_logprobs(prompts, candidates)
+
+
+@pytest.mark.parametrize("mode", ["generate", "logprob"])
+def test_a_warm_up_is_one_short_request_whatever_the_judges_cap(embedded_tokenizer, mode):
+    import asyncio
+
+    engine = AsyncEngineDouble(embedded_tokenizer)
+    judge = Judge(engine, JudgeSettings(judge="mt-bench", mode=mode, order="both"))
+    asyncio.run(judge.warm_up_async(PAIR))
+    [(kind, prompts, asked)] = engine.calls
+    assert len(prompts) == 1  # one order: the engine's one-off costs, not a verdict
+    assert prompts[0] == judge.render(PAIR, "ab")[1]
+    if mode == "generate":
+        assert kind == "generate" and asked == 8 < judge.max_new_tokens
+    else:
+        assert kind == "next_token_logprobs" and sorted(asked) == sorted(set(judge.label_ids.values()))
