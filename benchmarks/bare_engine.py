@@ -25,6 +25,9 @@ def main() -> None:
     parser.add_argument("--judge", default="mt-bench")
     parser.add_argument("--max-new-tokens", type=int, default=None)
     parser.add_argument("--compilation", choices=("eager", "compiled"), default="compiled")
+    parser.add_argument("--warm-up", choices=("pairs", "short"), default="pairs",
+                        help="pairs: judge the skipped pairs first; short: the one short request "
+                             "magistrate's judge host warms its engine with (actors/judge_host.py)")
     parser.add_argument("--no-verdict-logprobs", action="store_true",
                         help="generate mode: skip the label tokens' log-probabilities the judge asks "
                              "for at each step (p_a from the verdict token), to see what they cost")
@@ -42,7 +45,12 @@ def main() -> None:
     judge = Judge(engine, JudgeSettings(judge=args.judge, mode=args.mode, order="both",
                                         max_new_tokens=args.max_new_tokens))
     pairs = llmbar_pairs(args.skip + args.pairs)
-    judge.judge(pairs[:args.skip])  # one-off costs of the first requests, as magistrate's warm-up
+    if args.warm_up == "pairs":
+        judge.judge(pairs[:args.skip])  # the first requests' one-off costs, paid outside the timing
+    else:
+        from magistrate.actors.judge_host import _WARM_UP
+
+        judge.judge([_WARM_UP])
     prompts = [TokensPrompt(prompt_token_ids=r.tokens) for r in judge.requests(pairs[args.skip:])[1]]
     if args.mode == "logprob":
         params = logprob_params(list(dict.fromkeys(judge.label_ids.values())))
@@ -58,7 +66,7 @@ def main() -> None:
     engine.shutdown()
     print(json.dumps({
         "mode": args.mode, "judge": args.judge, "compilation": args.compilation, "pairs": args.pairs,
-        "verdict_logprobs": args.mode == "generate" and not args.no_verdict_logprobs,
+        "warm_up": args.warm_up, "verdict_logprobs": args.mode == "generate" and not args.no_verdict_logprobs,
         "prompts": len(prompts), "engine_start_s": round(start_s, 1), "seconds": round(seconds, 2),
         "pairs_per_s": round(args.pairs / seconds, 3),
         "completion_tokens": {"mean": round(statistics.fmean(lengths), 1), "min": lengths[0],

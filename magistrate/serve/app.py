@@ -259,6 +259,7 @@ class JudgeServer:
             model=model, tensor_parallel_size=self.args.tensor_parallel_size,
             max_model_len=self.args.max_model_len, seed=self.args.seed,
             gpu_memory_utilization=self.args.gpu_memory_utilization, verbose=self.args.verbose,
+            usage="online",
         ))
         self.judge = Judge(self.engine, judge)
         self.orders = 2 if self.judge.settings.order == "both" else 1

@@ -69,7 +69,8 @@ PROBE = textwrap.dedent('''
             with open(result, "w") as f:
                 json.dump({"prompt": tokens, "generated": list(done.token_ids), "ids": [first, second],
                            "forms": judge.label_forms, "text": done.text, "row": row,
-                           "top2": {str(t): lp.logprob for t, lp in done.logprobs[k].items()}}, f)
+                           "top2": {str(t): lp.logprob for t, lp in done.logprobs[k].items()},
+                           "step_tokens": engine.llm.vllm_config.scheduler_config.max_num_batched_tokens}, f)
         finally:
             engine.shutdown()
 
@@ -105,3 +106,9 @@ def test_generate_mode_reads_p_a_at_the_verdict_token(tmp_path, tiny_model):
         logits = model(torch.tensor([got["prompt"] + got["generated"][:k]])).logits[0, -1].double()
     probs = torch.softmax(logits, dim=-1)
     assert row["ab_p_a"] == pytest.approx((probs[a] / (probs[a] + probs[b])).item(), abs=0.02)
+    # A batch job's engine schedules as vLLM's offline `LLM` does, not at AsyncLLM's own
+    # default (2,048 tokens a step whatever the device).
+    from vllm import EngineArgs
+    from vllm.usage.usage_lib import UsageContext
+
+    assert got["step_tokens"] == EngineArgs.get_batch_defaults(1)[0][UsageContext.LLM_CLASS] != 2048
