@@ -2,7 +2,8 @@
 the CPU threads magistrate's engine gets and the compilation asked for (vLLM's default:
 compiled). The prompts are the judge's own, rendered and tokenised outside the timing; in
 generate mode the sampling is the judge's (greedy, its token cap, stop strings and the
-label tokens' log-probabilities), so both sides decode the same tokens and do the same work. Prints one JSON object.
+label tokens' log-probabilities), so both sides decode the same tokens and do the same
+work. Prints one JSON object.
 
     .venv/bin/python -m benchmarks.bare_engine --pairs 48 --mode generate --judge mt-bench
 """
@@ -26,8 +27,9 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=None)
     parser.add_argument("--compilation", choices=("eager", "compiled"), default="compiled")
     parser.add_argument("--warm-up", choices=("pairs", "short"), default="pairs",
-                        help="pairs: judge the skipped pairs first; short: the one short request "
-                             "magistrate's judge host warms its engine with (actors/judge_host.py)")
+                        help="pairs: judge the skipped pairs first; short: judge only the short pair "
+                             "magistrate's judge host warms its engine with (actors/judge_host.py), "
+                             "both orders (the host sends one order, at most 8 tokens)")
     parser.add_argument("--no-verdict-logprobs", action="store_true",
                         help="generate mode: skip the label tokens' log-probabilities the judge asks "
                              "for at each step (p_a from the verdict token), to see what they cost")
