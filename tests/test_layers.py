@@ -73,3 +73,13 @@ def test_the_rule_sees_lazy_imports(tmp_path):
     probe = tmp_path / "probe.py"
     probe.write_text("def f():\n    from magistrate.pipelines.units import Unit\n")
     assert [m for m, _, _ in _imports(probe)] == ["magistrate.pipelines.units"]
+
+
+@pytest.mark.parametrize("package", ["magistrate.pipelines", "magistrate.judges"])
+def test_every_exported_name_exists(package):
+    """The public surface is what `__all__` says: a listed name that is not there breaks
+    `from package import *` and misleads the rule above."""
+    import importlib
+
+    module = importlib.import_module(package)
+    assert [name for name in module.__all__ if not hasattr(module, name)] == []

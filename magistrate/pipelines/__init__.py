@@ -8,4 +8,4 @@ from magistrate.pipelines.sources import InputError, Location, locate, read_cali
 from magistrate.pipelines.summary import error_cause, read_summary, verdict_dataset, verdict_files
 
 __all__ = ["InputError", "Location", "error_cause", "locate", "read_calibration", "read_summary",
-           "verdict_dataset", "verdict_files", "write_whole"]
+           "verdict_dataset", "verdict_files"]
