@@ -24,6 +24,8 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
+from magistrate.judges.problems import validation_problems
+
 EPS = 1e-6
 FORMAT = "magistrate-calibration"
 PARAMETERS = {"temperature": ("temperature",), "platt": ("a", "b")}
@@ -98,8 +100,7 @@ def parse_calibration(text: str | bytes, name: str = "the calibration file") -> 
     try:
         return Calibration.model_validate_json(text)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'file'}: {e['msg']}" for e in exc.errors())
-        raise ValueError(f"{name} is not a magistrate calibration ({problems})") from None
+        raise ValueError(f"{name} is not a magistrate calibration ({validation_problems(exc)})") from None
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:

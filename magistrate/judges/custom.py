@@ -32,6 +32,7 @@ import yaml
 from jinja2 import meta
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from magistrate.judges.problems import validation_problems, yaml_problem
 from magistrate.judges.profile import JudgeProfile, Reading
 
 
@@ -120,5 +121,9 @@ def load_profile(path: str | Path) -> JudgeProfile:
         )
     except FileNotFoundError:
         raise ValueError(f"custom judge {path}: no such file") from None
-    except (ValidationError, yaml.YAMLError, ValueError, re.error) as exc:
+    except ValidationError as exc:
+        raise ValueError(f"custom judge {path} is not valid: {validation_problems(exc)}") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"custom judge {path} is not valid YAML: {yaml_problem(exc)}") from None
+    except (ValueError, re.error) as exc:
         raise ValueError(f"custom judge {path} is not valid: {exc}") from None

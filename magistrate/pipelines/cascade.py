@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from magistrate.actors.placement import use_gpus
 from magistrate.judges.core import JudgeSettings
+from magistrate.judges.problems import validation_problems, yaml_problem
 from magistrate.model_files import embedded_model_dir, load_config
 from magistrate.pairs import PROMPT_MESSAGES
 from magistrate.pipelines import judge_job
@@ -92,10 +93,9 @@ def read_config(uri: str, endpoint_url: str | None = None) -> CascadeConfig:
     try:
         return CascadeConfig.model_validate(yaml.safe_load(found[0]))
     except yaml.YAMLError as exc:
-        raise InputError(f"{uri}: not YAML ({str(exc).splitlines()[0]})") from None
+        raise InputError(f"{uri}: not YAML ({yaml_problem(exc)})") from None
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'file'}: {e['msg']}" for e in exc.errors())
-        raise InputError(f"{uri} is not a magistrate cascade ({problems})") from None
+        raise InputError(f"{uri} is not a magistrate cascade ({validation_problems(exc)})") from None
 
 
 class CascadeSettings(RunOptions):
