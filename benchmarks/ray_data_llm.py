@@ -37,7 +37,9 @@ def main() -> None:
     # the tokenizer and engine actors hold one each, and Ray Data's _preprocess and
     # _postprocess tasks need one more; with two they wait on each other for ever (seen
     # here, "3/2 CPU ... backpressured"). magistrate's own job needs one per actor only.
-    ray.init(num_cpus=4, logging_level="WARNING")
+    # A Ray of its own: a killed `ray start` leaves its address behind, and ray.init()
+    # would try to join that cluster (and refuse num_cpus).
+    ray.init(address="local", num_cpus=4, logging_level="WARNING")
     model = resolve_model(None)
     profile = get_judge("mt-bench")
     tokenizer = AutoTokenizer.from_pretrained(model)
