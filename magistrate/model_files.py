@@ -8,6 +8,7 @@ have no native bf16), as a normal Hugging Face folder that vLLM loads.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -112,6 +113,23 @@ def load_tokenizer(model: str):
     from transformers import AutoTokenizer
 
     return _load(AutoTokenizer, model)
+
+
+def check_model(model: str) -> None:
+    """Fail now, in seconds, if a resolved model cannot be had: a job checks its model
+    before starting Ray, so a typo in a hub id does not fail in an actor. A local folder's
+    config.json is read as the JSON it must be; transformers (seconds to import, and the
+    driver needs nothing else of it) only checks a hub id."""
+    path = Path(model)
+    if not path.is_dir():
+        load_config(model)
+        return
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ModelError(f"cannot load model {model!r}: its config.json is not readable JSON ({exc})") from None
+    if not isinstance(config, dict) or "model_type" not in config:
+        raise ModelError(f"cannot load model {model!r}: its config.json names no model_type")
 
 
 def load_config(model: str):

@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO, run_cli
 
 
@@ -49,3 +51,34 @@ def test_unprepared_model_is_a_clear_error(tmp_path):
                      env={"XDG_CACHE_HOME": str(tmp_path / "empty"), "MAGISTRATE_CACHE": ""})
     assert result.returncode == 2
     assert "magistrate models prepare-tiny" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_jobs_model_check_reads_a_local_folder_without_transformers(tmp_path, embedded_model):
+    """The driver checks its model before starting Ray; for a local folder that is its
+    config.json, read without importing transformers (seconds a job would wait for)."""
+    code = (f"import sys; from magistrate.model_files import check_model; check_model({embedded_model!r}); "
+            "print('transformers' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert out.stdout.strip() == "False", out.stderr[-2000:]
+
+    from magistrate.model_files import ModelError, check_model
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    with pytest.raises(ModelError, match="config.json is not readable JSON"):
+        check_model(str(broken))
+    (broken / "config.json").write_text('{"vocab_size": 3}')
+    with pytest.raises(ModelError, match="names no model_type"):
+        check_model(str(broken))
+
+
+def test_a_job_with_a_broken_local_model_is_refused_in_one_line(tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("[]")
+    result = run_cli("judge", "--input", str(REPO / "examples/data/llmbar-demo.jsonl"), "--output",
+                     str(tmp_path / "out"), "--model", str(folder))
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "names no model_type" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()

@@ -23,7 +23,7 @@ from magistrate.actors.judge_host import engine_failure_rows
 from magistrate.actors.placement import actor_bundle, actor_resources, connect_ray, replica_bounds, shippable, use_gpus
 from magistrate.judges.calibration import calibration_digest, calibration_mismatch
 from magistrate.judges.core import JudgeSettings
-from magistrate.model_files import embedded_model_dir, load_config, resolve_model
+from magistrate.model_files import check_model, embedded_model_dir, load_config, resolve_model
 from magistrate.pairs import INVALID, MAX_FIELD_CHARS
 from magistrate.pipelines.capacity import CapacityRequest, cluster_nodes, plan_pool
 from magistrate.pipelines.commit import check_output, commit, prepare_output, reconcile, refuse_input_inside
@@ -150,7 +150,7 @@ def run(settings: JobSettings, progress=print, live=None) -> dict:
                           min_label_mass=settings.min_label_mass, calibration=calibration or None).resolved()
     judge = shippable(judge)
     model = resolve_model(settings.model)
-    load_config(model)
+    check_model(model)
     if calibration:
         settings = settings.model_copy(update={"calibration_digest": calibration_digest(calibration)})
         if mismatch := calibration_mismatch(calibration, judge, model):
