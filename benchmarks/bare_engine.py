@@ -28,8 +28,11 @@ def main() -> None:
     parser.add_argument("--compilation", choices=("eager", "compiled"), default="compiled")
     parser.add_argument("--warm-up", choices=("pairs", "short"), default="pairs",
                         help="pairs: judge the skipped pairs first; short: judge only the short pair "
-                             "magistrate's judge host warms its engine with (actors/judge_host.py), "
+                             "magistrate's judge host warms its engine with (judges/core.py), "
                              "both orders (the host sends one order, at most 8 tokens)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="time the whole workload this many times on the one engine (prefix cache reset "
+                             "before each); the fastest counts, as this machine's pace drifts by 20%% between runs")
     parser.add_argument("--no-verdict-logprobs", action="store_true",
                         help="generate mode: skip the label tokens' log-probabilities the judge asks "
                              "for at each step (p_a from the verdict token), to see what they cost")
@@ -50,9 +53,9 @@ def main() -> None:
     if args.warm_up == "pairs":
         judge.judge(pairs[:args.skip])  # the first requests' one-off costs, paid outside the timing
     else:
-        from magistrate.actors.judge_host import _WARM_UP
+        from magistrate.judges.core import WARM_UP_PAIR
 
-        judge.judge([_WARM_UP])
+        judge.judge([WARM_UP_PAIR])
     prompts = [TokensPrompt(prompt_token_ids=r.tokens) for r in judge.requests(pairs[args.skip:])[1]]
     if args.mode == "logprob":
         params = logprob_params(list(dict.fromkeys(judge.label_ids.values())))
@@ -60,16 +63,19 @@ def main() -> None:
         # The judge's own sampling: its cap, stop strings and label tokens' log-probabilities.
         params = greedy_params(judge.max_new_tokens, judge.profile.stop,
                                () if args.no_verdict_logprobs else judge.form_ids)
-    engine.llm.reset_prefix_cache()
-    t = time.perf_counter()
-    outputs = engine.llm.generate(prompts, params, use_tqdm=False)
-    seconds = time.perf_counter() - t
+    times = []
+    for _ in range(args.repeats):
+        engine.llm.reset_prefix_cache()
+        t = time.perf_counter()
+        outputs = engine.llm.generate(prompts, params, use_tqdm=False)
+        times.append(round(time.perf_counter() - t, 2))
+    seconds = min(times)
     lengths = sorted(len(o.outputs[0].token_ids) for o in outputs)
     engine.shutdown()
     print(json.dumps({
         "mode": args.mode, "judge": args.judge, "compilation": args.compilation, "pairs": args.pairs,
         "warm_up": args.warm_up, "verdict_logprobs": args.mode == "generate" and not args.no_verdict_logprobs,
-        "prompts": len(prompts), "engine_start_s": round(start_s, 1), "seconds": round(seconds, 2),
+        "prompts": len(prompts), "engine_start_s": round(start_s, 1), "seconds": round(seconds, 2), "runs_s": times,
         "pairs_per_s": round(args.pairs / seconds, 3),
         "completion_tokens": {"mean": round(statistics.fmean(lengths), 1), "min": lengths[0],
                               "median": lengths[len(lengths) // 2], "max": lengths[-1]},

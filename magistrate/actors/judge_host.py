@@ -21,7 +21,6 @@ from magistrate.schema import run_constants, with_verdicts
 
 logger = logging.getLogger(__name__)
 _PAIR_COLUMNS = ("id", "prompt", PROMPT_MESSAGES, "response_a", "response_b", INVALID)
-_WARM_UP = {"id": "warm-up", "prompt": "Say hello.", "response_a": "Hello.", "response_b": "Hi!"}
 
 
 def engine_failure_rows(pairs: list[dict], message: str) -> list[dict]:
@@ -72,7 +71,7 @@ class JudgeHost:
                     metrics.add("magistrate_engine_restarts", 1, judge=self.judge_settings.judge)
                 # The engine's first requests pay one-off costs (seconds on CPU); pay them
                 # here, not inside the first unit (docs/performance.md: warm rate).
-                await self.judge.warm_up_async(_WARM_UP)
+                await self.judge.warm_up_async()
             return self._built
 
     async def _discard(self, built: int) -> None:

@@ -92,6 +92,10 @@ class _Request:
     tokens: list[int]
 
 
+# What a batch host and a Serve replica judge before their first real pair.
+WARM_UP_PAIR = {"id": "warm-up", "prompt": "Say hello.", "response_a": "Hello.", "response_b": "Hi!"}
+
+
 class Judge:
     """A profile bound to an engine and settings."""
 
@@ -187,7 +191,7 @@ class Judge:
         return self.engine.generate(prompts, max_tokens or self.max_new_tokens, self.profile.stop,
                                     label_ids=self.form_ids)
 
-    async def warm_up_async(self, pair: Mapping[str, Any], max_tokens: int = 8) -> None:
+    async def warm_up_async(self, pair: Mapping[str, Any] = WARM_UP_PAIR, max_tokens: int = 8) -> None:
         """One order of `pair` through the async engine, its verdict not read: an engine's
         first requests pay one-off costs (seconds on CPU). A few generated tokens pay them;
         at the judge's own cap a generate-mode warm-up decoded a whole rationale."""

@@ -240,9 +240,11 @@ def _proxy_host() -> str | None:
 class JudgeServer:
     """One replica: one async vLLM engine and the judging core."""
 
-    def __init__(self, args: dict[str, Any], judge: JudgeSettings):
+    async def __init__(self, args: dict[str, Any], judge: JudgeSettings):
         """`judge` arrives resolved from where the app was built (`judge_app`): a replica
-        never looks a judge up by name."""
+        never looks a judge up by name. Serve routes no request to a replica before its
+        constructor returns, so the engine's one-off first-request costs are paid here
+        (the warm-up the batch host does), not by the first caller."""
         self.args = ServeArgs(**args)
         host = _proxy_host()
         if host is not None:
@@ -255,7 +257,8 @@ class JudgeServer:
         self.caps = self.args.caps()
         self.in_flight = 0  # engine prompts being judged in this replica
         model = resolve_model(self.args.model)
-        self.engine = AsyncVLLMEngine(EngineSettings(
+        # Built on a thread: the replica's event loop answers Serve's checks meanwhile.
+        self.engine = await asyncio.to_thread(AsyncVLLMEngine, EngineSettings(
             model=model, tensor_parallel_size=self.args.tensor_parallel_size,
             max_model_len=self.args.max_model_len, seed=self.args.seed,
             gpu_memory_utilization=self.args.gpu_memory_utilization, verbose=self.args.verbose,
@@ -264,6 +267,7 @@ class JudgeServer:
         self.judge = Judge(self.engine, judge)
         self.orders = 2 if self.judge.settings.order == "both" else 1
         self.constants = run_constants(judge, model)
+        await self.judge.warm_up_async()
         logger.info("magistrate: judge %s (%s) on %s ready", judge.profile.name, self.judge.mode, model)
 
     def __del__(self):
