@@ -88,15 +88,25 @@ def peer(args, work: Path) -> dict:
 
 def feed(args, work: Path) -> dict:
     """Each mode: the bare engine given every prompt at once, then magistrate on the same
-    pairs, both compiled (the bare engine's best here) and with the same threads."""
+    pairs, both compiled (the bare engine's best here) and with the same threads. The two
+    alternate --feed-repeats times and each side's fastest run counts: this machine's pace
+    drifts by up to 20 % between runs minutes apart (docs/performance.md), more than the
+    gap being measured."""
     results = {}
-    for mode, pairs in (("logprob", args.feed_pairs), ("generate", args.generate_pairs)):
-        bare = _json_out(run_measured([PY, "-m", "benchmarks.bare_engine", "--pairs", str(pairs),
-                                       "--mode", mode, "--compilation", "compiled"])[2])
-        ours = _magistrate_warm(llmbar_pairs(pairs + 4)[4:], work / f"feed-{mode}", "--mode", mode,
-                                "--compilation", "compiled")
-        results[mode] = {"bare": bare, "magistrate": ours,
-                         "ratio": round(ours["pairs_per_s_warm"] / bare["pairs_per_s"], 3)}
+    for mode in args.feed_modes.split(","):
+        pairs = args.feed_pairs if mode == "logprob" else args.generate_pairs
+        bares, ours = [], []
+        for repeat in range(args.feed_repeats):
+            bares.append(_json_out(run_measured([PY, "-m", "benchmarks.bare_engine", "--pairs", str(pairs),
+                                                 "--mode", mode, "--compilation", "compiled"])[2]))
+            ours.append(_magistrate_warm(llmbar_pairs(pairs + 4)[4:], work / f"feed-{mode}-{repeat}", "--mode", mode,
+                                         "--compilation", "compiled"))
+        bare = max(bares, key=lambda b: b["pairs_per_s"])
+        best = max(ours, key=lambda o: o["pairs_per_s_warm"])
+        results[mode] = {"bare": bare, "magistrate": best,
+                         "bare_runs_pairs_per_s": [b["pairs_per_s"] for b in bares],
+                         "magistrate_runs_pairs_per_s_warm": [o["pairs_per_s_warm"] for o in ours],
+                         "ratio": round(best["pairs_per_s_warm"] / bare["pairs_per_s"], 3)}
     return results
 
 
@@ -206,6 +216,8 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated of {', '.join(SECTIONS)}")
     parser.add_argument("--pairs", type=int, default=32, help="LLMBar pairs for the engine-bound sections")
     parser.add_argument("--feed-pairs", type=int, default=72, help="LLMBar pairs for feed's logprob ratio")
+    parser.add_argument("--feed-repeats", type=int, default=2, help="alternating runs of each side in feed")
+    parser.add_argument("--feed-modes", default="logprob,generate", help="feed's modes, comma-separated")
     parser.add_argument("--generate-pairs", type=int, default=32, help="LLMBar pairs for the generate workload")
     parser.add_argument("--simulated-pairs", type=int, default=3072)
     parser.add_argument("--host-rows", type=int, default=10_000)
