@@ -50,7 +50,7 @@ PROBE = textwrap.dedent('''
 
     async def main():
         model, result = sys.argv[1:3]
-        engine = AsyncVLLMEngine(EngineSettings(model=model, max_model_len=1024, gpu_memory_utilization=0.05,
+        engine = AsyncVLLMEngine(EngineSettings(model=model, max_model_len=1024, gpu_memory_utilization=0.2,
                                                 enable_prefix_caching=False))
         try:
             probe = Judge(engine, JudgeSettings(judge="mt-bench", mode="generate", order="ab", max_new_tokens=N))
