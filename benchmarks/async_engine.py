@@ -12,19 +12,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import resource
 import time
 
+from benchmarks.bare_engine import cpu_seconds, timed_generate
 from benchmarks.common import llmbar_pairs
-
-
-def _cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _timed(runs: list, started: float, cpu: float) -> None:
-    runs.append({"s": round(time.perf_counter() - started, 2), "client_cpu_s": round(_cpu_s() - cpu, 2)})
 
 
 def offline(settings, pairs, skip: int, repeats: int) -> list:
@@ -37,13 +28,7 @@ def offline(settings, pairs, skip: int, repeats: int) -> list:
     judge = Judge(engine, JudgeSettings(mode="logprob", order="both"))
     judge.judge(pairs[:skip])  # the first requests' one-off costs, outside the timing
     prompts = [TokensPrompt(prompt_token_ids=r.tokens) for r in judge.requests(pairs[skip:])[1]]
-    params = logprob_params(list(dict.fromkeys(judge.label_ids.values())))
-    runs: list = []
-    for _ in range(repeats):
-        engine.llm.reset_prefix_cache()
-        started, cpu = time.perf_counter(), _cpu_s()
-        engine.llm.generate(prompts, params, use_tqdm=False)
-        _timed(runs, started, cpu)
+    runs, _ = timed_generate(engine, prompts, logprob_params(list(dict.fromkeys(judge.label_ids.values()))), repeats)
     engine.shutdown()
     return runs
 
@@ -69,9 +54,10 @@ async def online(settings, pairs, skip: int, repeats: int, batch: int) -> dict:
     for _ in range(repeats):
         for name, path in paths.items():  # alternating, so the machine's drift falls on both
             await engine.llm.reset_prefix_cache()
-            started, cpu = time.perf_counter(), _cpu_s()
+            started, cpu = time.perf_counter(), cpu_seconds()
             await path()
-            _timed(runs[name], started, cpu)
+            runs[name].append({"s": round(time.perf_counter() - started, 2),
+                               "client_cpu_s": round(cpu_seconds() - cpu, 2)})
     engine.shutdown()
     return runs
 

@@ -133,8 +133,9 @@ def check_model(model: str) -> None:
 
 
 def load_config(model: str):
-    """The config of a resolved model: cheap (one small file), so a job checks its model
-    with it before starting Ray, and a typo in a hub id fails in seconds, not in an actor."""
+    """The config of a resolved model (a folder or a hub id), through transformers: for
+    what needs its values (parameter counts, the context length); `check_model` is the
+    job's quick check."""
     from transformers import AutoConfig
 
     return _load(AutoConfig, model)
