@@ -4,6 +4,7 @@ in Parquet, JSONL or CSV; plus column mapping and format presets."""
 from __future__ import annotations
 
 import fnmatch
+import functools
 import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -81,27 +82,123 @@ def read_calibration(uri: str, endpoint_url: str | None = None) -> Calibration:
         raise InputError(str(exc)) from None
 
 
-def list_input_files(loc: Location) -> list[str]:
-    """The data files an input names: a file, a directory (recursively) or a glob."""
+@dataclass(frozen=True)
+class InputListing:
+    """The data files an input names, and how many it skipped: data files whose path
+    below the input's root has a name starting with `.` or `_` (`.git/`, `_archive/`,
+    `_part.jsonl`), and the `summary.json` of a magistrate output (beside its `_SUCCESS`
+    or `_run.json`)."""
+
+    files: list[str]
+    skipped: int = 0
+
+    @property
+    def skipped_note(self) -> str:
+        """For the plan's first line: '' when nothing was skipped."""
+        if not self.skipped:
+            return ""
+        return (f"{self.skipped:,} hidden or underscore file{'s' if self.skipped != 1 else ''} skipped "
+                "(names starting with . or _, or a magistrate output's summary.json)")
+
+
+_WILDCARDS = "*?["
+
+
+def list_input(loc: Location) -> InputListing:
+    """The data files an input names: a file (whatever its name), a directory (recursively)
+    or a glob, sorted; see InputListing for what is skipped below the root. A glob matches
+    path components: `*`, `?` and `[...]` never cross `/`, a `**` component spans any
+    number of folders (none included); it is listed from its longest prefix without
+    wildcards, recursively only when it must be."""
     fs = loc.filesystem
-    if any(ch in loc.path for ch in "*?["):
-        base = loc.path[: min(loc.path.find(c) for c in "*?[" if c in loc.path)]
-        base = base.rsplit("/", 1)[0] or "/"
-        infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
-        files = [i.path for i in infos if i.is_file and fnmatch.fnmatch(i.path, loc.path)]
+    parts = loc.path.split("/")
+    first = next((i for i, part in enumerate(parts) if any(ch in part for ch in _WILDCARDS)), None)
+    if first is not None:
+        if loc.is_s3 and first == 0:
+            raise InputError(f"{loc.uri}: a wildcard in the bucket name is not supported")
+        base = "/".join(parts[:first]) or "/"
+        pattern = [part for part in parts[first:] if part]
+        recursive = any(part == "**" for part in pattern) or len(pattern) > 1
+        infos = fs.get_file_info(pafs.FileSelector(base, recursive=recursive, allow_not_found=True))
     else:
         info = fs.get_file_info(loc.path)
         if info.type == pafs.FileType.NotFound:
             raise InputError(f"{loc.uri}: no such file or directory")
         if info.is_file:
-            files = [loc.path]
+            return _found(loc, [loc.path] if format_of(loc.path) else [], 0)
+        base, pattern = loc.path, None
+        infos = fs.get_file_info(pafs.FileSelector(loc.path, recursive=True))
+    below = {_below(base, i.path): i.path for i in infos if i.is_file}
+    files, skipped = [], 0
+    for rel, path in below.items():
+        if not format_of(path) or pattern is not None and not _matches(rel.split("/"), pattern, hidden=True):
+            continue
+        if _hidden(rel, pattern) or _run_summary(rel, below):
+            skipped += 1
         else:
-            infos = fs.get_file_info(pafs.FileSelector(loc.path, recursive=True))
-            files = [i.path for i in infos if i.is_file]
-    files = sorted(f for f in files if format_of(f) and not os.path.basename(f).startswith((".", "_")))
+            files.append(path)
+    return _found(loc, sorted(files), skipped)
+
+
+def list_input_files(loc: Location) -> list[str]:
+    """The data files an input names (list_input's files)."""
+    return list_input(loc).files
+
+
+def _found(loc: Location, files: list[str], skipped: int) -> InputListing:
+    """The listing, or the refusal of an input with no data file."""
+    listing = InputListing(files, skipped)
     if not files:
-        raise InputError(f"{loc.uri}: no .parquet, .jsonl, .json or .csv files found")
-    return files
+        why = f" ({listing.skipped_note})" if skipped else ""
+        raise InputError(f"{loc.uri}: no .parquet, .jsonl, .json or .csv files found{why}")
+    return listing
+
+
+def _below(base: str, path: str) -> str:
+    """A listed path relative to the folder listed."""
+    return path[len(base.rstrip("/")) + 1:]
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith((".", "_"))
+
+
+def _matches(names: list[str], pattern: list[str], hidden: bool) -> bool:
+    """Whether a relative path's components match a glob's; `hidden=False`: a name starting
+    with `.` or `_` matches only a pattern component that starts with the same character."""
+
+    @functools.lru_cache(maxsize=None)
+    def match(i: int, j: int) -> bool:
+        if j == len(pattern):
+            return i == len(names)
+        if pattern[j] == "**":
+            if match(i, j + 1):
+                return True
+            return i < len(names) and (hidden or not _is_hidden(names[i])) and match(i + 1, j)
+        if i == len(names) or not fnmatch.fnmatchcase(names[i], pattern[j]):
+            return False
+        if not hidden and _is_hidden(names[i]) and pattern[j][0] != names[i][0]:
+            return False
+        return match(i + 1, j + 1)
+
+    return match(0, 0)
+
+
+def _hidden(rel: str, pattern: list[str] | None) -> bool:
+    """A name below the root starts with `.` or `_` (and a glob does not name it so)."""
+    names = rel.split("/")
+    if pattern is None:
+        return any(_is_hidden(name) for name in names)
+    return not _matches(names, pattern, hidden=False)
+
+
+def _run_summary(rel: str, below: dict[str, str]) -> bool:
+    """A magistrate output's summary.json: beside its _SUCCESS or _run.json."""
+    from magistrate.pipelines.commit import RUN_FILE, SUCCESS, SUMMARY  # commit.py imports this module
+
+    folder, _, name = rel.rpartition("/")
+    prefix = f"{folder}/" if folder else ""
+    return name == SUMMARY and any(f"{prefix}{sibling}" in below for sibling in (SUCCESS, RUN_FILE))
 
 
 def format_of(path: str) -> str | None:
