@@ -17,6 +17,8 @@
     max_new_tokens: 256
 
 See examples/custom_judge.yaml. A file that does not fit fails loudly, naming the field.
+The template is data: it renders in Jinja's immutable sandbox, and one that reaches for
+Python internals is refused naming the file (docs/judges.md).
 """
 
 from __future__ import annotations
@@ -29,30 +31,74 @@ from typing import Literal
 
 import jinja2
 import yaml
-from jinja2 import meta
+from jinja2 import meta, nodes
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import (UNSAFE_ASYNC_GENERATOR_ATTRIBUTES, UNSAFE_COROUTINE_ATTRIBUTES,
+                            UNSAFE_FUNCTION_ATTRIBUTES, UNSAFE_GENERATOR_ATTRIBUTES, UNSAFE_METHOD_ATTRIBUTES,
+                            ImmutableSandboxedEnvironment)
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from magistrate.judges.problems import validation_problems, yaml_problem
 from magistrate.judges.profile import JudgeProfile, Reading
 
 
+class TemplateRefused(ValueError):
+    """A judge's template reached for what a template must not: said in one line."""
+
+
+# Jinja's sandbox refuses attributes starting with `_` and these (frames and code of
+# functions, generators and coroutines; a type's mro); the immutable sandbox also refuses
+# changing a list, dict or set. The same names, seen in a template's source, refuse it
+# when the judge loads, before any pair is rendered.
+_INTERNAL = frozenset(UNSAFE_FUNCTION_ATTRIBUTES | UNSAFE_METHOD_ATTRIBUTES | UNSAFE_GENERATOR_ATTRIBUTES
+                      | UNSAFE_COROUTINE_ATTRIBUTES | UNSAFE_ASYNC_GENERATOR_ATTRIBUTES | {"mro"})
+_SANDBOX = ImmutableSandboxedEnvironment(keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+
+
 @dataclass(frozen=True)
 class JinjaTemplate:
+    """A custom judge's template, rendered in Jinja's immutable sandbox. `origin` names
+    the judge in a refusal."""
+
     text: str
+    origin: str = "a custom judge"
 
     @property
     def fields(self) -> frozenset[str]:
-        return frozenset(meta.find_undeclared_variables(jinja2.Environment().parse(self.text)))
+        return frozenset(meta.find_undeclared_variables(_SANDBOX.parse(self.text)))
+
+    def check(self) -> None:
+        """Refuses a template whose source reaches for Python internals (`__init__`,
+        `__globals__`, `mro`...) by attribute, subscript or the attr filter."""
+        reached: dict[str, int] = {}
+        for node in _SANDBOX.parse(self.text).find_all((nodes.Getattr, nodes.Getitem, nodes.Filter)):
+            if isinstance(node, nodes.Getattr):
+                name = node.attr
+            elif isinstance(node, nodes.Getitem):
+                name = node.arg.value if isinstance(node.arg, nodes.Const) else None
+            else:
+                const = node.name == "attr" and node.args and isinstance(node.args[0], nodes.Const)
+                name = node.args[0].value if const else None
+            if isinstance(name, str) and (name.startswith("_") or name in _INTERNAL):
+                reached.setdefault(name, node.lineno)
+        if reached:
+            uses = ", ".join(f"{name!r} (line {line})" for name, line in sorted(reached.items(), key=lambda x: x[1]))
+            raise TemplateRefused(f"{self.origin} tried to reach Python internals: its template uses {uses}; "
+                                  "a judge file is data, and its template may use prompt, response_a and "
+                                  "response_b")
 
     def render(self, **values: str) -> str:
-        return _compiled(self.text).render(**values)
+        try:
+            return _compiled(self.text).render(**values)
+        except SecurityError as exc:
+            raise TemplateRefused(f"{self.origin} tried to reach Python internals: Jinja's sandbox refused "
+                                  f"it ({exc})") from None
 
 
 @functools.lru_cache(maxsize=64)
 def _compiled(text: str):
     """Compiling a template costs ~0.5 ms; rendering it ~20 us: compile once per text."""
-    env = jinja2.Environment(keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
-    return env.from_string(text)
+    return _SANDBOX.from_string(text)
 
 
 class CustomJudge(BaseModel):
@@ -102,13 +148,15 @@ def load_profile(path: str | Path) -> JudgeProfile:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
         spec = CustomJudge.model_validate(raw)
+        template = JinjaTemplate(spec.template, f"custom judge {path} (judge {spec.name!r})")
+        template.check()
         return JudgeProfile(
             name=spec.name,
             version=spec.version,
             description=spec.description,
             models=tuple(spec.models),
             system=spec.system,
-            user_template=JinjaTemplate(spec.template),
+            user_template=template,
             slots={"prompt": "prompt", "a": "response_a", "b": "response_b"},
             read=pattern_reader(spec.pattern, dict(spec.labels)),
             default_mode=spec.default_mode,
@@ -125,5 +173,9 @@ def load_profile(path: str | Path) -> JudgeProfile:
         raise ValueError(f"custom judge {path} is not valid: {validation_problems(exc)}") from None
     except yaml.YAMLError as exc:
         raise ValueError(f"custom judge {path} is not valid YAML: {yaml_problem(exc)}") from None
+    except jinja2.TemplateSyntaxError as exc:
+        raise ValueError(f"custom judge {path} is not valid: template: {exc.message} (line {exc.lineno})") from None
+    except TemplateRefused:
+        raise
     except (ValueError, re.error) as exc:
         raise ValueError(f"custom judge {path} is not valid: {exc}") from None
