@@ -130,6 +130,11 @@ def fit(pairs: Labelled, folds: int = FOLDS, seed: int = 0, target: float | None
     cv = cross_validated_log_loss(pairs.z, pairs.label_a, folds, seed)
     method = min(FITS, key=lambda m: (cv[m], m != "temperature"))
     parameters = FITS[method](pairs.z, pairs.label_a)
+    if method == "platt" and not parameters["a"] > 0:  # a map no calibration file may hold
+        raise InputError(f"calibration refused: the judge's p_a runs against the labels on these {n} pairs "
+                         f"(accuracy {_scores(pairs.p_a, pairs.label_a).accuracy:.3f}; the best map, Platt, "
+                         f"has slope {parameters['a']:.3g} and would flip every p_a): check that label A "
+                         "means response_a is the better one")
     calibration = Calibration(
         method=method, parameters=parameters, n_labelled=n, excluded=pairs.excluded, folds=folds,
         cv_log_loss={**cv, "uncalibrated": _nll(pairs.p_a, pairs.label_a)},

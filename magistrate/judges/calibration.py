@@ -13,16 +13,19 @@ batch judging, Serve and the analysis commands share one definition:
   for A, 1 - p_a_calibrated for B); a tie or an error names none, and has none;
 - with a decision block, `decided` is confidence >= its threshold (false without a
   confidence, and false everywhere when no threshold passed the test); without one, null.
+
+A file that would change decisions silently is refused, naming the field: a threshold is
+finite and in [0.5, 1] (or null), every parameter finite, a temperature and a Platt slope
+above 0 (a slope at or below 0 would flip or flatten every p_a).
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from magistrate.judges.problems import validation_problems
 
@@ -30,6 +33,11 @@ EPS = 1e-6
 FORMAT = "magistrate-calibration"
 PARAMETERS = {"temperature": ("temperature",), "platt": ("a", "b")}
 ADDED_COLUMNS = ("p_a_calibrated", "confidence", "decided")
+# What a file may hold where it changes decisions: a map parameter is a finite number,
+# and a threshold a finite one in [0.5, 1] (the confidence of a winner the calibrated
+# probability still backs; NaN would decide nothing, -inf everything).
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+Threshold = Annotated[float, Field(ge=0.5, le=1.0, allow_inf_nan=False)]
 
 
 class Figures(BaseModel):
@@ -50,7 +58,7 @@ class Decision(BaseModel):
     model_config = ConfigDict(extra="forbid")
     target: float
     risk: float
-    threshold: float | None  # None: no threshold passed; nothing is decided
+    threshold: Threshold | None  # None: no threshold passed; nothing is decided
     min_pairs: int  # thresholds with fewer labelled verdicts at or above them are not tested
     tested: int  # thresholds tested before the sequence stopped
     pairs: int  # labelled pairs the threshold was chosen on
@@ -68,7 +76,7 @@ class Calibration(BaseModel):
     format: Literal["magistrate-calibration"] = FORMAT
     version: Literal[1] = 1
     method: Literal["temperature", "platt"]
-    parameters: dict[str, float]
+    parameters: dict[str, Finite]
     n_labelled: int  # pairs the map was fitted on (label A or B, a p_a, a winner that is not error)
     excluded: dict[str, int]  # rows left out, by why
     folds: int
@@ -78,17 +86,22 @@ class Calibration(BaseModel):
     decision: Decision | None = None
     source: dict[str, list[str] | str]  # the output fitted on, and its judge, model, mode
 
-    @model_validator(mode="after")
-    def _parameters_fit_the_method(self) -> "Calibration":
-        want = PARAMETERS[self.method]
-        if sorted(self.parameters) != sorted(want):
-            raise ValueError(f"method {self.method} takes parameters {', '.join(want)}, "
-                             f"not {', '.join(sorted(self.parameters)) or 'none'}")
-        if self.method == "temperature" and not self.parameters["temperature"] > 0:
-            raise ValueError("the temperature must be positive")
-        if not all(math.isfinite(v) for v in self.parameters.values()):
-            raise ValueError("the parameters must be finite numbers")
-        return self
+    @field_validator("parameters")
+    @classmethod
+    def _parameters_fit_the_method(cls, parameters: dict[str, float], info: ValidationInfo) -> dict[str, float]:
+        method = info.data.get("method")  # absent: the method itself is wrong, and said so
+        if method is None:
+            return parameters
+        want = PARAMETERS[method]
+        if sorted(parameters) != sorted(want):
+            raise ValueError(f"method {method} takes parameters {', '.join(want)}, "
+                             f"not {', '.join(sorted(parameters)) or 'none'}")
+        if method == "temperature" and not parameters["temperature"] > 0:
+            raise ValueError(f"the temperature must be above 0, not {parameters['temperature']}")
+        if method == "platt" and not parameters["a"] > 0:
+            raise ValueError(f"the Platt slope a must be above 0, not {parameters['a']} (at or below 0 "
+                             "it flips or flattens every p_a)")
+        return parameters
 
     def probability(self, z: np.ndarray) -> np.ndarray:
         """P(A is better) from order-averaged log-odds (NaN stays NaN)."""

@@ -16,6 +16,7 @@ from scipy.stats import norm
 from magistrate.analysis.calibrate import Labelled, calibrated_figures, fit, fit_temperature
 from magistrate.analysis.guarantee import MIN_PAIRS, choose_threshold
 from magistrate.analysis.output import open_verdicts
+from magistrate.pipelines import InputError
 from magistrate.judges.calibration import (ADDED_COLUMNS, apply, calibrated_fields, logit, parse_calibration,
                                            sigmoid)
 from magistrate.schema import CALIBRATED_FIELDS
@@ -157,12 +158,25 @@ def test_calibrate_writes_the_json_and_prints_the_figures(tmp_path):
     (["--target-agreement", "1.2", "--risk", "0.1"], judged_rows(100, 2.0, seed=3), "--target-agreement"),
     (["--target-agreement", "0.9", "--risk", "0"], judged_rows(100, 2.0, seed=3), "--risk"),
     (["--target-agreement", "0.9"], judged_rows(100, 2.0, seed=3), "go together"),
+    # a judge whose p_a runs against the labels: the best map would flip it (a Platt slope
+    # below 0), which no calibration file may hold
+    ([], judged_rows(300, -2.0, seed=3), "runs against the labels"),
 ])
 def test_calibrate_refuses_clearly(tmp_path, args, rows, message):
     out = write_output(tmp_path / "out", rows, files=1)
     result = run_cli("calibrate", str(out), "--out", str(tmp_path / "cal.json"), *args)
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "cal.json").exists()
+
+
+def test_a_map_that_would_flip_p_a_is_never_fitted():
+    """On labels that run against the judge, Platt fits a slope below 0: the file it would
+    write is one every reader refuses (judges/calibration.py), so calibrate refuses first."""
+    rng = np.random.default_rng(1)
+    z = rng.normal(0.0, 2.0, 400)
+    with pytest.raises(InputError, match="runs against the labels") as excinfo:
+        fit(_labelled(z, rng.random(400) < sigmoid(-z)))
+    assert "\n" not in str(excinfo.value)
 
 
 def test_an_output_without_a_label_column(tmp_path):
