@@ -48,7 +48,8 @@ from magistrate.pipelines.lease import LEASE, Lease
 from magistrate.pipelines.sources import InputError, Location, list_input_files, locate
 from magistrate.pipelines.store import delete, exists, join, read_bytes, write_whole
 from magistrate.pipelines.summary import summarise
-from magistrate.pipelines.units import VERDICTS, plan_units, publish, unit_files, unit_path
+from magistrate.pipelines.sharding import plan_units
+from magistrate.pipelines.units import VERDICTS, publish, unit_files, unit_path
 from magistrate.schema import MESSAGES, verdict_schema, verdict_table
 
 CASCADE_FILE = "_cascade.json"
@@ -158,7 +159,7 @@ def run(settings: CascadeSettings, progress=print, live=None) -> dict:
             if not escalated:
                 break
             stage_input = stage_uri(settings, ESCALATED, k + 1)
-        units = judge_job.plan_input(stage_job(settings, 0, settings.input)).units
+        units = judge_job.planned_units(stage_job(settings, 0, settings.input))
         decided_by = merge(settings, units, len(stages))
         this_run = {key: sum(s[f"{key}_this_run"] for s in stages) for key in ("pairs", "units")}
         summary = summarise(out, time.monotonic() - started, run_id=run_id, cascade=settings.record(),

@@ -27,6 +27,7 @@ from magistrate.pipelines.store import delete, join, write_whole
 from magistrate.pipelines.store import read_bytes
 from magistrate.pipelines.units import VERDICTS, Unit, UnitFile, is_staging_file, is_unit_file, verdicts_dir
 from magistrate.pipelines.units import clean_staging, unit_files
+from magistrate.pipelines.sharding import STAGED, is_staged_file, staged_dir
 
 RUN_FILE = "_run.json"
 SUCCESS = "_SUCCESS"
@@ -46,8 +47,9 @@ class Contents:
     foreign: list[str]  # names (relative to the output) of everything else
 
     def holds_output(self) -> bool:
-        """Anything of a run, the lease of a run in progress aside."""
-        return any(os.path.basename(p) not in (LEASE, _LEASE_LOCK) for p in self.own)
+        """Anything of a run, the lease of a run in progress and the input's staged
+        pieces (sharding.py: a copy of input, no verdicts) aside."""
+        return any(os.path.basename(p) not in (LEASE, _LEASE_LOCK) and not _is_staged(p) for p in self.own)
 
 
 def contents(loc: Location) -> Contents:
@@ -69,6 +71,15 @@ def contents(loc: Location) -> Contents:
                 leaf = os.path.basename(inner.path)
                 relative = inner.path[len(base) + 1:]
                 if os.path.dirname(relative) == VERDICTS and (is_unit_file(leaf) or is_staging_file(leaf)):
+                    own.append(inner.path)
+                else:
+                    foreign.append(relative)
+        elif name == STAGED and item.type == pafs.FileType.Directory:
+            for inner in fs.get_file_info(pafs.FileSelector(item.path, recursive=True)):
+                if inner.type == pafs.FileType.Directory:
+                    continue
+                relative = inner.path[len(base) + 1:]
+                if os.path.dirname(relative) == STAGED and is_staged_file(os.path.basename(inner.path)):
                     own.append(inner.path)
                 else:
                     foreign.append(relative)
@@ -107,15 +118,22 @@ def refuse_input_inside(loc: Location, src: Location, files: list[str]) -> None:
                              "its verdict files would be read as input; give an output outside it")
 
 
-def clear(loc: Location, found: Contents) -> int:
+def clear(loc: Location, found: Contents, keep: set[str] = frozenset()) -> int:
     """--overwrite: delete what magistrate wrote, and nothing else (the lease and its lock
-    stay: the run that clears holds it)."""
-    doomed = [p for p in found.own if os.path.basename(p) not in (LEASE, _LEASE_LOCK)]
+    stay: the run that clears holds it; so do the staged pieces named in `keep`, which this
+    run cut and reads)."""
+    doomed = [p for p in found.own if os.path.basename(p) not in (LEASE, _LEASE_LOCK)
+              and not (_is_staged(p) and os.path.basename(p) in keep)]
     for path in doomed:
         delete(loc, path)
-    if not loc.is_s3 and os.path.isdir(verdicts_dir(loc)) and not os.listdir(verdicts_dir(loc)):
-        os.rmdir(verdicts_dir(loc))
+    for folder in (verdicts_dir(loc), staged_dir(loc)):
+        if not loc.is_s3 and os.path.isdir(folder) and not os.listdir(folder):
+            os.rmdir(folder)
     return len(doomed)
+
+
+def _is_staged(path: str) -> bool:
+    return os.path.basename(os.path.dirname(path)) == STAGED
 
 
 def uncommit(loc: Location) -> None:
@@ -180,11 +198,15 @@ def commit(loc: Location, summary: dict) -> bool:
 RESUME_KEYS = ("input", "judge", "model", "mode", "order", "seed", "unit_rows", "limit", "dry_run",
                "format", "columns", "max_new_tokens", "max_field_chars", "min_label_mass", "calibration_digest")
 # What a _run.json written before a key existed meant by it.
-_BEFORE_KEY = {"max_field_chars": 1_000_000, "min_label_mass": 0.0, "calibration_digest": None}
+_BEFORE_KEY = {"max_field_chars": 1_000_000, "min_label_mass": 0.0, "calibration_digest": None, "units_version": 1}
+# How units are cut (sharding.py); 2: row ranges, any layout. A resume across versions would
+# meet units it cannot match.
+UNITS_VERSION = 2
 
 
 def write_run_file(settings, loc: Location, model: str, digest: str) -> None:
-    record = {k: getattr(settings, k) for k in RESUME_KEYS} | {"model": model, "input_digest": digest}
+    record = ({k: getattr(settings, k) for k in RESUME_KEYS}
+              | {"model": model, "input_digest": digest, "units_version": UNITS_VERSION})
     write_whole(loc, join(loc, RUN_FILE), json.dumps(record, indent=2, sort_keys=True).encode())
 
 
@@ -194,6 +216,9 @@ def check_resumable(settings, loc: Location, model: str, digest: str) -> None:
     if found is None:
         raise InputError(f"{settings.output} has no {RUN_FILE}: it was not written by magistrate judge")
     before = json.loads(found[0])
+    if before.get("units_version", _BEFORE_KEY["units_version"]) != UNITS_VERSION:
+        raise InputError(f"cannot resume {settings.output}: an earlier magistrate cut its input into units "
+                         "another way; start again with --overwrite")
     now = {k: getattr(settings, k) for k in RESUME_KEYS} | {"model": model}
     before = {k: before.get(k, _BEFORE_KEY.get(k)) for k in RESUME_KEYS} | {"input_digest": before.get("input_digest")}
     changed = [f"{k} ({before[k]!r} -> {now[k]!r})" for k in RESUME_KEYS if before[k] != now[k]]
@@ -233,14 +258,15 @@ def check_output(settings, loc: Location, model: str, digest: str) -> Opened:
     return Opened(False, found)
 
 
-def prepare_output(settings, loc: Location, opened: Opened, progress=print) -> dict[str, UnitFile]:
+def prepare_output(settings, loc: Location, opened: Opened, progress=print,
+                   keep: set[str] = frozenset()) -> dict[str, UnitFile]:
     """Once nothing can refuse the run any more: take back the commit and clear what an
-    --overwrite replaces; returns the unit files already there."""
+    --overwrite replaces (but the staged pieces in `keep`); returns the unit files already there."""
     if opened.resuming:
         uncommit(loc)
         clean_staging(loc)
         return unit_files(loc)
     if opened.found is not None:
-        progress(f"magistrate: --overwrite: deleting the {clear(loc, opened.found)} file(s) an earlier "
+        progress(f"magistrate: --overwrite: deleting the {clear(loc, opened.found, keep)} file(s) an earlier "
                  f"run wrote in {settings.output}")
     return {}

@@ -10,22 +10,23 @@ from magistrate.pipelines.sources import locate
 from magistrate.pipelines.units import Unit
 
 
-def _unit_ids(batch: pa.Table, input_uri: str, endpoint: str | None, mapping: dict,
-              preset: str) -> pa.Table:
-    src = locate(input_uri, endpoint)
-    tables = [prepare_unit(src, Unit.from_row(row), mapping, preset).select(["id"])
+def _unit_ids(batch: pa.Table, input_uri: str, output_uri: str, endpoint: str | None, mapping: dict,
+              preset: str, max_chars: int) -> pa.Table:
+    src, out = locate(input_uri, endpoint), locate(output_uri, endpoint)
+    # The actors' own max_chars: a row's derived id depends on whether it has a problem.
+    tables = [prepare_unit(src, Unit.from_row(row), mapping, preset, max_chars, staging=out).select(["id"])
               for row in batch.to_pylist()]
     return pa.concat_tables(tables)
 
 
-def find_duplicate_ids(input_uri: str, endpoint: str | None, units: list[Unit], mapping: dict,
-                       preset: str, show: int = 10) -> list[tuple[str, int]]:
+def find_duplicate_ids(input_uri: str, output_uri: str, endpoint: str | None, units: list[Unit], mapping: dict,
+                       preset: str, max_chars: int, show: int = 10) -> list[tuple[str, int]]:
     import ray
     from ray.data.expressions import col
 
     ds = ray.data.from_items([u.as_row() for u in units], override_num_blocks=max(1, min(len(units), 256)))
-    ids = ds.map_batches(_unit_ids, fn_kwargs={"input_uri": input_uri, "endpoint": endpoint,
-                                               "mapping": mapping, "preset": preset},
+    ids = ds.map_batches(_unit_ids, fn_kwargs={"input_uri": input_uri, "output_uri": output_uri, "endpoint": endpoint,
+                                               "mapping": mapping, "preset": preset, "max_chars": max_chars},
                          batch_format="pyarrow", batch_size=1)
     # Few units need few partitions; Ray's default (200) means 200 reduce tasks.
     # An expression, not a Python function: Arrow evaluates it (and Ray Data stops warning).

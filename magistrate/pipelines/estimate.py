@@ -18,7 +18,8 @@ from magistrate.judges.core import Judge, JudgeSettings
 from magistrate.model_files import load_config, resolve_model
 from magistrate.pairs import MAX_FIELD_CHARS, judge_prompt
 from magistrate.pipelines.prepare import read_prepared
-from magistrate.pipelines.reading import count_rows as count
+from magistrate.pipelines.sharding import shard
+from magistrate.pipelines.units import UNIT_ROWS
 from magistrate.pipelines.sources import list_input_files, locate
 from magistrate.pipelines.summary import error_cause
 
@@ -67,9 +68,12 @@ def gpu_hours(params: int, prompt_tokens: int, completion_tokens: int, gpu: str)
 
 
 def count_rows(uri: str, endpoint_url: str | None = None) -> int:
-    """Pairs in an input, streamed, counted as every command reads them."""
+    """Pairs in an input, as `judge` cuts it into units (a JSONL file's non-blank lines), streamed."""
+    import tempfile
+
     loc = locate(uri, endpoint_url)
-    return count(loc.filesystem, list_input_files(loc))
+    with tempfile.TemporaryDirectory(prefix="magistrate-staged-") as tmp:
+        return sum(u.rows for u in shard(loc, list_input_files(loc), UNIT_ROWS, locate(tmp)))
 
 
 def estimate_input(uri: str, judge: str, model: str, gpu: str, fmt: str = "auto",

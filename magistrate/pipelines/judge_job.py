@@ -37,7 +37,8 @@ from magistrate.pipelines.reading import peek_columns
 from magistrate.pipelines.sources import InputError, Location, list_input_files, locate, read_calibration, resolve_mapping
 from magistrate.pipelines.summary import summarise
 from magistrate.pipelines.unit_worker import UNITS_AT_ONCE, UnitWorker
-from magistrate.pipelines.units import UNIT_ROWS, Unit, apply_limit, plan_units, publish, unit_files
+from magistrate.pipelines.sharding import shard, staged_names
+from magistrate.pipelines.units import UNIT_ROWS, Unit, apply_limit, publish, unit_files
 from magistrate.schema import run_constants, with_verdicts
 
 
@@ -104,7 +105,7 @@ def covered_seconds(spans: list[tuple[float, float]]) -> float:
 
 @dataclass(frozen=True)
 class Plan:
-    """The input, located and cut into units."""
+    """The input, located (and, once `cut_units` ran, cut into units)."""
 
     units: list
     mapping: dict
@@ -115,15 +116,25 @@ class Plan:
 
 
 def plan_input(settings: JobSettings) -> Plan:
-    """The input located and cut into units, with its column mapping."""
+    """The input located, with its column mapping; not cut yet (`cut_units`)."""
     src = locate(settings.input, settings.s3_endpoint_url)
     files = list_input_files(src)
     mapping, preset = resolve_mapping(peek_columns(src.filesystem, files), settings.format,
                                       settings.columns, settings.input)
-    units = plan_units(src, files, settings.unit_rows)
+    return Plan([], mapping, preset, files, input_digest(src, files), src)
+
+
+def cut_units(settings: JobSettings, plan: Plan, out: Location, parallel: bool = False, progress=None) -> Plan:
+    """The plan with its units (pipelines/sharding.py): staged pieces go to the output."""
+    units = shard(plan.src, plan.files, settings.unit_rows, out, settings.s3_endpoint_url, parallel, progress)
     if settings.limit:
-        units = apply_limit(src.filesystem, units, settings.limit)
-    return Plan(units, mapping, preset, files, input_digest(src, files), src)
+        units = apply_limit(plan.src.filesystem, units, settings.limit)
+    return dataclasses.replace(plan, units=units)
+
+
+def planned_units(settings: JobSettings) -> list[Unit]:
+    """The units a job over these settings cut (its staged parts reused from its output)."""
+    return cut_units(settings, plan_input(settings), locate(settings.output, settings.s3_endpoint_url)).units
 
 
 def input_digest(src: Location, files: list[str]) -> str:
@@ -171,7 +182,7 @@ def run(settings: JobSettings, progress=print, live=None) -> dict:
             job.write_off(unit)
         if failed:
             judged["failed_units"] = len(failed)
-        summary = job.summary(judged, time.monotonic() - started, skipped=len(planned.units) - len(todo))
+        summary = job.summary(judged, time.monotonic() - started, skipped=len(job.planned.units) - len(todo))
         if lease.lost:  # another run owns the output now: commit nothing
             return {**summary, "complete": False, "lease_lost": lease.lost}
         commit(out, summary)
@@ -198,16 +209,18 @@ class Job:
         """Check the output (pipelines/commit.py), and the units this run judges: those
         without a finished file; a whole file with written-off rows is judged again in part.
         Every check that can refuse the run comes before anything is deleted."""
-        units = self.planned.units
         opened = check_output(self.settings, self.out, self.model, self.planned.digest)
         connect_ray()
         quiet_ray_data(self.settings.verbose)
+        self.planned = cut_units(self.settings, self.planned, self.out, parallel=True, progress=progress)
+        units = self.planned.units
         if not opened.resuming:  # a resumed run's input passed this check before its _run.json was written
-            duplicates = find_duplicate_ids(self.settings.input, self.settings.s3_endpoint_url, units,
-                                            self.planned.mapping, self.planned.preset)
+            duplicates = find_duplicate_ids(self.settings.input, self.settings.output, self.settings.s3_endpoint_url,
+                                            units, self.planned.mapping, self.planned.preset,
+                                            self.settings.max_field_chars)
             if duplicates:
                 raise InputError(duplicate_message(duplicates))
-        found = prepare_output(self.settings, self.out, opened, progress)
+        found = prepare_output(self.settings, self.out, opened, progress, keep=staged_names(units))
         if not opened.resuming:
             write_run_file(self.settings, self.out, self.model, self.planned.digest)
         redo = {unit_id for unit_id, f in found.items() if f.whole and f.written_off}
@@ -315,7 +328,7 @@ class Job:
         --resume judges again (its bad input rows stay error rows)."""
         s = self.settings
         table = prepare_unit(self.planned.src, unit, self.planned.mapping, self.planned.preset,
-                             s.max_field_chars)
+                             s.max_field_chars, staging=self.out)
         message = (f"judging failed in {s.max_tries} rounds (the judge actor or its node kept "
                    "dying; see the Ray logs); fix the cause and rerun with --resume")
         rows = engine_failure_rows([{INVALID: p} for p in table.column(INVALID).to_pylist()], message)

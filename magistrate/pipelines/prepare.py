@@ -10,6 +10,7 @@ the judge host turns into an error row without sending it to the engine.
 from __future__ import annotations
 
 import json
+import tempfile
 from typing import Any, Iterator
 
 import pyarrow as pa
@@ -29,7 +30,8 @@ from magistrate.pairs import (
 )
 from magistrate.pipelines.reading import Rows, peek_columns, read_unit
 from magistrate.pipelines.sources import Location, list_input_files, locate, resolve_mapping
-from magistrate.pipelines.units import Unit, plan_units
+from magistrate.pipelines.sharding import shard
+from magistrate.pipelines.units import UNIT_ROWS, Unit
 from magistrate.schema import MESSAGES, verdict_schema
 
 # Standard columns this step builds itself; everything else passes through.
@@ -130,36 +132,44 @@ def prepare_batch(rows: Rows, mapping: dict[str, str], preset: str,
         # RewardBench rows are (chosen, rejected): the chosen one is A.
         columns["label"] = pa.array(["A"] * len(records), pa.string())
     renames = {src: target for target, src in mapping.items() if target not in _BUILT}
+    taken = set(columns) | {renames.get(n, n) for n in passthrough} | _VERDICT_NAMES | {INVALID}
     for name, values in passthrough.items():
         name = renames.get(name, name)
         # A passthrough column named like a verdict field or one this step builds keeps its
-        # data as input_<name>.
+        # data as input_<name> (input_input_<name> if the input has an input_<name> too:
+        # an output fed back in keeps both).
         if name in _VERDICT_NAMES or name in columns or name == INVALID:
-            name = f"input_{name}"
+            while name in taken:
+                name = f"input_{name}"
+            taken.add(name)
         columns[name] = values
     columns[INVALID] = pa.array(problems, pa.string())
     return pa.table(columns)
 
 
 def prepare_unit(src: Location, unit: Unit, mapping: dict, preset: str,
-                 max_chars: int = MAX_FIELD_CHARS) -> pa.Table:
-    """A unit's prepared pairs, in input order."""
-    table = prepare_batch(read_unit(src.filesystem, unit), mapping, preset, max_chars=max_chars)
+                 max_chars: int = MAX_FIELD_CHARS, staging: Location | None = None) -> pa.Table:
+    """A unit's prepared pairs, in input order (`staging`: the output, where a staged
+    unit's copy is: pipelines/sharding.py)."""
+    table = prepare_batch(read_unit(src.filesystem, unit, staging, max_chars), mapping, preset, max_chars=max_chars)
     return table.slice(0, unit.max_rows) if unit.max_rows >= 0 else table
 
 
 def read_prepared(uri: str, fmt: str = "auto", columns: str | None = None,
                   endpoint_url: str | None = None, limit: int | None = None,
-                  max_chars: int = MAX_FIELD_CHARS) -> Iterator[dict]:
+                  max_chars: int = MAX_FIELD_CHARS, unit_rows: int = UNIT_ROWS) -> Iterator[dict]:
     """Prepared pairs as dicts, in input order, in this process and without Ray (`render`,
-    `estimate`): one unit at a time, so a large input is streamed."""
+    `estimate`): cut into the units `judge` cuts (staged pieces in a temporary folder),
+    read one unit at a time, so a large input is streamed."""
     loc = locate(uri, endpoint_url)
     files = list_input_files(loc)
     mapping, preset = resolve_mapping(peek_columns(loc.filesystem, files), fmt, columns, uri)
     seen = 0
-    for unit in plan_units(loc, files):
-        for row in prepare_unit(loc, unit, mapping, preset, max_chars).to_pylist():
-            if limit is not None and seen >= limit:
-                return
-            seen += 1
-            yield row
+    with tempfile.TemporaryDirectory(prefix="magistrate-staged-") as tmp:
+        staging = locate(tmp)
+        for unit in shard(loc, files, unit_rows, staging):
+            for row in prepare_unit(loc, unit, mapping, preset, max_chars, staging).to_pylist():
+                if limit is not None and seen >= limit:
+                    return
+                seen += 1
+                yield row

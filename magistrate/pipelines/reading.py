@@ -31,12 +31,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterator
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from magistrate.pairs import decode_line, safe_text
-from magistrate.pipelines.sources import InputError, format_of
+from magistrate.pairs import MAX_FIELD_CHARS, decode_line, safe_text
+from magistrate.pipelines.sources import InputError, Location, format_of
 
 if TYPE_CHECKING:
     from magistrate.pipelines.units import Unit
@@ -78,11 +79,13 @@ class _Bytes:
         self.buf += data
         return True
 
-    def line(self, pos: int) -> tuple[bytes | None, int]:
+    def line(self, pos: int, cap: int | None = None) -> tuple[bytes | "Oversized" | None, int]:
         """The line starting at `pos` (without its end) and where the next one starts;
-        None at the end of the file."""
+        None at the end of the file. A line longer than `cap` bytes is not held: it is
+        read past, and comes back as an `Oversized` with its length and first bytes."""
         del self.buf[: pos - self.base]
         self.base, scan = pos, 0
+        head, dropped = None, 0  # past the cap: the line's first bytes, and bytes let go
         while True:
             ends = [i for i in (self.buf.find(b"\n", scan), self.buf.find(b"\r", scan)) if i >= 0]
             if ends:
@@ -91,35 +94,69 @@ class _Bytes:
                     scan = end  # a CR at the end of what was read: is an LF next?
                     continue
                 after = end + 2 if self.buf[end:end + 2] == b"\r\n" else end + 1
-                return bytes(self.buf[:end]), self.base + after
+                line = bytes(self.buf[:end]) if head is None else Oversized(dropped + end, head)
+                return line, self.base + after
+            if cap is not None and len(self.buf) > cap:
+                head = head if head is not None else bytes(self.buf[:80])
+                dropped += len(self.buf)
+                self.base += len(self.buf)
+                del self.buf[:]
             scan = len(self.buf)
             if not self._more():
+                if head is not None:
+                    return Oversized(dropped + len(self.buf), head), self.base + len(self.buf)
                 return (bytes(self.buf), self.base + len(self.buf)) if self.buf else (None, pos)
 
 
-def iter_lines(f, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
+@dataclass(frozen=True)
+class Oversized:
+    """A line over the reader's cap, read past without being held."""
+
+    size: int  # bytes
+    head: bytes  # its first bytes, to name it by
+
+
+def line_cap(max_chars: int) -> int:
+    """The longest JSONL line read whole, in bytes: room for three fields of `max_chars`
+    characters at up to four UTF-8 bytes each (plus JSON escapes), and 16 MiB of other
+    columns. A longer line is an error row, read past in 64 KiB pieces: a 2 GiB line
+    costs no process 2 GiB."""
+    return 16 * max_chars + (16 << 20)
+
+
+def iter_lines(f, start: int = 0, stop: int | None = None,
+               cap: int | None = None) -> Iterator[tuple[int, bytes | Oversized]]:
     """(offset, line) for every line that starts at a byte in [start, stop): each line
-    belongs to exactly one range, wherever the range boundaries fall."""
+    belongs to exactly one range, wherever the range boundaries fall. A line over `cap`
+    bytes comes as an `Oversized`."""
     reader = _Bytes(f, max(start - 1, 0))
     pos = start
     if start > 0:  # the line running across the boundary belongs to the range before
-        _, pos = reader.line(start - 1)
+        _, pos = reader.line(start - 1, cap=1)
     while stop is None or pos < stop:
-        line, after = reader.line(pos)
+        line, after = reader.line(pos, cap)
         if line is None:
             return
-        yield pos, (line[len(_BOM):] if pos == 0 and line.startswith(_BOM) else line)
+        if pos == 0 and isinstance(line, bytes) and line.startswith(_BOM):
+            line = line[len(_BOM):]
+        yield pos, line
         pos = after
 
 
-def _json_unit(fs: pafs.FileSystem, unit: "Unit") -> Rows:
+def _json_unit(fs: pafs.FileSystem, unit: "Unit", max_chars: int) -> Rows:
     name = os.path.basename(unit.path)
     texts, wheres, problems = [], [], []
+    cap = line_cap(max_chars)
     with fs.open_input_file(unit.path) as f:
-        for number, (offset, line) in enumerate(iter_lines(f, unit.start, unit.stop), start=1):
-            if not line.strip():
+        for number, (offset, line) in enumerate(iter_lines(f, unit.start, unit.stop, cap), start=1):
+            if isinstance(line, Oversized):
+                text, problem = None, (f"the line is {line.size:,} bytes, over the {cap:,}-byte limit for one "
+                                       f"record (16 x --max-field-chars + 16 MiB); it starts "
+                                       f"{safe_text(line.head.decode('utf-8', 'backslashreplace'))!r}")
+            elif not line.strip():
                 continue
-            text, problem = decode_line(line)
+            else:
+                text, problem = decode_line(line)
             texts.append(text)
             problems.append(problem)
             # Line numbers are known only counting from the file's start.
@@ -127,30 +164,68 @@ def _json_unit(fs: pafs.FileSystem, unit: "Unit") -> Rows:
     return Rows(unit.path, None, texts, wheres, problems)
 
 
-def _parquet_unit(fs: pafs.FileSystem, unit: "Unit") -> Rows:
+def _parquet_unit(fs: pafs.FileSystem, unit: "Unit", max_chars: int) -> Rows:
+    """Rows [start, stop) of the file, whole row groups (a range that cuts a row group is
+    staged: sharding.py)."""
     name = os.path.basename(unit.path)
     parts, problems = [], []
     with fs.open_input_file(unit.path) as f:
         parquet = pq.ParquetFile(f)
-        meta = parquet.metadata
-        first = sum(meta.row_group(g).num_rows for g in range(unit.start))
-        for group in range(unit.start, unit.stop):
+        meta, first = parquet.metadata, 0
+        for group in range(meta.num_row_groups):
             rows = meta.row_group(group).num_rows
-            try:
-                table, bad = _utf8_checked(parquet.read_row_group(group), _is_string)
-            except (OSError, pa.ArrowException) as exc:
-                # Its rows stay, all null, so every one becomes an error row in its place.
-                table = pa.table({f.name: pa.nulls(rows, f.type) for f in parquet.schema_arrow})
-                bad = [f"row group {group} could not be read ({str(exc)[:200]})"] * rows
-            parts.append(table)
-            problems += bad
-        wheres = [f"row {first + i + 1} of {name}" for i in range(len(problems))]
-    table = pa.concat_tables(parts) if parts else parquet.schema_arrow.empty_table()
-    return Rows(unit.path, table, None, wheres, problems)
+            if first >= unit.stop:
+                break
+            if first >= unit.start:
+                try:
+                    table, bad = _utf8_checked(parquet.read_row_group(group), _is_string)
+                except (OSError, pa.ArrowException) as exc:
+                    table, bad = _unreadable_group(parquet.schema_arrow, group, rows, exc)
+                parts.append(table)
+                problems += bad
+            first += rows
+        schema = parquet.schema_arrow
+    table = pa.concat_tables(parts) if parts else schema.empty_table()
+    return Rows(unit.path, table, None, [f"row {unit.start + i + 1} of {name}" for i in range(len(problems))],
+                problems)
+
+
+def _unreadable_group(schema: pa.Schema, group: int, rows: int, exc: Exception) -> tuple[pa.Table, list]:
+    """A row group that cannot be read (a corrupt data page): its rows stay, all null, so
+    every one becomes an error row in its place."""
+    return (pa.table({f.name: pa.nulls(rows, f.type) for f in schema}),
+            [f"row group {group} could not be read ({str(exc)[:200]})"] * rows)
 
 
 def _is_string(type_: pa.DataType) -> bool:
     return pa.types.is_string(type_) or pa.types.is_large_string(type_)
+
+
+def _holds_text(type_: pa.DataType) -> bool:
+    """A type with a string somewhere inside (a list of chat messages, a struct)."""
+    if _is_string(type_):
+        return True
+    if pa.types.is_dictionary(type_):
+        return _holds_text(type_.value_type)
+    if pa.types.is_list(type_) or pa.types.is_large_list(type_) or pa.types.is_fixed_size_list(type_):
+        return _holds_text(type_.value_type)
+    if pa.types.is_map(type_):
+        return _holds_text(type_.key_type) or _holds_text(type_.item_type)
+    if pa.types.is_struct(type_):
+        return any(_holds_text(f.type) for f in type_)
+    return False
+
+
+def _decoded(table: pa.Table) -> pa.Table:
+    """Dictionary columns (a pandas `category`) as plain columns of their values, so their
+    text is checked like any other column's (a dictionary's values are checked as a whole,
+    not by the rows that use them)."""
+    for i, field in enumerate(table.schema):
+        if pa.types.is_dictionary(field.type):
+            chunks = [pc.take(c.dictionary, c.indices) for c in table.column(i).chunks]
+            table = table.set_column(i, pa.field(field.name, field.type.value_type),
+                                     pa.chunked_array(chunks, field.type.value_type))
+    return table
 
 
 def _utf8_checked(table: pa.Table, is_text: Callable) -> tuple[pa.Table, list[str | None]]:
@@ -158,10 +233,15 @@ def _utf8_checked(table: pa.Table, is_text: Callable) -> tuple[pa.Table, list[st
     cannot be read: a value whose bytes are not UTF-8 (Parquet does not check them; CSV
     columns are read as bytes for this). Nothing is replaced silently: such a row is an error
     row naming the column and the byte, and its values are kept escaped, as every error row's
-    are (pairs.safe_text)."""
+    are (pairs.safe_text). Text nested in other columns (chat messages, structs, a dictionary's
+    values) is checked too; a nested value that is not UTF-8 is nulled in its error row (it has
+    no text form to keep)."""
+    table = _decoded(table)
     problems: list[str | None] = [None] * table.num_rows
     for i, field in enumerate(table.schema):
         if not is_text(field.type):
+            if _holds_text(field.type):
+                table = table.set_column(i, field, _nested_checked(table.column(i), field.name, problems))
             continue
         large = pa.types.is_large_string(field.type) or pa.types.is_large_binary(field.type)
         raw = table.column(i).cast(pa.large_binary() if large else pa.binary())  # a view: no check
@@ -183,36 +263,241 @@ def _utf8_checked(table: pa.Table, is_text: Callable) -> tuple[pa.Table, list[st
     return table, problems
 
 
-def _csv_unit(fs: pafs.FileSystem, unit: "Unit") -> Rows:
-    with fs.open_input_file(unit.path) as f:
-        return read_csv_as_text(f, unit.path)
+def _nested_checked(column: pa.ChunkedArray, name: str, problems: list) -> pa.ChunkedArray:
+    """`column` with every value whose nested text is not UTF-8 nulled, and its row's problem."""
+    try:
+        column.validate(full=True)  # checks every string inside, in C++
+        return column
+    except pa.ArrowInvalid:
+        pass
+    combined = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    keep = []
+    for row in range(len(combined)):
+        try:
+            combined[row].as_py()
+            keep.append(row)
+        except UnicodeDecodeError as exc:
+            keep.append(None)
+            problems[row] = problems[row] or (
+                f"column {safe_text(name)!r} holds text that is not valid UTF-8 (byte 0x{exc.object[exc.start]:02x} "
+                "inside its nested values); save the file as UTF-8")
+    return pa.chunked_array([combined.take(pa.array(keep, pa.int64()))], column.type)
 
 
-def read_csv_as_text(f, path: str) -> Rows:
-    """Every column as text; an empty file is no rows. A row with the wrong number of
-    fields is an error row in its place (Arrow's reader would stop the whole file there),
-    and a value that is not UTF-8 an error row naming its column."""
-    names = csv_header(f)
-    if not names:
-        return Rows(path, pa.table({}), None, [], [])
-    ragged: dict[int, str] = {}  # record index -> why
+@dataclass(frozen=True)
+class Span:
+    """One unit's place in its file: rows [start, stop) of a Parquet or CSV file, bytes
+    [start, stop) of a JSONL file (the lines that start there). `staged` names the unit's
+    staged copy (sharding.py) when it is not read in place."""
 
-    def keep_count(row) -> str:
-        # use_threads=False: only then does Arrow number the rows (the header is row 1).
-        index = row.number - 2 if row.number is not None else (1 << 40) + len(ragged)  # else last
-        ragged[index] = (f"the row has {row.actual_columns} fields, the header {row.expected_columns} "
-                         f"({safe_text(row.text[:100])!r})")
-        return "skip"
+    start: int
+    stop: int
+    rows: int
+    staged: str = ""
 
-    f.seek(0)
-    table = pcsv.read_csv(f, read_options=pcsv.ReadOptions(use_threads=False),
-                          parse_options=pcsv.ParseOptions(invalid_row_handler=keep_count),
-                          convert_options=pcsv.ConvertOptions(
-                              column_types={n: pa.binary() for n in names}, strings_can_be_null=False))
-    table, problems = _utf8_checked(table, pa.types.is_binary)
-    table, problems = _with_ragged(table, problems, ragged)
-    name = os.path.basename(path)
-    return Rows(path, table, None, [f"row {i + 1} of {name}" for i in range(table.num_rows)], problems)
+
+@dataclass(frozen=True)
+class Piece:
+    """What cutting part of a file yields: a span, and for a staged one its rows as read
+    (before the UTF-8 check) with the problems found while reading, by row index."""
+
+    span: Span
+    table: pa.Table | None = None
+    problems: dict[int, str] | None = None
+
+
+def _even(start: int, stop: int, unit_rows: int) -> list[tuple[int, int]]:
+    """[start, stop) cut into round(n / unit_rows) runs of equal size (within one row):
+    each between 0.67 and 1.5 times unit_rows."""
+    n = stop - start
+    k = max(1, round(n / unit_rows))
+    bounds = [start + (n * i) // k for i in range(k + 1)]
+    return list(zip(bounds, bounds[1:]))
+
+
+# -- Parquet: runs of whole row groups; a row group over 2 x unit_rows is staged in unit-sized pieces.
+
+def _parquet_layout(fs: pafs.FileSystem, path: str, unit_rows: int) -> tuple[list[Span], list[tuple[int, int, int]]]:
+    with fs.open_input_file(path) as f:
+        meta = pq.ParquetFile(f).metadata
+    spans, parts, start, first = [], [], 0, 0
+    for group in range(meta.num_row_groups):
+        rows = meta.row_group(group).num_rows
+        if rows > 2 * unit_rows:  # cut in pieces by the planning pass
+            if first > start:
+                spans.append(Span(start, first, first - start))
+            parts.append((group, first, first + rows))
+            start = first + rows
+        elif first > start and first + rows - start > 2 * unit_rows:
+            spans.append(Span(start, first, first - start))
+            start = first
+        first += rows
+        if start < first and first - start >= unit_rows:
+            spans.append(Span(start, first, first - start))
+            start = first
+    if first > start or not meta.num_row_groups or (not spans and not parts):
+        spans.append(Span(start, first, first - start))
+    return spans, parts
+
+
+def _parquet_cut(fs: pafs.FileSystem, path: str, part: tuple[int, int, int], unit_rows: int) -> Iterator[Piece]:
+    """Row group `part[0]` (rows part[1]..part[2] of the file), streamed once, in pieces."""
+    group, first, stop = part
+    ranges = _even(first, stop, unit_rows)
+    with fs.open_input_file(path) as f:
+        # buffer_size: pages are read as they are decoded, not the row group's column chunks whole.
+        parquet = pq.ParquetFile(f, buffer_size=1 << 20, pre_buffer=False)
+        schema, held, done = parquet.schema_arrow, [], 0
+        try:
+            for batch in parquet.iter_batches(batch_size=min(unit_rows, 8192), row_groups=[group],
+                                              use_threads=False):
+                held.append(batch)
+                have = sum(b.num_rows for b in held)
+                while done < len(ranges) and have >= ranges[done][1] - ranges[done][0]:
+                    lo, hi = ranges[done]
+                    table = pa.Table.from_batches(held, schema)
+                    yield Piece(Span(lo, hi, hi - lo), table.slice(0, hi - lo), {})
+                    rest = table.slice(hi - lo)
+                    held, have, done = rest.to_batches(), have - (hi - lo), done + 1
+        except (OSError, pa.ArrowException) as exc:
+            for lo, hi in ranges[done:]:
+                table, bad = _unreadable_group(schema, group, hi - lo, exc)
+                yield Piece(Span(lo, hi, hi - lo), table, dict(enumerate(bad)))
+
+
+# -- JSONL: byte ranges of about unit_rows lines, from one pass that finds the line starts.
+
+_JSON_PART = 256 << 20  # bytes a planning task scans: a big file is scanned in parallel
+_SCAN = 8 << 20
+
+
+def _json_layout(fs: pafs.FileSystem, path: str, unit_rows: int) -> tuple[list[Span], list[tuple[int, int, int]]]:
+    size = fs.get_file_info(path).size
+    return [], [(k, start, min(size, start + _JSON_PART)) for k, start in enumerate(range(0, max(size, 1), _JSON_PART))]
+
+
+def _json_cut(fs: pafs.FileSystem, path: str, part: tuple[int, int, int], unit_rows: int) -> Iterator[Piece]:
+    """Pieces of at most unit_rows/4 non-blank lines each, covering bytes part[1]..part[2]:
+    where every 4th..-th line starts, found with numpy (a line starts after LF, after a CR
+    not followed by LF, and at byte 0). Blank lines are not counted (the reader skips them)."""
+    import numpy as np
+
+    _, start, stop = part
+    step = max(1, unit_rows // 4)
+    marks, count = [], 0
+    with fs.open_input_file(path) as f:
+        previous = 10  # byte 0 starts a line
+        if start > 0:
+            f.seek(start - 1)
+            previous = f.read(1)[0]
+        f.seek(start)
+        pos = start
+        while pos < stop:
+            block = np.frombuffer(f.read(min(_SCAN, stop - pos)), np.uint8)
+            if not len(block):
+                break
+            before = np.concatenate(([previous], block[:-1]))
+            starts = np.flatnonzero(((before == 10) | ((before == 13) & (block != 10)))
+                                    & (block != 10) & (block != 13))
+            # every step-th line start, counting from this part's first
+            marks += (starts[(-count) % step::step] + pos).tolist()
+            count += len(starts)
+            previous, pos = int(block[-1]), pos + len(block)
+    bounds = marks + [stop]
+    for k in range(len(marks)):
+        yield Piece(Span(bounds[k], bounds[k + 1], min(step, count - k * step)))
+
+
+def _json_join(spans: list[Span], unit_rows: int) -> list[Span]:
+    """The scan's pieces joined into units of unit_rows to 1.25 x unit_rows lines; a short
+    last one joins the one before (at most 1.75 x)."""
+    units, start, rows = [], None, 0
+    for span in spans:
+        start = span.start if start is None else start
+        rows += span.rows
+        if rows >= unit_rows:
+            units.append(Span(start, span.stop, rows))
+            start, rows = None, 0
+    if start is not None:
+        if units and rows < unit_rows / 2:
+            units[-1] = Span(units[-1].start, spans[-1].stop, units[-1].rows + rows)
+        else:
+            units.append(Span(start, spans[-1].stop, rows))
+    return units
+
+
+# -- CSV: streamed once by Arrow's reader (quoted newlines allowed) into unit-sized pieces.
+
+def _csv_layout(fs: pafs.FileSystem, path: str, unit_rows: int) -> tuple[list[Span], list[tuple[int, int, int]]]:
+    return [], [(0, 0, -1)]  # quoted fields may hold newlines: only a parser finds the records
+
+
+def _csv_options(names: list[str], handler) -> dict:
+    return {"read_options": pcsv.ReadOptions(use_threads=False, block_size=4 << 20),
+            # use_threads=False: only then does Arrow number the rows (the header is row 1).
+            "parse_options": pcsv.ParseOptions(newlines_in_values=True, invalid_row_handler=handler),
+            "convert_options": pcsv.ConvertOptions(column_types={n: pa.binary() for n in names},
+                                                   strings_can_be_null=False)}
+
+
+def _csv_cut(fs: pafs.FileSystem, path: str, part, unit_rows: int) -> Iterator[Piece]:
+    """The file's records in pieces of unit_rows (a short last one joins the one before):
+    every column as bytes, as written (read_csv_as_text's rule). A row with the wrong
+    number of fields is kept in its place, all null, with its problem."""
+    with fs.open_input_file(path) as f:
+        names = csv_header(f)
+        if not names:
+            return
+        ragged: dict[int, str] = {}  # record index -> why
+
+        def keep_count(row) -> str:
+            index = row.number - 2 if row.number is not None else (1 << 40) + len(ragged)  # else last
+            ragged[index] = (f"the row has {row.actual_columns} fields, the header {row.expected_columns} "
+                             f"({safe_text(row.text[:100])!r})")
+            return "skip"
+
+        f.seek(0)
+        reader = pcsv.open_csv(f, **_csv_options(names, keep_count))
+        held: list[pa.RecordBatch] = []
+        good, done, last = 0, 0, None  # good rows held; records cut; the piece not yet given
+
+        def cut(stop: int) -> Piece:
+            nonlocal held, good, done
+            bad = {i - done: ragged.pop(i) for i in sorted(ragged) if i < stop}
+            want = stop - done - len(bad)
+            table = pa.Table.from_batches(held, reader.schema)
+            held, good = table.slice(want).to_batches(), good - want
+            table, problems = _with_ragged(table.slice(0, want), [None] * want, bad)
+            piece = Piece(Span(done, stop, stop - done), table, {i: p for i, p in enumerate(problems) if p})
+            done = stop
+            return piece
+
+        for batch in reader:
+            held.append(batch)
+            good += batch.num_rows
+            # Arrow parses in order: every skipped row before the rows it gave is known.
+            while good + sum(1 for i in ragged if i < done + unit_rows) >= unit_rows:
+                if last is not None:
+                    yield last
+                last = cut(done + unit_rows)
+        rest = good + len(ragged)
+        if rest:
+            piece = cut(done + rest)
+            if last is not None and piece.span.rows < unit_rows / 2:
+                piece = _joined(last, piece)
+                last = None
+            if last is not None:
+                yield last
+            last = piece
+        if last is not None:
+            yield last
+
+
+def _joined(first: Piece, second: Piece) -> Piece:
+    shift = first.span.rows
+    return Piece(Span(first.span.start, second.span.stop, first.span.rows + second.span.rows),
+                 pa.concat_tables([first.table, second.table]),
+                 {**first.problems, **{i + shift: p for i, p in second.problems.items()}})
 
 
 def _with_ragged(table: pa.Table, problems: list, ragged: dict[int, str]) -> tuple[pa.Table, list]:
@@ -234,45 +519,42 @@ def _with_ragged(table: pa.Table, problems: list, ragged: dict[int, str]) -> tup
 def csv_header(f) -> list[str]:
     f.seek(0)
     try:
-        # Ragged rows in the first block are read_csv_as_text's to tell, row by row.
-        return pcsv.open_csv(f, parse_options=pcsv.ParseOptions(invalid_row_handler=lambda row: "skip")).schema.names
+        # Ragged rows in the first block are the cut's to tell, row by row.
+        return pcsv.open_csv(f, read_options=pcsv.ReadOptions(use_threads=False, block_size=1 << 20),
+                             parse_options=pcsv.ParseOptions(newlines_in_values=True,
+                                                             invalid_row_handler=lambda row: "skip")).schema.names
     except pa.ArrowInvalid as exc:
         if "Empty CSV file" in str(exc):
             return []
         raise
 
 
-def _parquet_spans(fs: pafs.FileSystem, path: str, unit_rows: int) -> list[tuple[int, int, int]]:
-    """Runs of whole row groups of about unit_rows rows."""
-    with fs.open_input_file(path) as f:
-        meta = pq.ParquetFile(f).metadata
-    spans, start, rows = [], 0, 0
-    for group in range(meta.num_row_groups):
-        rows += meta.row_group(group).num_rows
-        if rows >= unit_rows or group == meta.num_row_groups - 1:
-            spans.append((start, group + 1, rows))
-            start, rows = group + 1, 0
-    return spans
+def _staged_unit(staging: "Location", unit: "Unit") -> Rows:
+    """A unit read from its staged piece (sharding.py): the rows as its file gave them, then
+    checked as reading the file in place would (CSV's columns are bytes until then)."""
+    from magistrate.pipelines.sharding import staged_path
 
-
-def _json_spans(fs: pafs.FileSystem, path: str, unit_rows: int) -> list[tuple[int, int, int]]:
-    """Byte ranges of about unit_rows lines (a line belongs to the range it starts in),
-    sized from the line length of the first MiB; their row counts are estimates."""
-    size = fs.get_file_info(path).size
-    with fs.open_input_stream(path) as f:
-        head = f.read(1 << 20)
-    # A CR-only file has no LF; iter_lines splits at CR.
-    lines = max(1, head.count(b"\n") or head.count(b"\r"))
-    per_unit = max(1 << 16, int(len(head) / lines * unit_rows))
-    return [(start, min(size, start + per_unit), round((min(size, start + per_unit) - start) * lines / max(1, len(head))))
-            for start in range(0, max(size, 1), per_unit)]
+    with staging.filesystem.open_input_file(staged_path(staging, unit.staged)) as f:
+        table = pq.read_table(f)
+    record = json.loads((table.schema.metadata or {}).get(b"magistrate_staged", b"{}"))
+    table = table.replace_schema_metadata(None)
+    table, problems = _utf8_checked(table, pa.types.is_binary if unit.kind == "csv" else _is_string)
+    for index, problem in record.get("problems", {}).items():
+        problems[int(index)] = problem
+    name = os.path.basename(unit.path)
+    return Rows(unit.path, table, None, [f"row {unit.start + i + 1} of {name}" for i in range(table.num_rows)],
+                problems)
 
 
 def _json_keys(f, lines: int = 100) -> list[str]:
-    """The keys of a JSONL file's first records, each line read whole however long."""
+    """The keys of a JSONL file's first records (a line over the cap is not read)."""
+    from magistrate.pairs import MAX_FIELD_CHARS
+
     keys: dict[str, None] = {}
     seen = 0
-    for _, line in iter_lines(f):
+    for _, line in iter_lines(f, cap=line_cap(MAX_FIELD_CHARS)):
+        if isinstance(line, Oversized):
+            continue
         text, _ = decode_line(line)
         if not text or not text.strip():
             continue
@@ -290,33 +572,45 @@ def _json_keys(f, lines: int = 100) -> list[str]:
 
 @dataclass(frozen=True)
 class FileFormat:
-    """How one input format is read: the only place that knows the formats apart."""
+    """How one input format is read and cut into units: the only place that knows the
+    formats apart. Planning a file is `layout` (from its size or footer: the spans known
+    at once and the parts that need a pass), `cut` over each part (sharding.py runs these
+    as parallel tasks and stores staged pieces), then `join` over all spans in order."""
 
     name: str
     columns: Callable  # open file -> its column names (JSONL: its first records' keys)
-    spans: Callable  # (fs, path, unit_rows) -> [(start, stop, rows)]: how a file is cut into units
-    read: Callable  # (fs, unit) -> the unit's Rows, as prepare_batch takes them
-    count: Callable  # open file -> its rows
+    layout: Callable  # (fs, path, unit_rows) -> ([Span], [part]): a part is a tuple of ints
+    cut: Callable  # (fs, path, part, unit_rows) -> Pieces, in order
+    join: Callable  # ([Span] in order, unit_rows) -> the units' spans
+    read: Callable  # (fs, unit, max_chars) -> the unit's Rows, for a unit read in place
     exact_rows: bool  # the spans' row counts are exact (else estimates)
     fixed_columns: bool  # one header for the whole file (JSONL: keys vary by line)
+    staged: bool  # its cut pieces carry rows, stored as staged copies
+
+
+def _as_is(spans: list[Span], unit_rows: int) -> list[Span]:
+    return spans
 
 
 FORMATS = {
-    "parquet": FileFormat("parquet", lambda f: pq.ParquetFile(f).schema_arrow.names, _parquet_spans,
-                          _parquet_unit, lambda f: pq.ParquetFile(f).metadata.num_rows,
-                          exact_rows=True, fixed_columns=True),
-    "json": FileFormat("json", _json_keys, _json_spans, _json_unit,
-                       lambda f: sum(1 for _, line in iter_lines(f) if line.strip()),
-                       exact_rows=False, fixed_columns=False),
-    # A CSV file is one unit: quoted fields may hold newlines, so it cannot be cut by bytes.
-    "csv": FileFormat("csv", csv_header, lambda fs, path, unit_rows: [(0, -1, -1)], _csv_unit,
-                      lambda f: len(read_csv_as_text(f, "").wheres), exact_rows=False, fixed_columns=True),
+    "parquet": FileFormat("parquet", lambda f: pq.ParquetFile(f).schema_arrow.names, _parquet_layout,
+                          _parquet_cut, _as_is, _parquet_unit, exact_rows=True, fixed_columns=True, staged=True),
+    "json": FileFormat("json", _json_keys, _json_layout, _json_cut, _json_join, _json_unit,
+                       exact_rows=False, fixed_columns=False, staged=False),
+    "csv": FileFormat("csv", csv_header, _csv_layout, _csv_cut, _as_is, None,
+                      exact_rows=True, fixed_columns=True, staged=True),
 }
 
 
-def read_unit(fs: pafs.FileSystem, unit: "Unit") -> Rows:
-    """The unit's records, as prepare_batch takes them."""
-    return FORMATS[unit.kind].read(fs, unit)
+def read_unit(fs: pafs.FileSystem, unit: "Unit", staging: "Location | None" = None,
+              max_chars: int = MAX_FIELD_CHARS) -> Rows:
+    """The unit's records, as prepare_batch takes them: from its staged piece (in the
+    output's staging folder, `staging`) or from the file in place."""
+    if unit.staged:
+        if staging is None:
+            raise ValueError(f"unit {unit.unit_id} is staged and no staging location was given")
+        return _staged_unit(staging, unit)
+    return FORMATS[unit.kind].read(fs, unit, max_chars)
 
 
 def check_file(fs: pafs.FileSystem, path: str, fmt: FileFormat) -> None:
@@ -346,12 +640,3 @@ def peek_columns(fs: pafs.FileSystem, files: list[str]) -> list[str]:
         if names:
             return names
     return []
-
-
-def count_rows(fs: pafs.FileSystem, files: list[str]) -> int:
-    """Rows in these files, streamed, each counted as read_unit reads it."""
-    total = 0
-    for path in files:
-        with fs.open_input_file(path) as f:
-            total += FORMATS[format_of(path)].count(f)
-    return total

@@ -86,7 +86,8 @@ class UnitWorker:
             started = time.time()
             # Reading and publishing are I/O and Arrow work off the event loop, beside the
             # engine's work for the other units in flight.
-            table = await asyncio.to_thread(prepare_unit, self.src, unit, self.mapping, self.preset, self.max_chars)
+            table = await asyncio.to_thread(prepare_unit, self.src, unit, self.mapping, self.preset, self.max_chars,
+                                          self.out)
             if unit.redo:
                 verdicts, judged = await self._redo(unit, table)
             else:

@@ -1,7 +1,9 @@
 """Work units: the input cut into pieces that are judged and published whole.
 
-A unit is a run of Parquet row groups, a byte range of a JSONL file (the lines that
-start inside it), or a whole CSV file. Its verdicts are one file, verdicts/<unit>.parquet,
+A unit is rows [start, stop) of a Parquet or CSV file, or a byte range of a JSONL file
+(the lines that start inside it), of about `--unit-rows` pairs whatever the file's layout
+(pipelines/sharding.py cuts them; a unit that cannot be read in place is read from its
+staged copy). Its verdicts are one file, verdicts/<unit>.parquet,
 made in memory and then stored in one step (pipelines/store.py), with the rows the unit
 was planned to hold and the rows written off recorded in its footer. So a unit file whose
 footer agrees is a finished unit, a killed run leaves no half-unit, and resuming needs
@@ -24,8 +26,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from magistrate.pairs import safe_text
-from magistrate.pipelines.reading import FORMATS, check_file, read_unit
-from magistrate.pipelines.sources import Location, format_of
+from magistrate.pipelines.reading import FORMATS, read_unit
+from magistrate.pipelines.sources import Location
 from magistrate.pipelines.store import map_files, write_whole
 
 VERDICTS = "verdicts"
@@ -37,11 +39,12 @@ class Unit:
     unit_id: str
     path: str
     kind: str  # parquet | json | csv
-    start: int  # parquet: first row group; json: first byte; csv: 0
-    stop: int  # parquet: row group after the last; json: byte after the last; csv: -1
-    rows: int  # known for parquet; an estimate for json; -1 for csv
+    start: int  # parquet, csv: first row; json: first byte
+    stop: int  # parquet, csv: the row after the last; json: the byte after the last
+    rows: int  # exact for parquet and csv; for json, the non-blank lines (blank-looking ones count)
     max_rows: int = -1  # --limit: judge only the unit's first max_rows rows
     redo: bool = False  # its file holds written-off rows: judge only those again
+    staged: str = ""  # its staged copy in the output's _staged/ (sharding.py), or "": read in place
 
     @property
     def rows_exact(self) -> bool:
@@ -56,21 +59,9 @@ class Unit:
         return cls(**{f.name: row[f.name] for f in dataclasses.fields(cls)})
 
 
-def _unit_id(path: str, kind: str, start: int, stop: int) -> str:
+def unit_id_of(path: str, kind: str, start: int, stop: int) -> str:
     digest = hashlib.sha256(f"{path}|{kind}|{start}|{stop}".encode()).hexdigest()[:16]
     return f"unit-{digest}"
-
-
-def plan_units(loc: Location, files: list[str], unit_rows: int = UNIT_ROWS) -> list[Unit]:
-    """Deterministic units: the same input and unit size always give the same ids. A file
-    that cannot be read as a whole is refused here, before any judging (reading.check_file)."""
-    units: list[Unit] = []
-    for path in files:
-        fmt = FORMATS[format_of(path)]
-        check_file(loc.filesystem, path, fmt)
-        units += [Unit(_unit_id(path, fmt.name, start, stop), path, fmt.name, start, stop, rows)
-                  for start, stop, rows in fmt.spans(loc.filesystem, path, unit_rows)]
-    return units
 
 
 def apply_limit(fs: pafs.FileSystem, units: list[Unit], limit: int) -> list[Unit]:
@@ -84,7 +75,7 @@ def apply_limit(fs: pafs.FileSystem, units: list[Unit], limit: int) -> list[Unit
         if rows > remaining:
             unit = dataclasses.replace(
                 unit, max_rows=remaining,
-                unit_id=_unit_id(unit.path, unit.kind, unit.start, unit.stop) + f"-first{remaining}")
+                unit_id=unit_id_of(unit.path, unit.kind, unit.start, unit.stop) + f"-first{remaining}")
             rows = remaining
         kept.append(unit)
         remaining -= rows

@@ -345,7 +345,8 @@ def test_redo_judges_only_the_written_off_rows_and_keeps_the_rest(tmp_path, embe
     from magistrate.judges.core import JudgeSettings
     from magistrate.pipelines.prepare import prepare_unit
     from magistrate.pipelines.unit_worker import UnitWorker
-    from magistrate.pipelines.units import finished_units, plan_units, unit_files
+    from magistrate.pipelines.sharding import plan_units
+    from magistrate.pipelines.units import finished_units, unit_files
 
     src = _pairs(tmp_path / "in" / "pairs.jsonl", 5)
     out = locate(str(tmp_path / "out"))

@@ -121,7 +121,8 @@ def test_rows_that_cannot_be_judged_get_ids_by_place(tmp_path):
 def test_limit_counts_the_rows_of_units_whose_size_is_an_estimate(tmp_path):
     """--limit on JSONL (units cut by bytes, row counts estimated) reads the units to cut
     the last one: once a crash (the reader's record had no row count)."""
-    from magistrate.pipelines.units import apply_limit, plan_units
+    from magistrate.pipelines.sharding import plan_units
+    from magistrate.pipelines.units import apply_limit
 
     path = tmp_path / "pairs.jsonl"
     path.write_text("".join(json.dumps({"id": f"p{i}", "prompt": "Q?", "response_a": "a", "response_b": "b"}) + "\n"
