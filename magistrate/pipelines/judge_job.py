@@ -266,6 +266,7 @@ class Job:
             pending = [u for u in pending if not (u.unit_id in now and now[u.unit_id].whole
                                                  and now[u.unit_id].run_id == self.run_id)]
         judged["unit_seconds"] = round(sum(covered_seconds(s) for s in spans.values()), 3)
+        judged["actors"] = len(spans)  # actors that judged at least one unit: how wide the work went
         return judged, [u for u in pending if not u.redo]
 
     def _round(self, pending: list[Unit], progress):

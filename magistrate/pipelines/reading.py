@@ -180,7 +180,14 @@ def _parquet_unit(fs: pafs.FileSystem, unit: "Unit", max_chars: int) -> Rows:
                 try:
                     table, bad = _utf8_checked(parquet.read_row_group(group), _is_string)
                 except (OSError, pa.ArrowException) as exc:
-                    table, bad = _unreadable_group(parquet.schema_arrow, group, rows, exc)
+                    lost = _unreadable_columns(parquet, [group])
+                    if lost and len(lost) < len(parquet.schema_arrow):
+                        table = _with_nulls(parquet.read_row_group(group, columns=_kept(parquet, lost)),
+                                            parquet.schema_arrow, lost)
+                        table, bad = _utf8_checked(table, _is_string)
+                        bad = [b or _lost_message(lost) for b in bad]
+                    else:
+                        table, bad = _unreadable_group(parquet.schema_arrow, group, rows, exc)
                 parts.append(table)
                 problems += bad
             first += rows
@@ -190,11 +197,43 @@ def _parquet_unit(fs: pafs.FileSystem, unit: "Unit", max_chars: int) -> Rows:
                 problems)
 
 
-def _unreadable_group(schema: pa.Schema, group: int, rows: int, exc: Exception) -> tuple[pa.Table, list]:
+def _unreadable_group(schema: pa.Schema, group, rows: int, exc: Exception) -> tuple[pa.Table, list]:
     """A row group that cannot be read (a corrupt data page): its rows stay, all null, so
     every one becomes an error row in its place."""
     return (pa.table({f.name: pa.nulls(rows, f.type) for f in schema}),
             [f"row group {group} could not be read ({str(exc)[:200]})"] * rows)
+
+
+def _unreadable_columns(parquet: pq.ParquetFile, groups: list[int]) -> dict[str, str]:
+    """The columns Arrow cannot read in these row groups, and why: a dictionary page is
+    read first and checked for UTF-8 (a pandas `category` column with a bad byte)."""
+    lost = {}
+    for name in parquet.schema_arrow.names:
+        for group in groups:
+            try:
+                for _ in parquet.iter_batches(batch_size=1 << 16, row_groups=[group], columns=[name],
+                                              use_threads=False):
+                    pass
+            except (OSError, pa.ArrowException) as exc:
+                lost[name] = str(exc)[:200]
+                break
+    return lost
+
+
+def _kept(parquet: pq.ParquetFile, lost: dict[str, str]) -> list[str]:
+    return [n for n in parquet.schema_arrow.names if n not in lost]
+
+
+def _with_nulls(table: pa.Table, schema: pa.Schema, lost: dict[str, str]) -> pa.Table:
+    """The columns that could be read, and the lost ones all null, in the file's order."""
+    return pa.table({f.name: table.column(f.name) if f.name not in lost else pa.nulls(table.num_rows, f.type)
+                     for f in schema}, schema=schema)
+
+
+def _lost_message(lost: dict[str, str]) -> str:
+    name, why = next(iter(lost.items()))
+    hint = "; save the file as UTF-8" if "UTF8" in why or "UTF-8" in why else ""
+    return f"column {safe_text(name)!r} could not be read ({why}){hint}"
 
 
 def _is_string(type_: pa.DataType) -> bool:
@@ -317,52 +356,72 @@ def _even(start: int, stop: int, unit_rows: int) -> list[tuple[int, int]]:
 
 # -- Parquet: runs of whole row groups; a row group over 2 x unit_rows is staged in unit-sized pieces.
 
-def _parquet_layout(fs: pafs.FileSystem, path: str, unit_rows: int) -> tuple[list[Span], list[tuple[int, int, int]]]:
+def _parquet_layout(fs: pafs.FileSystem, path: str, unit_rows: int) -> tuple[list[Span], list[tuple[int, ...]]]:
+    """Runs of whole row groups of unit_rows to 2 x unit_rows, read in place; a row group
+    over 2 x unit_rows, with the short run before it, is a part to cut (first group, group
+    after the last, first row, row after the last)."""
     with fs.open_input_file(path) as f:
         meta = pq.ParquetFile(f).metadata
-    spans, parts, start, first = [], [], 0, 0
+    spans, parts = [], []
+    start, start_group, first = 0, 0, 0  # the open run: its first row and group; the next row
     for group in range(meta.num_row_groups):
         rows = meta.row_group(group).num_rows
-        if rows > 2 * unit_rows:  # cut in pieces by the planning pass
-            if first > start:
-                spans.append(Span(start, first, first - start))
-            parts.append((group, first, first + rows))
-            start = first + rows
+        if rows > 2 * unit_rows:
+            parts.append((start_group, group + 1, start, first + rows))
+            start, start_group = first + rows, group + 1
         elif first > start and first + rows - start > 2 * unit_rows:
             spans.append(Span(start, first, first - start))
-            start = first
+            start, start_group = first, group
         first += rows
         if start < first and first - start >= unit_rows:
             spans.append(Span(start, first, first - start))
-            start = first
-    if first > start or not meta.num_row_groups or (not spans and not parts):
+            start, start_group = first, group + 1
+    if first > start or (not spans and not parts):
         spans.append(Span(start, first, first - start))
     return spans, parts
 
 
-def _parquet_cut(fs: pafs.FileSystem, path: str, part: tuple[int, int, int], unit_rows: int) -> Iterator[Piece]:
-    """Row group `part[0]` (rows part[1]..part[2] of the file), streamed once, in pieces."""
-    group, first, stop = part
+def _parquet_cut(fs: pafs.FileSystem, path: str, part: tuple[int, ...], unit_rows: int) -> Iterator[Piece]:
+    """Row groups part[0]..part[1] (rows part[2]..part[3] of the file), streamed once, in pieces."""
+    first_group, stop_group, first, stop = part
     ranges = _even(first, stop, unit_rows)
     with fs.open_input_file(path) as f:
         # buffer_size: pages are read as they are decoded, not the row group's column chunks whole.
         parquet = pq.ParquetFile(f, buffer_size=1 << 20, pre_buffer=False)
-        schema, held, done = parquet.schema_arrow, [], 0
-        try:
-            for batch in parquet.iter_batches(batch_size=min(unit_rows, 8192), row_groups=[group],
-                                              use_threads=False):
-                held.append(batch)
-                have = sum(b.num_rows for b in held)
+        schema, groups, done, lost = parquet.schema_arrow, list(range(first_group, stop_group)), 0, {}
+
+        def stream(skip: int) -> Iterator[Piece]:
+            nonlocal done
+            held, have = [], 0
+            for batch in parquet.iter_batches(batch_size=min(unit_rows, 8192), use_threads=False,
+                                              row_groups=groups, columns=_kept(parquet, lost)):
+                cut = min(skip, batch.num_rows)
+                skip -= cut
+                if cut < batch.num_rows:
+                    held.append(batch.slice(cut))
+                    have += batch.num_rows - cut
                 while done < len(ranges) and have >= ranges[done][1] - ranges[done][0]:
                     lo, hi = ranges[done]
-                    table = pa.Table.from_batches(held, schema)
-                    yield Piece(Span(lo, hi, hi - lo), table.slice(0, hi - lo), {})
-                    rest = table.slice(hi - lo)
+                    table = _with_nulls(pa.Table.from_batches(held), schema, lost) if lost else \
+                        pa.Table.from_batches(held, schema)
+                    problems = dict.fromkeys(range(hi - lo), _lost_message(lost)) if lost else {}
+                    yield Piece(Span(lo, hi, hi - lo), table.slice(0, hi - lo), problems)
+                    rest = pa.Table.from_batches(held).slice(hi - lo)
                     held, have, done = rest.to_batches(), have - (hi - lo), done + 1
+
+        try:
+            yield from stream(0)
         except (OSError, pa.ArrowException) as exc:
-            for lo, hi in ranges[done:]:
-                table, bad = _unreadable_group(schema, group, hi - lo, exc)
-                yield Piece(Span(lo, hi, hi - lo), table, dict(enumerate(bad)))
+            lost = _unreadable_columns(parquet, groups)
+            try:
+                if not lost or len(lost) == len(schema):
+                    raise exc
+                yield from stream(ranges[done][0] - first)  # again, past the pieces given
+            except (OSError, pa.ArrowException) as exc2:
+                label = f"{first_group}" if stop_group == first_group + 1 else f"{first_group}-{stop_group - 1}"
+                for lo, hi in ranges[done:]:
+                    table, bad = _unreadable_group(schema, label, hi - lo, exc2)
+                    yield Piece(Span(lo, hi, hi - lo), table, dict(enumerate(bad)))
 
 
 # -- JSONL: byte ranges of about unit_rows lines, from one pass that finds the line starts.

@@ -14,7 +14,8 @@ from magistrate.pipelines.prepare import read_prepared
 from magistrate.pipelines import sources
 from magistrate.pipelines.sources import InputError, Location, list_input_files, locate
 from magistrate.pipelines.reading import read_unit
-from magistrate.pipelines.units import apply_limit, plan_units
+from magistrate.pipelines.sharding import plan_units
+from magistrate.pipelines.units import apply_limit
 
 
 def test_rewardbench_preset_maps_chosen_to_a(tmp_path):
