@@ -34,7 +34,7 @@ from magistrate.pipelines.lease import Lease
 from magistrate.pipelines.prepare import prepare_unit
 from magistrate.pipelines.progress import ProgressPrinter
 from magistrate.pipelines.reading import peek_columns
-from magistrate.pipelines.sources import InputError, Location, list_input_files, locate, read_calibration, resolve_mapping
+from magistrate.pipelines.sources import InputError, Location, list_input, locate, read_calibration, resolve_mapping
 from magistrate.pipelines.summary import summarise
 from magistrate.pipelines.unit_worker import UNITS_AT_ONCE, UnitWorker
 from magistrate.pipelines.sharding import shard, staged_names
@@ -113,15 +113,17 @@ class Plan:
     files: list[str]
     digest: str  # input_digest: what a resume must find unchanged
     src: Location
+    skipped_note: str = ""  # files below the input's root it skips, said in the plan's first line
 
 
 def plan_input(settings: JobSettings) -> Plan:
     """The input located, with its column mapping; not cut yet (`cut_units`)."""
     src = locate(settings.input, settings.s3_endpoint_url)
-    files = list_input_files(src)
+    listing = list_input(src)
+    files = listing.files
     mapping, preset = resolve_mapping(peek_columns(src.filesystem, files), settings.format,
                                       settings.columns, settings.input)
-    return Plan([], mapping, preset, files, input_digest(src, files), src)
+    return Plan([], mapping, preset, files, input_digest(src, files), src, listing.skipped_note)
 
 
 def cut_units(settings: JobSettings, plan: Plan, out: Location, parallel: bool = False, progress=None) -> Plan:
@@ -226,7 +228,8 @@ class Job:
         redo = {unit_id for unit_id, f in found.items() if f.whole and f.written_off}
         todo = [dataclasses.replace(u, redo=u.unit_id in redo) for u in units
                 if not (u.unit_id in found and found[u.unit_id].finished)]
-        progress(f"magistrate: {len(self.planned.files)} input file(s), {len(units)} units "
+        skipped = f" ({self.planned.skipped_note})" if self.planned.skipped_note else ""
+        progress(f"magistrate: {len(self.planned.files)} input file(s){skipped}, {len(units)} units "
                  f"({len(units) - len(todo)} already done"
                  f"{f', {len(redo)} with written-off rows to judge again' if redo else ''}), "
                  f"judge {self.judge.judge}, model {self.model}, run {self.run_id}")

@@ -139,9 +139,8 @@ def shard(src: Location, files: list[str], unit_rows: int, staging: Location | N
     done = {p.part_id: found for p in parts if (found := _staged_already(staging, p)) is not None}
     todo = [p for p in parts if p.part_id not in done]
     remote = [p for p in todo if parallel and p.file_bytes > IN_DRIVER]
-    if todo and progress:
-        progress(f"magistrate: cutting {len(todo)} part(s) of the input into units"
-                 + (f" ({len(remote)} in Ray tasks)" if remote else ""))
+    if remote and progress:  # long enough to say (a small part is cut in a blink)
+        progress(f"magistrate: cutting {len(todo)} part(s) of the input into units ({len(remote)} in Ray tasks)")
     refs = _start_tasks(src, remote, staging, endpoint) if remote else {}
     for part in todo:
         if part.part_id not in refs:

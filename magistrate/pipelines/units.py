@@ -31,7 +31,7 @@ from magistrate.pipelines.sources import Location
 from magistrate.pipelines.store import map_files, write_whole
 
 VERDICTS = "verdicts"
-UNIT_ROWS = 2048  # target pairs per unit: a lost unit costs at most this much judging
+UNIT_ROWS = 2048  # target pairs per unit (each holds 0.5-2x): a lost unit costs at most about twice this
 
 
 @dataclass(frozen=True)

@@ -386,12 +386,13 @@ def _earlier_output(src: str, out, model: str):
     """An output as an earlier run left it (its unit, _run.json, summary.json, _SUCCESS),
     written by the helpers a run uses, without Ray."""
     from magistrate.pipelines.commit import commit, write_run_file
-    from magistrate.pipelines.judge_job import JobSettings, plan_input
+    from magistrate.pipelines.judge_job import JobSettings, cut_units, plan_input
     from magistrate.pipelines.units import publish
 
     settings = JobSettings(input=src, output=str(out), model=model, dry_run=True)
-    planned = plan_input(settings)
     loc = locate(str(out))
+    planned = cut_units(settings, plan_input(settings), loc)
+    assert planned.units
     for unit in planned.units:
         publish(loc, unit.unit_id, _table(3), planned_rows=3, metadata={})
     write_run_file(settings, loc, model, planned.digest)

@@ -61,7 +61,7 @@ def test_run_constants_are_one_definition_for_judged_and_written_off_rows(tmp_pa
     from magistrate.actors.engine import EngineSettings
     from magistrate.actors.judge_host import JudgeHost
     from magistrate.judges.core import JudgeSettings
-    from magistrate.pipelines.judge_job import Job, JobSettings, plan_input
+    from magistrate.pipelines.judge_job import Job, JobSettings, cut_units, plan_input
     from magistrate.pipelines.prepare import prepare_unit
     from magistrate.schema import RUN_CONSTANTS
 
@@ -70,7 +70,8 @@ def test_run_constants_are_one_definition_for_judged_and_written_off_rows(tmp_pa
                                        "response_b": "No."}) + "\n" for i in range(3)))
     settings = JobSettings(input=str(src), output=str(tmp_path / "failed"), dry_run=True, judge="skywork")
     judge = JudgeSettings(judge="skywork").resolved()
-    job = Job(settings, plan_input(settings), locate(settings.output), judge, embedded_model, "run-1")
+    planned = cut_units(settings, plan_input(settings), locate(settings.output))
+    job = Job(settings, planned, locate(settings.output), judge, embedded_model, "run-1")
     host = JudgeHost(EngineSettings(model=embedded_model), judge, "run-1", dry_run=True)
     judged = []
     for unit in job.planned.units:

@@ -276,3 +276,46 @@ def test_a_dictionary_page_arrow_refuses_costs_its_row_group_not_the_unit(tmp_pa
     assert [r["id"] for r in rows] == ["t0", "t1", "t2"]  # the ids were read: the other columns are
     assert all(r["_invalid"].endswith("column 'topic' could not be read (Invalid UTF8 payload); "
                                       "save the file as UTF-8") for r in rows), rows[0]["_invalid"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["parquet", "csv"])
+def test_a_single_file_is_judged_as_wide_as_the_pool(tmp_path, embedded_model, kind):
+    """A dry run (the real path through Ray Data and the actors, no engine) of one file:
+    a 100k-row Parquet file of one row group, or a 30k-row CSV file over 1 MiB with quoted
+    newlines, in about rows / --unit-rows units, judged by both actors of a pool of 2,
+    every id once. Then --resume finds it complete and cuts nothing again."""
+    from tests.conftest import run_cli
+
+    rows = 100_000 if kind == "parquet" else 30_000
+    path = tmp_path / "in" / f"pairs.{kind}"
+    path.parent.mkdir()
+    if kind == "parquet":
+        pq.write_table(pa.table({"id": [f"p{i}" for i in range(rows)],
+                                 "prompt": [f"Question {i}: what is {i} plus {i}?" for i in range(rows)],
+                                 "response_a": [f"It is {2 * i}." for i in range(rows)],
+                                 "response_b": [f"Maybe {i}." for i in range(rows)]}), path)
+    else:
+        _write_csv(path, rows)
+    (path.parent / "_old").mkdir()
+    (path.parent / "_old" / "pairs.jsonl").write_text("{}\n")  # skipped, and said so
+    out = tmp_path / "out"
+    args = ["judge", "--input", str(path.parent), "--output", str(out), "--dry-run", "--replicas", "2",
+            "--unit-rows", "2048", "--batch-size", "512"]
+    done = run_cli(*args, env={"RAY_ADDRESS": "local"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    said = done.stdout + done.stderr
+    expected_units = round(rows / 2048)
+    assert (f"1 input file(s) (1 hidden or underscore file skipped" in said), said[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert abs(summary["units"] - expected_units) <= 2, summary["units"]
+    assert summary["this_run"]["actors"] == 2, summary["this_run"]
+    assert summary["complete"] and summary["rows_written"] == rows
+    ids = pq.read_table(out / "verdicts", columns=["id"]).column("id").to_pylist()
+    assert len(ids) == rows and len(set(ids)) == rows
+    manifests = {p.name: p.stat().st_mtime_ns for p in (out / STAGED).glob("*.json")}
+    assert len(manifests) == 1  # one part: the row group, or the CSV file
+    again = run_cli(*args, "--resume", env={"RAY_ADDRESS": "local"})
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert {p.name: p.stat().st_mtime_ns for p in (out / STAGED).glob("*.json")} == manifests  # not cut again
+    assert f"({summary['units']} already done)" in again.stdout + again.stderr
