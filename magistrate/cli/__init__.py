@@ -84,6 +84,10 @@ def judge(input_, format_, calibration_path, **options):
     # gets plain lines (pipelines/progress.py).
     live = sys.stderr if sys.stderr.isatty() else None
     summary = run(settings, progress=lambda m: click.echo(m, err=True), live=live)
+    if summary.get("lease_lost") and "pairs" not in summary:
+        click.echo(f"magistrate: error: stopped: the lease of {settings.output} was taken by "
+                   f"{summary['lease_lost']}; this run wrote nothing more there", err=True)
+        sys.exit(EXIT_INCOMPLETE)
     click.echo(f"\nverdicts: {settings.output}  (summary.json beside them)")
     click.echo(summary_table(summary))
     if not summary["complete"]:

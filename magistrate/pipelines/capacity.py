@@ -135,3 +135,28 @@ class CapacityRequest:
             self._stop.set()
             self._thread.join(timeout=10)
             _send([])  # release: a standing request keeps idle nodes from scaling down
+
+
+def _sees(path: str, token: str) -> bool:
+    try:
+        with open(path) as f:
+            return token in f.read()
+    except OSError:
+        return False
+
+
+def nodes_not_seeing(path: str, token: str) -> list[str]:
+    """The live nodes (their addresses) on which a local `path` does not hold `token`: on
+    those, an actor would publish to its own disk. One small task pinned to each node."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    if not ray.is_initialized():
+        return []
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) < 2:
+        return []
+    check = ray.remote(num_cpus=0)(_sees)
+    refs = [check.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+            .remote(path, token) for n in nodes]
+    return [n.get("NodeManagerAddress", n["NodeID"]) for n, seen in zip(nodes, ray.get(refs)) if not seen]

@@ -204,13 +204,33 @@ _BEFORE_KEY = {"max_field_chars": 1_000_000, "min_label_mass": 0.0, "calibration
 UNITS_VERSION = 2
 
 
-def write_run_file(settings, loc: Location, model: str, digest: str) -> None:
+def write_run_file(settings, loc: Location, model: str, identities: dict[str, str],
+                   runs: list[str] | None = None) -> None:
+    """The settings a resume must share, each input file's content identity, and the runs
+    that held this output under them (a unit file of any other run is not counted)."""
     record = ({k: getattr(settings, k) for k in RESUME_KEYS}
-              | {"model": model, "input_digest": digest, "units_version": UNITS_VERSION})
+              | {"model": model, "input_files": identities, "units_version": UNITS_VERSION})
+    if runs is not None:
+        record["runs"] = runs
     write_whole(loc, join(loc, RUN_FILE), json.dumps(record, indent=2, sort_keys=True).encode())
 
 
-def check_resumable(settings, loc: Location, model: str, digest: str) -> None:
+def runs_of(loc: Location) -> list[str] | None:
+    """The runs that held this output under its _run.json (None: not recorded)."""
+    found = read_bytes(loc, join(loc, RUN_FILE))
+    return None if found is None else json.loads(found[0]).get("runs")
+
+
+def fenced(files: dict[str, UnitFile], run_id: str, adopted: dict[str, str | None]) -> dict[str, UnitFile]:
+    """The unit files a run may count: its own, and those it adopted when it opened the
+    output. A file published since by a run that lost the lease (its check and its write
+    straddling the take-over) is neither: its unit counts as missing, never as done."""
+    return {u: f for u, f in files.items() if f.run_id == run_id or (u in adopted and adopted[u] == f.run_id)}
+
+
+
+
+def check_resumable(settings, loc: Location, model: str, identities: dict[str, str]) -> None:
     """Refuse to resume an output written with other settings or from another input."""
     found = read_bytes(loc, join(loc, RUN_FILE))
     if found is None:
@@ -220,16 +240,28 @@ def check_resumable(settings, loc: Location, model: str, digest: str) -> None:
         raise InputError(f"cannot resume {settings.output}: an earlier magistrate cut its input into units "
                          "another way; start again with --overwrite")
     now = {k: getattr(settings, k) for k in RESUME_KEYS} | {"model": model}
-    before = {k: before.get(k, _BEFORE_KEY.get(k)) for k in RESUME_KEYS} | {"input_digest": before.get("input_digest")}
+    files_before = before.get("input_files", {})
+    before = {k: before.get(k, _BEFORE_KEY.get(k)) for k in RESUME_KEYS}
     changed = [f"{k} ({before[k]!r} -> {now[k]!r})" for k in RESUME_KEYS if before[k] != now[k]]
     if changed:
         raise InputError(f"cannot resume {settings.output} with other settings: {', '.join(changed)}; "
                          "use the original settings, or --overwrite")
-    if before.get("input_digest", digest) != digest:
-        raise InputError(f"cannot resume {settings.output}: the input's files changed since the run "
-                         "began (a file added, removed or resized), so finished units no longer "
-                         "match it and rows would be judged twice or skipped; restore the input, "
-                         "or start again with --overwrite")
+    if changed := input_changes(files_before, identities):
+        raise InputError(f"cannot resume {settings.output}: the input changed since the run began "
+                         f"({_listed(changed, 3)}), so finished units no longer match it and rows would be "
+                         "judged twice or skipped; restore the input, or start again with --overwrite")
+
+
+def input_changes(before: dict[str, str], now: dict[str, str]) -> list[str]:
+    """What changed between two records of the input's files, one phrase a file."""
+    changed = [f"{path} added" for path in now if path not in before]
+    changed += [f"{path} removed" for path in before if path not in now]
+    for path in now.keys() & before.keys():
+        if now[path] != before[path]:
+            old, new = dict(p.split("=", 1) for p in before[path].split()), dict(p.split("=", 1) for p in now[path].split())
+            what = [f"{k} {old.get(k)} -> {new.get(k)}" for k in dict.fromkeys([*old, *new]) if old.get(k) != new.get(k)]
+            changed.append(f"{path} changed: {', '.join(what)}")
+    return sorted(changed)
 
 
 @dataclass(frozen=True)
@@ -240,7 +272,7 @@ class Opened:
     found: Contents | None  # what an --overwrite deletes, or None
 
 
-def check_output(settings, loc: Location, model: str, digest: str) -> Opened:
+def check_output(settings, loc: Location, model: str, identities: dict[str, str]) -> Opened:
     """Check the output against --resume/--overwrite, with the lease held. Deletes nothing:
     a run refused later (duplicate ids, Ray unreachable) must leave the output as it was."""
     found = contents(loc)
@@ -248,7 +280,7 @@ def check_output(settings, loc: Location, model: str, digest: str) -> Opened:
         refuse_foreign(loc, found)
         return Opened(False, None)
     if settings.resume:
-        check_resumable(settings, loc, model, digest)
+        check_resumable(settings, loc, model, identities)
         return Opened(True, None)
     if not settings.overwrite:
         raise InputError(

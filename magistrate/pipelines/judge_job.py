@@ -25,20 +25,20 @@ from magistrate.judges.calibration import calibration_digest, calibration_mismat
 from magistrate.judges.core import JudgeSettings
 from magistrate.model_files import check_model, embedded_model_dir, load_config, resolve_model
 from magistrate.pairs import INVALID, MAX_FIELD_CHARS
-from magistrate.pipelines.capacity import CapacityRequest, cluster_nodes, plan_pool
+from magistrate.pipelines.capacity import CapacityRequest, cluster_nodes, nodes_not_seeing, plan_pool
 from magistrate.pipelines.commit import check_output, commit, prepare_output, reconcile, refuse_input_inside
-from magistrate.pipelines.commit import write_run_file
+from magistrate.pipelines.commit import fenced, runs_of, write_run_file
 from magistrate.pipelines.duplicate_ids import duplicate_message, find_duplicate_ids
 from magistrate.pipelines.estimate import gpu_hours, parameter_count
-from magistrate.pipelines.lease import Lease
+from magistrate.pipelines.lease import LEASE, Lease, LeaseLost, check_held
 from magistrate.pipelines.prepare import prepare_unit
 from magistrate.pipelines.progress import ProgressPrinter
 from magistrate.pipelines.reading import peek_columns
 from magistrate.pipelines.sources import InputError, Location, list_input, locate, read_calibration, resolve_mapping
 from magistrate.pipelines.summary import summarise
 from magistrate.pipelines.unit_worker import UNITS_AT_ONCE, UnitWorker
-from magistrate.pipelines.sharding import shard, staged_names
-from magistrate.pipelines.units import UNIT_ROWS, Unit, apply_limit, publish, unit_files
+from magistrate.pipelines.sharding import input_identities, shard, staged_names
+from magistrate.pipelines.units import UNIT_ROWS, Unit, apply_limit, damaged, publish, unit_files
 from magistrate.schema import run_constants, with_verdicts
 
 
@@ -111,7 +111,7 @@ class Plan:
     mapping: dict
     preset: str
     files: list[str]
-    digest: str  # input_digest: what a resume must find unchanged
+    identities: dict  # each input file's content identity: what a resume must find unchanged
     src: Location
     skipped_note: str = ""  # files below the input's root it skips, said in the plan's first line
 
@@ -123,12 +123,13 @@ def plan_input(settings: JobSettings) -> Plan:
     files = listing.files
     mapping, preset = resolve_mapping(peek_columns(src.filesystem, files), settings.format,
                                       settings.columns, settings.input)
-    return Plan([], mapping, preset, files, input_digest(src, files), src, listing.skipped_note)
+    return Plan([], mapping, preset, files, input_identities(src, files), src, listing.skipped_note)
 
 
 def cut_units(settings: JobSettings, plan: Plan, out: Location, parallel: bool = False, progress=None) -> Plan:
     """The plan with its units (pipelines/sharding.py): staged pieces go to the output."""
-    units = shard(plan.src, plan.files, settings.unit_rows, out, settings.s3_endpoint_url, parallel, progress)
+    units = shard(plan.src, plan.files, settings.unit_rows, out, settings.s3_endpoint_url, parallel, progress,
+                  plan.identities)
     if settings.limit:
         units = apply_limit(plan.src.filesystem, units, settings.limit)
     return dataclasses.replace(plan, units=units)
@@ -137,16 +138,6 @@ def cut_units(settings: JobSettings, plan: Plan, out: Location, parallel: bool =
 def planned_units(settings: JobSettings) -> list[Unit]:
     """The units a job over these settings cut (its staged parts reused from its output)."""
     return cut_units(settings, plan_input(settings), locate(settings.output, settings.s3_endpoint_url)).units
-
-
-def input_digest(src: Location, files: list[str]) -> str:
-    """The names and sizes of the input's files. Unit ids come from file names, row groups
-    and byte ranges, so a resumed run over a changed input (a file added, a JSONL file
-    appended to) would judge some rows twice or never: it is refused instead."""
-    digest = hashlib.sha256()
-    for info in src.filesystem.get_file_info(files):
-        digest.update(f"{info.path}\t{info.size}\n".encode())
-    return digest.hexdigest()
 
 
 def run(settings: JobSettings, progress=print, live=None) -> dict:
@@ -177,17 +168,22 @@ def run(settings: JobSettings, progress=print, live=None) -> dict:
     job = Job(settings, planned, out, judge, model, time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6],
               live)
     with Lease.acquire(out, job.run_id, take_over_stale=settings.resume or settings.overwrite) as lease:
+        job.lease = lease
         todo = job.open(progress)
         started = time.monotonic()
         judged, failed = job.rounds(todo, progress)
-        for unit in failed:
-            job.write_off(unit)
-        if failed:
-            judged["failed_units"] = len(failed)
-        summary = job.summary(judged, time.monotonic() - started, skipped=len(job.planned.units) - len(todo))
-        if lease.lost:  # another run owns the output now: commit nothing
-            return {**summary, "complete": False, "lease_lost": lease.lost}
-        commit(out, summary)
+        try:
+            check_held(out, job.run_id)  # another run owns the output now: write nothing more
+            for unit in failed:
+                job.write_off(unit)
+            if failed:
+                judged["failed_units"] = len(failed)
+            summary = job.summary(judged, time.monotonic() - started, skipped=len(job.planned.units) - len(todo))
+            check_held(out, job.run_id)
+            commit(out, summary)
+        except LeaseLost as exc:
+            lease.lost = lease.lost or str(exc).split(" was taken by ", 1)[-1]
+            return {"complete": False, "lease_lost": lease.lost, "this_run": judged}
         return summary
 
 
@@ -202,6 +198,8 @@ class Job:
     model: str
     run_id: str
     live: object = None  # a terminal stream for the progress line, or None
+    lease: Lease | None = None  # held while the job runs: its heartbeat says when it is lost
+    adopted: dict = dataclasses.field(default_factory=dict)  # unit id -> run id of the files found at open
 
     @property
     def constants(self) -> dict:
@@ -211,9 +209,13 @@ class Job:
         """Check the output (pipelines/commit.py), and the units this run judges: those
         without a finished file; a whole file with written-off rows is judged again in part.
         Every check that can refuse the run comes before anything is deleted."""
-        opened = check_output(self.settings, self.out, self.model, self.planned.digest)
+        opened = check_output(self.settings, self.out, self.model, self.planned.identities)
         connect_ray()
         quiet_ray_data(self.settings.verbose)
+        if not self.out.is_s3 and (blind := nodes_not_seeing(f"{self.out.path}/{LEASE}", self.run_id)):
+            raise InputError(f"{self.settings.output} is a local path that node(s) {', '.join(blind)} of this "
+                             "cluster do not see (their actors would publish to their own disks): give an "
+                             "s3:// output, or a filesystem mounted at the same path on every node")
         self.planned = cut_units(self.settings, self.planned, self.out, parallel=True, progress=progress)
         units = self.planned.units
         if not opened.resuming:  # a resumed run's input passed this check before its _run.json was written
@@ -223,8 +225,16 @@ class Job:
             if duplicates:
                 raise InputError(duplicate_message(duplicates))
         found = prepare_output(self.settings, self.out, opened, progress, keep=staged_names(units))
-        if not opened.resuming:
-            write_run_file(self.settings, self.out, self.model, self.planned.digest)
+        # The runs that held this output under these settings: a unit file of any other run
+        # (one that lost the lease and published late) is not adopted, and is judged again.
+        lineage = runs_of(self.out) if opened.resuming else []
+        if lineage is not None:
+            found = {u: f for u, f in found.items() if f.run_id in lineage}
+        if opened.resuming:  # a unit file damaged since it was published is judged again
+            broken = damaged(self.out, {u for u, f in found.items() if f.whole})
+            found = {u: f for u, f in found.items() if u not in broken}
+        self.adopted = {u: f.run_id for u, f in found.items()}
+        write_run_file(self.settings, self.out, self.model, self.planned.identities, [*(lineage or []), self.run_id])
         redo = {unit_id for unit_id, f in found.items() if f.whole and f.written_off}
         todo = [dataclasses.replace(u, redo=u.unit_id in redo) for u in units
                 if not (u.unit_id in found and found[u.unit_id].finished)]
@@ -252,13 +262,15 @@ class Job:
         spans: dict = {}
         pending = todo
         for round_ in range(1, self.settings.max_tries + 1):
-            if not pending:
+            if not pending or (self.lease is not None and self.lease.lost):
                 break
             if round_ > 1:
                 progress(f"magistrate: {len(pending)} unit(s) not finished; retrying them "
                          f"(round {round_} of {self.settings.max_tries})")
                 metrics.add("magistrate_units_retried", len(pending), judge=self.judge.judge)
             for result in self._round(pending, progress):
+                if self.lease is not None and self.lease.lost:
+                    break  # another run owns the output: stop the pool, write nothing more
                 judged["units"] += 1
                 judged["pairs"] += result["rows"]
                 judged["errors"] += result["errors"]
@@ -331,6 +343,10 @@ class Job:
         """A unit that failed all its rounds: its pairs become written-off error rows, which
         --resume judges again (its bad input rows stay error rows)."""
         s = self.settings
+        check_held(self.out, self.run_id)
+        already = unit_files(self.out, only={unit.unit_id}).get(unit.unit_id)
+        if already is not None and already.whole and already.run_id == self.run_id:
+            return  # a store that listed it late: the round did finish it; never replace it
         table = prepare_unit(self.planned.src, unit, self.planned.mapping, self.planned.preset,
                              s.max_field_chars, staging=self.out)
         message = (f"judging failed in {s.max_tries} rounds (the judge actor or its node kept "
@@ -344,7 +360,9 @@ class Job:
         s, units = self.settings, self.planned.units
         summary = summarise(self.out, elapsed, run_id=self.run_id, settings=s.model_dump(), model=self.model,
                             this_run=judged, units=len(units), units_skipped=skipped)
-        summary.update(reconcile(units, unit_files(self.out)).as_dict())
+        counted = fenced(unit_files(self.out), self.run_id, self.adopted)
+        counted = {u: f for u, f in counted.items() if u not in set(summary["damaged_units"])}
+        summary.update(reconcile(units, counted).as_dict())
         # The rate of this run's own work, not of units a previous run finished.
         summary["pairs_per_second"] = round(judged["pairs"] / elapsed, 3) if elapsed > 0 else None
         summary["embedded_judge"] = self.model == str(embedded_model_dir())

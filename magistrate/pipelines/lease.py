@@ -9,6 +9,22 @@ A second run on the same output is refused, told who holds it. A lease whose hol
 stopped heartbeating (a killed driver, a lost head node) is stale: `--resume` (and
 `--overwrite`) take it over with a warning; a fresh run is refused and told to resume.
 
+Staleness is seen, never computed from two hosts' clocks: the taker watches the lease
+record for STALE_SECONDS on its own monotonic clock and takes it over only if it did not
+change (a heartbeat rewrites it, with a counter, so a holder whose wall clock is skewed or
+frozen still shows it is alive). Only a holder on this very machine (same boot and pid
+namespace, not just the same hostname: two pods may share one) whose process is gone is
+stale at once. A paused holder (SIGSTOP, a VM pause, a laptop asleep) is stale only after
+the window, like any other.
+
+The lease fences every write into the output: a writer checks that the lease is still
+its run's (`check_held`) before it publishes a unit, writes off, or commits; unit files
+record the run that wrote them, and reconciling counts only this run's files and the
+ones it found when it opened the output (pipelines/commit.py `fenced`). A heartbeat that
+finds the lease taken stops the run's rounds. A conditional write whose answer was lost
+and which the SDK retried gets 412 for its own write: the lease is re-read and kept when
+the record there is still this run's.
+
 On a store that ignores `If-None-Match` (some S3-compatible servers) an exclusive create
 is an ordinary PUT: any later run, however much later, would overwrite a live run's lease
 and both would write the output. So every acquisition on S3 tests the store: it asks to
@@ -33,8 +49,23 @@ from magistrate.pipelines.store import AlreadyExists, create_exclusive, delete, 
 from magistrate.pipelines.store import write_whole
 
 LEASE = "_lease.json"
-HEARTBEAT_SECONDS = 15.0
-STALE_SECONDS = 90.0  # six missed heartbeats
+# The window a taker watches a lease unchanged (six missed heartbeats by default).
+HEARTBEAT_SECONDS = float(os.environ.get("MAGISTRATE_LEASE_HEARTBEAT_SECONDS", 15.0))
+STALE_SECONDS = float(os.environ.get("MAGISTRATE_LEASE_STALE_SECONDS", 6 * HEARTBEAT_SECONDS))
+
+
+class LeaseLost(RuntimeError):
+    """The output's lease belongs to another run now: this run writes nothing more."""
+
+
+def _machine() -> str:
+    """This machine and pid namespace: a pid means the same process only within both."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+        return f"{boot}:{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return socket.gethostname()
 
 
 def _process_started(pid: int) -> float | None:
@@ -44,23 +75,64 @@ def _process_started(pid: int) -> float | None:
         return None
 
 
-def is_live(holder: dict, now: float | None = None) -> bool:
-    """A holder is live while it heartbeats; on this host, also only while its process
-    (the same pid, started at the same time) exists, so a driver killed here is stale at
-    once instead of after STALE_SECONDS."""
-    now = time.time() if now is None else now
-    if now - float(holder.get("heartbeat", 0)) > STALE_SECONDS:
+def dead_here(holder: dict) -> bool:
+    """The holder ran on this machine (and pid namespace) and its process is gone: a
+    driver killed here is stale at once instead of after STALE_SECONDS. A record without a
+    machine key (an older magistrate's) is told by its hostname."""
+    here = holder.get("machine") == _machine() if "machine" in holder else holder.get("host") == socket.gethostname()
+    if not here:
         return False
-    if holder.get("host") == socket.gethostname():
-        started = _process_started(int(holder.get("pid", -1)))
-        return started is not None and abs(started - float(holder.get("pid_started", 0))) < 1.0
-    return True
+    started = _process_started(int(holder.get("pid", -1)))
+    return started is None or abs(started - float(holder.get("pid_started", 0))) >= 1.0
+
+
+def _parsed(raw: bytes) -> dict:
+    try:
+        holder = json.loads(raw)
+    except json.JSONDecodeError:
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+def _watch(loc: Location, path: str, raw: bytes, etag: str | None, holder: dict) -> tuple[bytes, str | None]:
+    """The lease watched for STALE_SECONDS on this process's monotonic clock: returns it
+    (bytes, ETag) if it stayed the same; refuses if its holder rewrote it (alive) or
+    another run took it."""
+    print(f"magistrate: the lease of {loc.uri} is held by {describe(holder)}; watching it for "
+          f"{STALE_SECONDS:.0f} s before taking it over", file=sys.stderr)
+    deadline = time.monotonic() + STALE_SECONDS
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(left, max(0.05, min(2.0, STALE_SECONDS / 20))))
+        found = read_bytes(loc, path)
+        if found is None or found[0] != raw:
+            now = _parsed(found[0]) if found else {}
+            if now.get("run_id") == holder.get("run_id"):
+                raise InputError(f"{loc.uri} is in use by a live run: {describe(now)} (its lease was rewritten "
+                                 "while this run watched it). Wait for it to finish or stop it; two runs on one "
+                                 "output would mix their verdicts")
+            raise InputError(f"{loc.uri}: another run took over the stale lease first"
+                             + (f" ({describe(now)})" if now else " and released it"))
+        if dead_here(holder):
+            break
+    return raw, etag
 
 
 def describe(holder: dict) -> str:
     age = time.time() - float(holder.get("heartbeat", 0))
     return (f"run {holder.get('run_id')} on {holder.get('host')} (pid {holder.get('pid')}), "
-            f"since {holder.get('since')}, last heartbeat {age:.0f} s ago")
+            f"since {holder.get('since')}, last heartbeat {age:.0f} s ago by this machine's clock")
+
+
+def check_held(loc: Location, run_id: str) -> None:
+    """Raises LeaseLost unless the output's lease is still this run's: every write into
+    the output asks first."""
+    found = read_bytes(loc, join(loc, LEASE))
+    try:
+        holder = json.loads(found[0]) if found else None
+    except json.JSONDecodeError:
+        holder = {}
+    if not holder or holder.get("run_id") != run_id:
+        raise LeaseLost(f"the lease of {loc.uri} was taken by " + (describe(holder) if holder else "nobody (released)"))
 
 
 class Lease:
@@ -75,15 +147,16 @@ class Lease:
 
     @classmethod
     def acquire(cls, loc: Location, run_id: str, take_over_stale: bool) -> "Lease":
-        record = {"run_id": run_id, "host": socket.gethostname(), "pid": os.getpid(),
+        record = {"run_id": run_id, "host": socket.gethostname(), "machine": _machine(), "pid": os.getpid(),
                   "pid_started": _process_started(os.getpid()) or 0.0,
-                  "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "heartbeat": time.time()}
+                  "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "heartbeat": time.time(),
+                  "beats": 0}
         data = json.dumps(record).encode()
         path = join(loc, LEASE)
         try:
             etag = create_exclusive(loc, path, data)
         except AlreadyExists:
-            etag = cls._take_over(loc, path, data, take_over_stale)
+            etag = cls._take_over(loc, path, data, take_over_stale, run_id)
         lease = cls(loc, record, etag)
         if loc.is_s3:  # locally the exclusive step is the kernel's link(2)
             lease._refuse_a_store_without_conditions(data)
@@ -93,7 +166,7 @@ class Lease:
         return lease
 
     @staticmethod
-    def _take_over(loc: Location, path: str, data: bytes, take_over_stale: bool) -> str | None:
+    def _take_over(loc: Location, path: str, data: bytes, take_over_stale: bool, run_id: str) -> str | None:
         found = read_bytes(loc, path)
         if found is None:  # released meanwhile: try once more
             try:
@@ -101,14 +174,17 @@ class Lease:
             except AlreadyExists:
                 found = read_bytes(loc, path) or (b"{}", None)
         raw, etag = found
-        try:
-            holder = json.loads(raw)
-        except json.JSONDecodeError:
-            holder = {}
-        if is_live(holder):
-            raise InputError(f"{loc.uri} is in use by a live run: {describe(holder)}. Wait for it "
-                             "to finish or stop it; two runs on one output would mix their verdicts")
-        if not take_over_stale:
+        holder = _parsed(raw)
+        if holder.get("run_id") == run_id:  # our own create, whose answer was lost and retried
+            return etag
+        if not dead_here(holder):
+            if not take_over_stale:
+                raise InputError(
+                    f"{loc.uri} is leased by {describe(holder)}. If that run is alive, wait for it or stop "
+                    "it (two runs on one output would mix their verdicts); if it stopped heartbeating, pass "
+                    f"--resume to take it over once its lease has stayed unchanged for {STALE_SECONDS:.0f} s")
+            raw, etag = _watch(loc, path, raw, etag, holder)
+        elif not take_over_stale:
             raise InputError(f"{loc.uri} is leased by a run that stopped heartbeating ({describe(holder)}): "
                              "pass --resume to take it over and finish that run's work")
         print(f"magistrate: warning: taking over the lease of {loc.uri} from a run that stopped "
@@ -166,20 +242,33 @@ class Lease:
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_SECONDS):
             try:
-                holder = self.holder()
-                if not holder or holder.get("run_id") != self.record["run_id"]:
-                    self.lost = describe(holder or {})
-                    print(f"magistrate: error: the lease of {self.loc.uri} was taken by {self.lost}; "
-                          "this run will not commit the output", file=sys.stderr)
-                    return
-                self.record["heartbeat"] = time.time()
-                self.etag = write_whole(self.loc, self.path, json.dumps(self.record).encode(),
-                                        if_match=self.etag)
-            except AlreadyExists:
-                self.lost = "another run (the lease changed under this one)"
+                self.beat()
+            except LeaseLost as exc:
+                self.lost = str(exc).split(" was taken by ", 1)[-1]
+                print(f"magistrate: error: {exc}; this run stops and will not commit the output",
+                      file=sys.stderr)
                 return
             except Exception as exc:  # noqa: BLE001 - a store hiccup: try at the next beat
                 print(f"magistrate: warning: lease heartbeat failed: {exc}", file=sys.stderr)
+
+    def beat(self) -> None:
+        """One heartbeat: the record rewritten over this run's last write. A 412 is read
+        again: when the record there is still this run's (a retried PUT whose first answer
+        was lost already wrote it), the lease is kept under the ETag found."""
+        holder = self.holder()
+        if not holder or holder.get("run_id") != self.record["run_id"]:
+            raise LeaseLost(f"the lease of {self.loc.uri} was taken by {describe(holder or {})}")
+        self.record["heartbeat"] = time.time()
+        self.record["beats"] = int(self.record.get("beats", 0)) + 1
+        data = json.dumps(self.record).encode()
+        try:
+            self.etag = write_whole(self.loc, self.path, data, if_match=self.etag)
+        except AlreadyExists:
+            found = read_bytes(self.loc, self.path)
+            holder = _parsed(found[0]) if found else {}
+            if holder.get("run_id") != self.record["run_id"]:
+                raise LeaseLost(f"the lease of {self.loc.uri} was taken by {describe(holder)}") from None
+            self.etag = write_whole(self.loc, self.path, data, if_match=found[1])
 
     def release(self) -> None:
         self._stop.set()

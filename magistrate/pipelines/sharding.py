@@ -15,7 +15,7 @@ What cannot be cut from metadata is a *part*, cut by one pass over its bytes:
 Pieces are *staged*: stored whole (store.write_whole) in the output's `_staged/` folder
 as Parquet files of one unit each, with a manifest per part written last. They belong to
 the output: a resumed run reuses a part whose manifest is there (the part's name carries
-its file's size and modification time, so a changed file is cut again), `--overwrite`
+its file's content identity, so a changed file is cut again), `--overwrite`
 removes them with the rest of magistrate's files. Parts over 16 MiB are cut in parallel
 Ray tasks, smaller ones in the driver, where a task would cost more than the cut.
 
@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 
 from magistrate.pipelines.reading import FORMATS, Piece, Span, check_file
 from magistrate.pipelines.sources import Location, format_of, locate
-from magistrate.pipelines.store import read_bytes, write_whole
+from magistrate.pipelines.store import map_files, read_bytes, write_whole
 from magistrate.pipelines.units import UNIT_ROWS, Unit, unit_id_of
 
 STAGED = "_staged"
@@ -50,7 +50,7 @@ class Part:
     kind: str
     part: tuple[int, ...]
     unit_rows: int
-    identity: str  # the file's size and modification time
+    identity: str  # the file's content identity (input_identities)
     file_bytes: int
 
     @property
@@ -74,9 +74,23 @@ def is_staged_file(name: str) -> bool:
     return name.startswith("part-") and name.endswith((".parquet", ".json"))
 
 
-def _identity(info) -> str:
-    mtime = info.mtime_ns if info.mtime is not None else ""
-    return f"{info.size}:{mtime}"
+def input_identities(src: Location, files: list[str]) -> dict[str, str]:
+    """What identifies each input file's content without reading it: locally its size,
+    modification time (ns) and inode; on S3 its size, ETag and, where the bucket keeps
+    versions, VersionId. Units are tied to it (their ids and their staged parts' names),
+    and a resume over a file whose identity changed is refused (pipelines/commit.py)."""
+    if src.is_s3:
+        def one(path: str) -> str:
+            info = src.s3.info(path)
+            version = info.get("VersionId")
+            return (f"size={info.get('size')} etag={info.get('ETag', '').strip(chr(34))}"
+                    + (f" version={version}" if version and version != "null" else ""))
+        return dict(zip(files, map_files(src, one, files)))
+
+    def local(path: str) -> str:
+        st = os.stat(path)
+        return f"size={st.st_size} mtime_ns={st.st_mtime_ns} inode={st.st_ino}"
+    return {path: local(path) for path in files}
 
 
 def _manifest(part: Part) -> str:
@@ -122,20 +136,23 @@ def _staged_already(staging: Location | None, part: Part) -> list[Span] | None:
 
 
 def shard(src: Location, files: list[str], unit_rows: int, staging: Location | None = None,
-          endpoint: str | None = None, parallel: bool = False, progress=None) -> list[Unit]:
-    """The units of these files, in input order: deterministic for the same files and
-    unit_rows. `staging`: where staged pieces go (the output); `parallel`: cut big parts
-    in Ray tasks (Ray connected). A file that cannot be read as a whole is refused here,
-    before any judging (reading.check_file)."""
+          endpoint: str | None = None, parallel: bool = False, progress=None,
+          identities: dict[str, str] | None = None) -> list[Unit]:
+    """The units of these files, in input order: deterministic for the same files (the
+    same `identities`: input_identities) and unit_rows. `staging`: where staged pieces go
+    (the output); `parallel`: cut big parts in Ray tasks (Ray connected). A file that
+    cannot be read as a whole is refused here, before any judging (reading.check_file)."""
     fs = src.filesystem
+    identities = identities if identities is not None else input_identities(src, files)
     plans = []
     for info in fs.get_file_info(files):
         fmt = FORMATS[format_of(info.path)]
         check_file(fs, info.path, fmt)
         spans, parts = fmt.layout(fs, info.path, unit_rows)
-        plans.append((info.path, fmt, spans,
-                      [Part(info.path, fmt.name, p, unit_rows, _identity(info), info.size) for p in parts]))
-    parts = [p for _, _, _, ps in plans for p in ps]
+        identity = identities[info.path]
+        plans.append((info.path, fmt, spans, identity,
+                      [Part(info.path, fmt.name, p, unit_rows, identity, info.size) for p in parts]))
+    parts = [p for *_, ps in plans for p in ps]
     done = {p.part_id: found for p in parts if (found := _staged_already(staging, p)) is not None}
     todo = [p for p in parts if p.part_id not in done]
     remote = [p for p in todo if parallel and p.file_bytes > IN_DRIVER]
@@ -150,10 +167,10 @@ def shard(src: Location, files: list[str], unit_rows: int, staging: Location | N
 
         done.update(zip(refs, ray.get(list(refs.values()))))
     units = []
-    for path, fmt, spans, file_parts in plans:
+    for path, fmt, spans, identity, file_parts in plans:
         spans = sorted(spans + [s for p in file_parts for s in done[p.part_id]], key=lambda s: s.start)
-        units += [Unit(unit_id_of(path, fmt.name, s.start, s.stop), path, fmt.name, s.start, s.stop, s.rows,
-                       staged=s.staged)
+        units += [Unit(unit_id_of(path, fmt.name, s.start, s.stop, identity), path, fmt.name, s.start, s.stop,
+                       s.rows, staged=s.staged)
                   for s in fmt.join(spans, unit_rows)]
     return units
 

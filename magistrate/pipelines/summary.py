@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections import Counter
 
@@ -15,7 +16,7 @@ import pyarrow.parquet as pq
 from magistrate.pipelines.commit import SUMMARY
 from magistrate.pipelines.sources import Location
 from magistrate.pipelines.store import map_files
-from magistrate.pipelines.units import verdicts_dir
+from magistrate.pipelines.units import read_verified, verdicts_dir
 
 _COLUMNS = ("winner", "p_a", "ab_verdict", "ba_verdict", "consistent", "label", "error", "written_off",
             "injection_suspect", "decided", "ab_prompt_tokens", "ba_prompt_tokens", "ab_completion_tokens",
@@ -109,11 +110,15 @@ def _file_figures(loc: Location, path: str) -> Counter:
     """One verdict file's counts, with Arrow compute: no row passes through Python, and
     nothing of the file (its footer included) outlives the call."""
     figures: Counter = Counter()
-    with loc.filesystem.open_input_file(path) as f:
-        parquet = pq.ParquetFile(f)
-        names = set(parquet.schema_arrow.names)
-        # A unit file holds one unit (--unit-rows), so it is read whole.
-        _add_batch(figures, parquet.read(columns=[c for c in _COLUMNS if c in names]))
+    try:
+        with loc.filesystem.open_input_file(path) as f:
+            # A unit file holds one unit (--unit-rows), so it is read whole: every page, so
+            # that a damaged one fails its checksum here.
+            table = read_verified(f)
+    except (OSError, pa.ArrowException):
+        figures[("damaged", os.path.basename(path)[: -len(".parquet")])] += 1
+        return figures
+    _add_batch(figures, table.select([c for c in _COLUMNS if c in table.column_names]))
     return figures
 
 
@@ -183,7 +188,9 @@ def summarise(loc: Location, elapsed: float, **extra) -> dict:
         total.update(figures)
     winners = {k: total[("winner", k)] for k in ("A", "B", "tie", "error")}
     causes = Counter({k[1]: n for k, n in total.items() if isinstance(k, tuple) and k[0] == "cause"})
+    damaged = sorted(k[1] for k in total if isinstance(k, tuple) and k[0] == "damaged")
     return {
+        "damaged_units": damaged,  # unit files that fail their checksums: missing, judged again on --resume
         "pairs": total["pairs"],
         "winners": winners,
         "errors": winners["error"],

@@ -59,8 +59,9 @@ class Unit:
         return cls(**{f.name: row[f.name] for f in dataclasses.fields(cls)})
 
 
-def unit_id_of(path: str, kind: str, start: int, stop: int) -> str:
-    digest = hashlib.sha256(f"{path}|{kind}|{start}|{stop}".encode()).hexdigest()[:16]
+def unit_id_of(path: str, kind: str, start: int, stop: int, identity: str = "") -> str:
+    """A unit's id: its file, its range, and the file's content identity (sharding.py)."""
+    digest = hashlib.sha256(f"{path}|{kind}|{start}|{stop}|{identity}".encode()).hexdigest()[:16]
     return f"unit-{digest}"
 
 
@@ -75,7 +76,7 @@ def apply_limit(fs: pafs.FileSystem, units: list[Unit], limit: int) -> list[Unit
         if rows > remaining:
             unit = dataclasses.replace(
                 unit, max_rows=remaining,
-                unit_id=unit_id_of(unit.path, unit.kind, unit.start, unit.stop) + f"-first{remaining}")
+                unit_id=unit.unit_id + f"-first{remaining}")
             rows = remaining
         kept.append(unit)
         remaining -= rows
@@ -177,8 +178,29 @@ def _parquet_bytes(table: pa.Table) -> bytes:
 
 def _write(table: pa.Table) -> bytes:
     buffer = pa.BufferOutputStream()
-    pq.write_table(table, buffer)
+    # Page checksums: a file whose data pages were damaged after it was published (its
+    # footer intact) is found by reading it (`damaged`), not counted as finished.
+    pq.write_table(table, buffer, write_page_checksum=True)
     return buffer.getvalue().to_pybytes()
+
+
+def read_verified(f, columns: list[str] | None = None) -> pa.Table:
+    """A unit file read whole, every page checked against its checksum."""
+    return pq.ParquetFile(f, page_checksum_verification=True).read(columns=columns)
+
+
+def damaged(loc: Location, unit_ids: set[str]) -> set[str]:
+    """The unit files among these whose pages fail their checksums (or cannot be read)."""
+    def bad(unit_id: str) -> bool:
+        try:
+            with loc.filesystem.open_input_file(unit_path(loc, unit_id)) as f:
+                read_verified(f)
+            return False
+        except (OSError, pa.ArrowException):
+            return True
+
+    ids = sorted(unit_ids)
+    return {u for u, is_bad in zip(ids, map_files(loc, bad, ids)) if is_bad}
 
 
 def clean_staging(loc: Location) -> int:

@@ -138,3 +138,28 @@ def test_a_failing_request_does_not_fail_the_job(caplog):
     assert ran
     failures = [r for r in caplog.records if "could not ask the autoscaler" in r.getMessage()]
     assert len(failures) >= 2, "the request and its withdrawal were both tried"
+
+
+def test_a_local_output_is_checked_from_every_node(tmp_path):
+    """A local --output on a multi-node cluster: each node's actors would publish to their
+    own disks. Every live node is asked, by a task pinned to it, whether it sees what the
+    driver wrote there (the lease, with the run's id); here both nodes share one disk, and
+    a token the file does not hold stands for a node with a disk of its own."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from magistrate.pipelines.capacity import nodes_not_seeing
+
+    path = tmp_path / "_lease.json"
+    path.write_text('{"run_id": "run-here"}')
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    try:
+        ray.init(address=cluster.address)
+        assert len([n for n in ray.nodes() if n["Alive"]]) == 2
+        assert nodes_not_seeing(str(path), "run-here") == []
+        assert len(nodes_not_seeing(str(path), "run-elsewhere")) == 2
+        assert len(nodes_not_seeing(str(tmp_path / "missing.json"), "run-here")) == 2
+    finally:
+        ray.shutdown()
+        cluster.shutdown()

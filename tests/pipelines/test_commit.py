@@ -151,12 +151,17 @@ def test_written_off_rows_leave_their_unit_unfinished(output):
 
 # The lease ------------------------------------------------------------------------------
 
-def test_a_live_lease_refuses_a_second_run_naming_its_holder(output):
+def test_a_live_lease_refuses_a_second_run_naming_its_holder(output, monkeypatch):
+    """Live: its holder keeps rewriting it (heartbeats), which a --resume watching it for
+    the stale window sees."""
+    from magistrate.pipelines import lease as lease_module
     from magistrate.pipelines.lease import Lease
 
+    monkeypatch.setattr(lease_module, "HEARTBEAT_SECONDS", 0.1)
+    monkeypatch.setattr(lease_module, "STALE_SECONDS", 1.0)
     uri, endpoint, _ = output
     out = locate(uri, endpoint)
-    first = Lease.acquire(out, "run-one", take_over_stale=False)
+    first = Lease.acquire(out, "run-one", take_over_stale=False).__enter__()
     try:
         for take_over in (False, True):
             with pytest.raises(InputError) as refused:
@@ -170,10 +175,11 @@ def test_a_live_lease_refuses_a_second_run_naming_its_holder(output):
     second.release()
 
 
-def test_a_stale_lease_is_taken_over_only_by_resume(output, capsys):
+def test_a_stale_lease_is_taken_over_only_by_resume(output, capsys, monkeypatch):
     from magistrate.pipelines import lease as lease_module
     from magistrate.pipelines.lease import LEASE, Lease
 
+    monkeypatch.setattr(lease_module, "STALE_SECONDS", 0.5)  # watched this long, unchanged
     uri, endpoint, client = output
     out = locate(uri, endpoint)
     dead = {"run_id": "run-dead", "host": "gone-host", "pid": 1234, "pid_started": 0.0,
@@ -344,8 +350,9 @@ def test_redo_judges_only_the_written_off_rows_and_keeps_the_rest(tmp_path, embe
     from magistrate.actors.engine import EngineSettings
     from magistrate.judges.core import JudgeSettings
     from magistrate.pipelines.prepare import prepare_unit
-    from magistrate.pipelines.unit_worker import UnitWorker
+    from magistrate.pipelines.lease import Lease
     from magistrate.pipelines.sharding import plan_units
+    from magistrate.pipelines.unit_worker import UnitWorker
     from magistrate.pipelines.units import finished_units, unit_files
 
     src = _pairs(tmp_path / "in" / "pairs.jsonl", 5)
@@ -359,7 +366,8 @@ def test_redo_judges_only_the_written_off_rows_and_keeps_the_rest(tmp_path, embe
                            "run_id": run_id, "dry_run": True})
 
     first = worker("run-first")
-    asyncio.run(first(pa.Table.from_pylist([unit.as_row()])))
+    with Lease.acquire(out, "run-first", take_over_stale=False):  # an actor publishes under its run's lease
+        asyncio.run(first(pa.Table.from_pylist([unit.as_row()])))
     path = f"{out.path}/verdicts/{unit.unit_id}.parquet"
     table = pq.read_table(path)
     table = table.set_column(table.schema.get_field_index("written_off"), "written_off", pa.array(flags))
@@ -371,7 +379,8 @@ def test_redo_judges_only_the_written_off_rows_and_keeps_the_rest(tmp_path, embe
 
     import dataclasses
 
-    result = asyncio.run(worker("run-second")(pa.Table.from_pylist([dataclasses.replace(unit, redo=True).as_row()])))
+    with Lease.acquire(out, "run-second", take_over_stale=False):
+        result = asyncio.run(worker("run-second")(pa.Table.from_pylist([dataclasses.replace(unit, redo=True).as_row()])))
     assert result.column("rows").to_pylist() == [sum(flags)], "exactly the written-off rows were judged"
     after = pq.read_table(path).to_pylist()
     before = table.to_pylist()
@@ -395,7 +404,7 @@ def _earlier_output(src: str, out, model: str):
     assert planned.units
     for unit in planned.units:
         publish(loc, unit.unit_id, _table(3), planned_rows=3, metadata={})
-    write_run_file(settings, loc, model, planned.digest)
+    write_run_file(settings, loc, model, planned.identities)
     commit(loc, {"complete": True})
 
 
@@ -492,6 +501,7 @@ def test_two_takers_of_a_stale_local_lease_one_wins(tmp_path, monkeypatch):
     from magistrate.pipelines.lease import LEASE, Lease
     from magistrate.pipelines.store import read_bytes
 
+    monkeypatch.setattr(lease_module, "STALE_SECONDS", 0.5)  # watched this long, unchanged
     uri = str(tmp_path / "out")
     out = locate(uri)
     dead = {"run_id": "run-dead", "host": "gone-host", "pid": 1234, "pid_started": 0.0,
@@ -560,3 +570,152 @@ def test_a_released_local_lease_leaves_no_lock_file(tmp_path, monkeypatch):
             assert time.monotonic() < deadline, "no heartbeat"
             time.sleep(0.05)
     assert os.listdir(out.path) == []
+
+
+# The lease is a fence, and staleness is seen on the taker's own clock (issue 31) --------
+
+_HOLDER = r"""
+import sys, time
+skew = float(sys.argv[3])
+real = time.time
+time.time = lambda: real() + skew  # this process's wall clock is off by `skew` seconds
+from magistrate.pipelines import lease as L
+L.HEARTBEAT_SECONDS = 0.2
+from magistrate.pipelines.sources import locate
+out = locate(sys.argv[1], sys.argv[2] or None)
+with L.Lease.acquire(out, "run-holder", take_over_stale=False) as held:
+    print("held", flush=True)
+    sys.stdin.readline()
+    print("lost:", held.lost, flush=True)
+"""
+
+
+def _holder(uri: str, endpoint, skew: float = 0.0):
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", _HOLDER, uri, endpoint or "", str(skew)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held", proc.stderr.read()
+    return proc
+
+
+def test_a_live_holder_whose_clock_is_behind_is_never_taken_over(output, monkeypatch):
+    """Staleness compared the taker's clock with the holder's heartbeat time: a live run
+    whose clock was 150 s behind lost its lease at once to a --resume."""
+    from magistrate.pipelines import lease as lease_module
+    from magistrate.pipelines.lease import Lease
+
+    monkeypatch.setattr(lease_module, "STALE_SECONDS", 1.5)
+    uri, endpoint, _ = output
+    holder = _holder(uri, endpoint, skew=-150)
+    try:
+        started = time.monotonic()
+        with pytest.raises(InputError, match="in use by a live run.*run-holder"):
+            Lease.acquire(locate(uri, endpoint), "run-taker", take_over_stale=True)
+        assert time.monotonic() - started < 30
+    finally:
+        out, _ = holder.communicate("\n", timeout=60)
+    assert "lost: None" in out
+
+
+def test_a_paused_holder_is_taken_over_after_the_window_and_told(output, monkeypatch):
+    """SIGSTOP (a VM pause, a laptop asleep): not stale before the window has passed on the
+    taker's clock; after it, the take-over happens, and the holder, woken, finds it lost."""
+    import signal
+
+    from magistrate.pipelines import lease as lease_module
+    from magistrate.pipelines.lease import Lease
+
+    monkeypatch.setattr(lease_module, "STALE_SECONDS", 1.5)
+    uri, endpoint, _ = output
+    holder = _holder(uri, endpoint)
+    os.kill(holder.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        taken = Lease.acquire(locate(uri, endpoint), "run-taker", take_over_stale=True)
+        assert time.monotonic() - started >= 1.5  # watched for the whole window first
+    finally:
+        os.kill(holder.pid, signal.SIGCONT)
+    try:
+        time.sleep(1.0)  # a few of the holder's heartbeats
+        out, err = holder.communicate("\n", timeout=60)
+        assert "lost: run run-taker" in out, out + err
+        assert taken.holder()["run_id"] == "run-taker", "the woken holder wrote nothing"
+    finally:
+        taken.release()
+
+
+def test_a_heartbeat_sent_twice_keeps_the_lease(output):
+    """The SDK retries a conditional PUT whose answer was lost: the retry gets 412 for the
+    run's own write. That was read as a take-over: the run stopped heartbeating, judged on
+    and committed nothing. The same lost answer on the exclusive create refused the run's
+    own lease as 'a live run'."""
+    from magistrate.pipelines.lease import LEASE, Lease
+    from magistrate.pipelines.store import create_exclusive, join, write_whole
+
+    uri, endpoint, _ = output
+    out = locate(uri, endpoint)
+    held = Lease.acquire(out, "run-twice", take_over_stale=False)
+    try:
+        first = dict(held.record, beats=1, heartbeat=time.time())
+        write_whole(out, join(out, LEASE), json.dumps(first).encode(), if_match=held.etag)  # answer lost
+        held.beat()  # the retry, under the ETag the run last knew: 412
+        assert held.holder()["run_id"] == "run-twice" and held.holder()["beats"] == 1
+        held.beat()
+        assert held.holder()["beats"] == 2 and not held.lost
+    finally:
+        held.release()
+    # The exclusive create: the first PUT stored the lease, its retry found the name taken.
+    record = {"run_id": "run-create", "host": socket.gethostname(), "pid": os.getpid(), "heartbeat": time.time()}
+    create_exclusive(out, join(out, LEASE), json.dumps(record).encode())
+    Lease.acquire(out, "run-create", take_over_stale=False).release()
+
+
+def test_a_unit_published_by_a_run_that_lost_the_lease_is_not_counted():
+    """A lost run's actor checked the lease, then the take-over happened, then it wrote: its
+    file (or one of a run outside the output's lineage) counts as missing, so the output is
+    not complete and the unit is judged again, never counted done."""
+    from magistrate.pipelines.commit import fenced, reconcile
+    from magistrate.pipelines.units import Unit, UnitFile
+
+    units = [Unit(f"unit-{k}", "in.parquet", "parquet", 10 * k, 10 * k + 10, 10) for k in range(3)]
+    files = {"unit-0": UnitFile(10, 10, 0, "run-old"),  # adopted when the run opened the output
+             "unit-1": UnitFile(10, 10, 0, "run-now"),
+             "unit-2": UnitFile(10, 10, 0, "run-lost")}  # published after the take-over
+    counted = fenced(files, "run-now", adopted={"unit-0": "run-old"})
+    assert set(counted) == {"unit-0", "unit-1"}
+    result = reconcile(units, counted)
+    assert not result.complete and result.missing_units == ["unit-2"]
+    assert reconcile(units, fenced(files, "run-now", adopted={"unit-0": "run-old", "unit-2": "run-lost"})).complete
+
+
+def _damage(path) -> None:
+    """Bytes of the first data page flipped; the footer stays intact."""
+    meta = pq.read_metadata(path)
+    offset = meta.row_group(0).column(0).data_page_offset + 40
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)
+        f.seek(offset)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+
+def test_a_unit_file_damaged_after_it_was_published_is_found(tmp_path):
+    """Its footer agrees, so it counted as finished and _SUCCESS was written beside it;
+    readers failed later. Unit files carry page checksums; reading them finds the damage."""
+    from magistrate.pipelines.summary import summarise
+    from magistrate.pipelines.units import damaged, finished_units, publish, unit_path
+
+    out = locate(str(tmp_path / "out"))
+    table = pa.table({"id": [f"p{i}" for i in range(500)], "winner": ["A"] * 500,
+                      "error": pa.array([None] * 500, pa.string()),
+                      "consistent": [True] * 500, "written_off": [False] * 500})
+    for unit in ("unit-good", "unit-bad"):
+        publish(out, unit, table, planned_rows=500, metadata={})
+    assert damaged(out, {"unit-good", "unit-bad"}) == set()
+    _damage(unit_path(out, "unit-bad"))
+    assert finished_units(out) == {"unit-good", "unit-bad"}  # the footer cannot tell
+    assert damaged(out, {"unit-good", "unit-bad"}) == {"unit-bad"}
+    summary = summarise(out, 1.0)
+    assert summary["damaged_units"] == ["unit-bad"] and summary["pairs"] == 500

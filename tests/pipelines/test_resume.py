@@ -32,12 +32,67 @@ def test_resume_over_a_changed_input_is_refused(tmp_path, embedded_model):
         f.write(_line(3))
     appended = run_cli("judge", *args, "--resume")
     assert appended.returncode == 2
-    assert "the input's files changed since the run began" in appended.stderr
+    assert "the input changed since the run began (" in appended.stderr and "part-0.jsonl changed: size" in appended.stderr
     assert "Traceback" not in appended.stderr
 
     first.write_text("".join(_line(i) for i in range(3)))  # restored
     (inputs / "part-1.jsonl").write_text(_line(4))  # a file added
     added = run_cli("judge", *args, "--resume")
-    assert added.returncode == 2 and "the input's files changed" in added.stderr
+    assert added.returncode == 2 and "part-1.jsonl added" in added.stderr
     assert sorted(p.name for p in (out / "verdicts").glob("unit-*.parquet")) == finished, \
         "a refused resume writes nothing"
+
+
+def test_resume_over_the_same_bytes_in_another_order_is_refused(tmp_path, embedded_model):
+    """The resume check hashed each file's path and size only: a re-shuffled JSONL file, a
+    record edited to the same length, or a Parquet file rewritten with the same layout was
+    resumed as if unchanged (exit 0, _SUCCESS, 281 ids twice and 298 missing of 1,200).
+    Each file's content identity (size, mtime_ns, inode; ETag on S3) is recorded instead."""
+    import random
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    lines = [_line(i) for i in range(40)]
+    jsonl = inputs / "pairs.jsonl"
+    jsonl.write_text("".join(lines))
+    table = pa.table({"id": [f"q{i}" for i in range(30)], "prompt": ["p"] * 30, "response_a": ["a"] * 30,
+                      "response_b": ["b"] * 30})
+    pq.write_table(table, inputs / "pairs.parquet")
+    args = ["--input", str(inputs), "--output", str(out), "--dry-run", "--order", "ab", "--unit-rows", "10"]
+    done = run_cli("judge", *args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    before = {p.name: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+
+    random.Random(0).shuffle(lines)
+    jsonl.write_text("".join(lines))  # the same bytes, in another order
+    shuffled = run_cli("judge", *args, "--resume")
+    assert shuffled.returncode == 2, shuffled.stdout[-2000:]
+    assert "pairs.jsonl changed: mtime_ns" in shuffled.stderr and "Traceback" not in shuffled.stderr
+
+    jsonl.write_text("".join(lines).replace("What is 7 plus", "What is 8 plus"))  # same length
+    edited = run_cli("judge", *args, "--resume")
+    assert edited.returncode == 2 and "pairs.jsonl changed: mtime_ns" in edited.stderr
+
+    pq.write_table(table.take(list(range(29, -1, -1))), inputs / "pairs.parquet")  # same layout, rewritten
+    rewritten = run_cli("judge", *args, "--resume")
+    assert rewritten.returncode == 2 and "pairs.parquet changed: " in rewritten.stderr, rewritten.stderr[-2000:]
+    assert {p.name: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before, "nothing touched"
+
+
+def test_resume_judges_a_damaged_unit_file_again(tmp_path, embedded_model):
+    from tests.pipelines.test_commit import _damage
+
+    src, out = tmp_path / "pairs.jsonl", tmp_path / "out"
+    src.write_text("".join(_line(i) for i in range(30)))
+    args = ["--input", str(src), "--output", str(out), "--dry-run", "--order", "ab", "--unit-rows", "10"]
+    assert run_cli("judge", *args).returncode == 0
+    victim = sorted((out / "verdicts").glob("unit-*.parquet"))[1]
+    _damage(victim)
+    again = run_cli("judge", *args, "--resume")
+    assert again.returncode == 0, again.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["this_run"]["units"] == 1 and summary["complete"] and summary["damaged_units"] == []
+    assert "(2 already done)" in again.stderr

@@ -319,3 +319,19 @@ def test_a_single_file_is_judged_as_wide_as_the_pool(tmp_path, embedded_model, k
     assert again.returncode == 0, again.stderr[-3000:]
     assert {p.name: p.stat().st_mtime_ns for p in (out / STAGED).glob("*.json")} == manifests  # not cut again
     assert f"({summary['units']} already done)" in again.stdout + again.stderr
+
+
+def test_the_duplicate_id_pass_prepares_rows_as_the_actors_do(tmp_path, embedded_model):
+    """A row's derived id depends on whether it has a problem; the duplicate-id pass used
+    the default --max-field-chars while the actors used the user's, so two identical id-less
+    pairs over 1M characters passed the check as two place ids and were judged as one id twice."""
+    from tests.conftest import run_cli
+
+    path = tmp_path / "pairs.jsonl"
+    record = json.dumps({"prompt": "p" * 1_200_000, "response_a": "a", "response_b": "b"})
+    path.write_text(record + "\n" + record + "\n")
+    done = run_cli("judge", "--input", str(path), "--output", str(tmp_path / "out"), "--dry-run",
+                   "--max-field-chars", "2000000", env={"RAY_ADDRESS": "local"})
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "duplicate ids in the input: 'sha256-" in done.stderr and "(2 times)" in done.stderr, done.stderr[-2000:]
+    assert not (tmp_path / "out" / "verdicts").exists()
