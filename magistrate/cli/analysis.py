@@ -1,10 +1,12 @@
 """`magistrate report`, `magistrate leaderboard`, `magistrate select` and `magistrate calibrate`:
-thin wrappers over magistrate.analysis (docs/analysis.md, docs/calibration.md). Registered on
-the main group in cli.py."""
+thin wrappers over magistrate.analysis (docs/analysis.md, docs/calibration.md); and
+`magistrate verify`, over pipelines/verify.py (docs/reliability.md). Registered on the main
+group in cli.py."""
 
 from __future__ import annotations
 
 import json
+import sys
 
 import click
 
@@ -133,4 +135,46 @@ def calibrate(output, out_path, target_agreement, risk, folds, min_pairs, seed, 
     click.echo(f"\ncalibration: {out_path}")
 
 
-COMMANDS = (report, leaderboard, select, calibrate)
+@click.command()
+@click.argument("output")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts and the offending ids as one JSON object.")
+@ENDPOINT
+def verify(output, as_json, s3_endpoint_url):
+    """Check that OUTPUT holds each id of its input exactly once (a distributed group-by over
+    the ids; the input is the one OUTPUT/_run.json names). Exit 0 if so, 3 if not."""
+    from magistrate.cli import EXIT_INCOMPLETE
+    from magistrate.pipelines.verify import verify_output  # imports ray
+
+    result = verify_output(output, s3_endpoint_url)
+    click.echo(json.dumps(result, indent=2) if as_json else verify_text(result))
+    if not result["complete"]:
+        again = ("rerun its judge command with --resume" if not result["success_marker"] else
+                 "judge it again with --overwrite (--resume judges only units whose files are missing)")
+        click.echo(f"magistrate: error: {output} does not hold each input id exactly once (the ids "
+                   f"above); {again}", err=True)
+        sys.exit(EXIT_INCOMPLETE)
+
+
+_SAID = {"duplicates": "in the output more than once", "missing": "missing from the output",
+         "extra": "in the output but not in the input", "input_duplicates": "in the input more than once"}
+
+
+def verify_text(result: dict) -> str:
+    lines = [f"verify {result['output']}: input {result['input']}: {result['input_rows']:,} input rows, "
+             f"{result['output_rows']:,} output rows in {result['verdict_files']:,} verdict files, "
+             f"{result['ids_checked']:,} distinct ids"]
+    if result["complete"]:
+        lines.append(f"complete: each of the {result['input_rows']:,} input ids is in the output exactly once")
+    for kind, said in _SAID.items():
+        found = result[kind]
+        if found["count"]:
+            shown = ", ".join(f"{e[0]!r} ({e[1]} times)" if isinstance(e, list) else repr(e)
+                              for e in found["examples"])
+            more = f" and {found['count'] - len(found['examples']):,} more" if found["count"] > len(found["examples"]) else ""
+            lines.append(f"{found['count']:,} id(s) {said}: {shown}{more}")
+    if not result["success_marker"]:
+        lines.append("note: no _SUCCESS: the run that wrote this output did not finish it")
+    return "\n".join(lines)
+
+
+COMMANDS = (report, leaderboard, select, calibrate, verify)

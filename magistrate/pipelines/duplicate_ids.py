@@ -1,5 +1,6 @@
 """Duplicate ids, found before any judging: a distributed group-by over the ids, so no
-single process ever holds them all. Only the duplicates (at most a few) reach the driver."""
+single process ever holds them all. Only the duplicates (at most a few) reach the driver.
+`magistrate verify` (pipelines/verify.py) groups the input's and the output's ids the same way."""
 
 from __future__ import annotations
 
@@ -10,27 +11,46 @@ from magistrate.pipelines.sources import locate
 from magistrate.pipelines.units import Unit
 
 
-def _unit_ids(batch: pa.Table, input_uri: str, output_uri: str, endpoint: str | None, mapping: dict,
+def _unit_ids(batch: pa.Table, input_uri: str, staging_uri: str, endpoint: str | None, mapping: dict,
               preset: str, max_chars: int) -> pa.Table:
-    src, out = locate(input_uri, endpoint), locate(output_uri, endpoint)
+    src, staging = locate(input_uri, endpoint), locate(staging_uri, endpoint)
     # The actors' own max_chars: a row's derived id depends on whether it has a problem.
-    tables = [prepare_unit(src, Unit.from_row(row), mapping, preset, max_chars, staging=out).select(["id"])
+    tables = [prepare_unit(src, Unit.from_row(row), mapping, preset, max_chars, staging=staging).select(["id"])
               for row in batch.to_pylist()]
     return pa.concat_tables(tables)
 
 
-def find_duplicate_ids(input_uri: str, output_uri: str, endpoint: str | None, units: list[Unit], mapping: dict,
-                       preset: str, max_chars: int, show: int = 10) -> list[tuple[str, int]]:
+def unit_ids(units: list[Unit], input_uri: str, staging_uri: str, endpoint: str | None, mapping: dict,
+             preset: str, max_chars: int, **ray_remote_args):
+    """The ids of these units' prepared pairs, as the actors prepare them, as a Ray dataset
+    of one column, `id`: each unit read and prepared in a task (`staging_uri`: where the
+    units' staged pieces are, the output; sharding.py)."""
     import ray
-    from ray.data.expressions import col
 
     ds = ray.data.from_items([u.as_row() for u in units], override_num_blocks=max(1, min(len(units), 256)))
-    ids = ds.map_batches(_unit_ids, fn_kwargs={"input_uri": input_uri, "output_uri": output_uri, "endpoint": endpoint,
-                                               "mapping": mapping, "preset": preset, "max_chars": max_chars},
-                         batch_format="pyarrow", batch_size=1)
-    # Few units need few partitions; Ray's default (200) means 200 reduce tasks.
+    return ds.map_batches(_unit_ids, fn_kwargs={"input_uri": input_uri, "staging_uri": staging_uri,
+                                                "endpoint": endpoint, "mapping": mapping, "preset": preset,
+                                                "max_chars": max_chars},
+                          batch_format="pyarrow", batch_size=1, **ray_remote_args)
+
+
+ROWS_PER_PARTITION = 250_000
+
+
+def group_by_id(ds, rows: int):
+    """`ds` (about `rows` rows) grouped by its `id` column in a distributed group-by: hash
+    partitions of about ROWS_PER_PARTITION rows, each reduced in its own task, so no process
+    holds every id. Ray's default (200 partitions) costs 200 reduce tasks however few the rows."""
+    return ds.groupby("id", num_partitions=max(1, min(-(-rows // ROWS_PER_PARTITION), 200)))
+
+
+def find_duplicate_ids(input_uri: str, output_uri: str, endpoint: str | None, units: list[Unit], mapping: dict,
+                       preset: str, max_chars: int, show: int = 10) -> list[tuple[str, int]]:
+    from ray.data.expressions import col
+
+    ids = unit_ids(units, input_uri, output_uri, endpoint, mapping, preset, max_chars)
     # An expression, not a Python function: Arrow evaluates it (and Ray Data stops warning).
-    counts = ids.groupby("id", num_partitions=max(1, min(len(units), 200))).count().filter(expr=col("count()") > 1)
+    counts = group_by_id(ids, sum(max(u.rows, 0) for u in units)).count().filter(expr=col("count()") > 1)
     return [(r["id"], r["count()"]) for r in counts.take(show)]
 
 
