@@ -269,6 +269,8 @@ class Job:
                          f"(round {round_} of {self.settings.max_tries})")
                 metrics.add("magistrate_units_retried", len(pending), judge=self.judge.judge)
             for result in self._round(pending, progress):
+                if result.get("lease_lost") and self.lease is not None:  # an actor found it taken
+                    self.lease.lost = self.lease.lost or result["lease_lost"].split(" was taken by ", 1)[-1]
                 if self.lease is not None and self.lease.lost:
                     break  # another run owns the output: stop the pool, write nothing more
                 judged["units"] += 1

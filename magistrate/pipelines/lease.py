@@ -132,7 +132,17 @@ def check_held(loc: Location, run_id: str) -> None:
     except json.JSONDecodeError:
         holder = {}
     if not holder or holder.get("run_id") != run_id:
-        raise LeaseLost(f"the lease of {loc.uri} was taken by " + (describe(holder) if holder else "nobody (released)"))
+        raise LeaseLost(f"the lease of {loc.uri} was taken by {taker(loc, holder)}")
+
+
+def taker(loc: Location, holder: dict | None) -> str:
+    """Who holds the lease now, or, once released, the last run that held the output (its
+    `_run.json`, pipelines/commit.py's RUN_FILE, names the runs that did)."""
+    if holder:
+        return describe(holder)
+    found = read_bytes(loc, join(loc, "_run.json"))
+    runs = (_parsed(found[0]).get("runs") or []) if found else []
+    return f"run {runs[-1]}, which has released it since" if runs else "another run, which has released it since"
 
 
 class Lease:
@@ -257,7 +267,7 @@ class Lease:
         was lost already wrote it), the lease is kept under the ETag found."""
         holder = self.holder()
         if not holder or holder.get("run_id") != self.record["run_id"]:
-            raise LeaseLost(f"the lease of {self.loc.uri} was taken by {describe(holder or {})}")
+            raise LeaseLost(f"the lease of {self.loc.uri} was taken by {taker(self.loc, holder)}")
         self.record["heartbeat"] = time.time()
         self.record["beats"] = int(self.record.get("beats", 0)) + 1
         data = json.dumps(self.record).encode()
@@ -267,7 +277,7 @@ class Lease:
             found = read_bytes(self.loc, self.path)
             holder = _parsed(found[0]) if found else {}
             if holder.get("run_id") != self.record["run_id"]:
-                raise LeaseLost(f"the lease of {self.loc.uri} was taken by {describe(holder)}") from None
+                raise LeaseLost(f"the lease of {self.loc.uri} was taken by {taker(self.loc, holder)}") from None
             self.etag = write_whole(self.loc, self.path, data, if_match=found[1])
 
     def release(self) -> None:

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from magistrate.actors.judge_host import JudgeHost
 from magistrate.pairs import MAX_FIELD_CHARS
-from magistrate.pipelines.lease import check_held
+from magistrate.pipelines.lease import LeaseLost, check_held
 from magistrate.pipelines.prepare import prepare_unit
 from magistrate.pipelines.sources import locate
 from magistrate.pipelines.units import Unit, publish, unit_path
@@ -93,8 +93,13 @@ class UnitWorker:
                 verdicts, judged = await self._redo(unit, table)
             else:
                 verdicts = judged = await self._judge(table)
-            # Fenced: a run whose lease was taken publishes nothing more (pipelines/lease.py).
-            await asyncio.to_thread(check_held, self.out, self.run_id)
+            # Fenced: a run whose lease was taken publishes nothing more (pipelines/lease.py);
+            # the driver, told, stops the pool.
+            try:
+                await asyncio.to_thread(check_held, self.out, self.run_id)
+            except LeaseLost as exc:
+                results.append({"unit_id": unit.unit_id, "rows": 0, "errors": 0, "lease_lost": str(exc)})
+                continue
             await asyncio.to_thread(publish, self.out, unit.unit_id, verdicts, planned_rows=table.num_rows,
                                     metadata={"unit": row, "run_id": self.run_id})
             errors = judged.column("winner").to_pylist().count("error")
