@@ -119,12 +119,21 @@ def stage_uri(settings: CascadeSettings, kind: str, k: int) -> str:
 
 def stage_job(settings: CascadeSettings, k: int, input_uri: str) -> judge_job.JobSettings:
     """Stage k as a judge job: the cascade's run options (the input's format and --limit
-    for stage 1 only: later stages read the escalation files), the stage's judge options."""
+    for stage 1 only: later stages read the escalation files), the stage's judge options.
+
+    A stage output with its `_run.json` is resumed. Magistrate's files without it (a job
+    killed between taking its lease and writing that file, e.g. in its duplicate-id pass,
+    leaves its lease and the input's staged pieces) hold no verdict of a run that got
+    past its checks: the stage starts again over them, as an --overwrite, which takes over
+    a stale lease (never a live one), reuses the staged pieces and deletes only
+    magistrate's own files. Anything else there is refused by the job, as always."""
     out = locate(stage_uri(settings, STAGES, k), settings.s3_endpoint_url)
     run = settings.model_dump(exclude={"config", "input", "output", "overwrite", "resume"})
     if k:
         run.update(format="standard", columns=None, limit=None)
-    return judge_job.JobSettings(input=input_uri, output=out.uri, resume=exists(out, join(out, RUN_FILE)), **run,
+    resume = exists(out, join(out, RUN_FILE))
+    again = not resume and bool(contents(out).own)
+    return judge_job.JobSettings(input=input_uri, output=out.uri, resume=resume, overwrite=again, **run,
                                  **settings.config.stages[k].model_dump(exclude={"name", "params_billions"}))
 
 
@@ -145,7 +154,9 @@ def run(settings: CascadeSettings, progress=print, live=None) -> dict:
         for k, stage in enumerate(settings.config.stages):
             job = stage_job(settings, k, stage_input)
             progress(f"magistrate: stage {k + 1} of {len(settings.config.stages)} ({stage.name}): judge "
-                     f"{stage.judge}" + (" (resuming its output)" if job.resume else ""))
+                     f"{stage.judge}" + (" (resuming its output)" if job.resume else
+                                         " (starting it again: its last run stopped before its _run.json)"
+                                         if job.overwrite else ""))
             summary = judge_job.run(job, progress=progress, live=live)
             stages.append(_stage_figures(stage, job, summary, settings.gpu))
             if not summary.get("complete"):

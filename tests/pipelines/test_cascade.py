@@ -3,10 +3,13 @@
 Stage 1 judges every pair in one order with a calibration (a `judge --calibration` run:
 its rows get p_a_calibrated, confidence and decided); stage 2 judges in both orders only
 what stage 1 left undecided. The cascade is killed (SIGKILL, its whole process session)
-once stage 2 has published a unit, and `--resume` finishes it without judging stage 1
-again: one row per pair with `decided_by`. One cascade run serves every test here. The
-real vLLM CPU engine on the tiny random-weight judge: the mechanics are checked, not the
-judge (docs/cascade.md has a run on the embedded judge)."""
+three times, each followed by `--resume`: in each stage's window between taking the
+stage's lease and writing its `_run.json` (for stage 1 after cutting the input into
+staged pieces and its duplicate-id pass), then once stage 2 has published a unit; the
+last `--resume` finishes it without judging stage 1 again: one row per pair with
+`decided_by`. One cascade run serves every test here. The real vLLM CPU engine on the
+tiny random-weight judge: the mechanics are checked, not the judge (docs/cascade.md has
+a run on the embedded judge)."""
 
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import psutil
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
@@ -38,13 +42,69 @@ def _rows(path: Path) -> list[dict]:
 
 
 def _pairs(tmp: Path) -> tuple[Path, list[dict]]:
-    """The demo pairs as Parquet in row groups of 2: ten units, so stage 2 has several."""
+    """The demo pairs as Parquet in one row group, which --unit-rows 2 cuts into ten staged
+    pieces in stage 1's `_staged/`: ten units, so stage 2 has several."""
     rows = [json.loads(line) for line in (EXAMPLES / "llmbar-demo.jsonl").read_text().splitlines()]
     for i, row in enumerate(rows):
         row["extra"] = i  # a typed passthrough column, to come through to the final rows
     path = tmp / "pairs.parquet"
-    pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=2)
+    pq.write_table(pa.Table.from_pylist(rows), path)
     return path, rows
+
+
+# `magistrate ARGS`, parked for good when the job of the stage named in $PARK_AT writes its
+# _run.json: the last step of the window that opens when the stage takes its lease.
+_PARKED = """
+import os, sys, time
+from magistrate.cli import main
+from magistrate.pipelines import judge_job
+write = judge_job.write_run_file
+def parked(settings, loc, *rest):
+    if loc.path.rstrip("/").endswith(os.environ["PARK_AT"]):
+        open(os.environ["PARKED"], "w").close()
+        time.sleep(3600)
+    return write(settings, loc, *rest)
+judge_job.write_run_file = parked
+main(sys.argv[1:], prog_name="magistrate")
+"""
+
+
+def _kill_session(proc: subprocess.Popen) -> None:
+    for p in session_processes(proc.pid):  # the driver and its local Ray at once: a lost head
+        try:
+            os.kill(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait(timeout=60)
+
+
+def _alive(holder: dict) -> bool:
+    """The lease holder's process (pid and start time) still runs on this host."""
+    try:
+        return abs(psutil.Process(holder["pid"]).create_time() - holder["pid_started"]) < 1.0
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _killed_in_window(args: list[str], stage: Path, log: Path) -> dict:
+    """Run the cascade until the stage's job is about to write its _run.json, SIGKILL it
+    there, and say what the stage output holds then."""
+    parked = log.with_suffix(".parked")
+    with open(log, "w") as out:
+        proc = subprocess.Popen([*MAGISTRATE[:1], "-c", _PARKED, *args], cwd=REPO, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, "PARK_AT": f"/stages/{stage.name}", "PARKED": str(parked)})
+        deadline = time.monotonic() + 600
+        while not parked.exists():
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, f"stage {stage.name} never reached its _run.json"
+            time.sleep(0.1)
+        _kill_session(proc)
+    lease = stage / "_lease.json"
+    return {"files": sorted(str(p.relative_to(stage)) for p in stage.rglob("*") if p.is_file()),
+            "lease_holder_live": _alive(json.loads(lease.read_text())) if lease.exists() else None,
+            "stages_done": sorted(p.parent.name for p in stage.parent.glob("*/_SUCCESS")),
+            "log": log.read_text()}
 
 
 @pytest.fixture(scope="module")
@@ -59,27 +119,50 @@ def cascaded(tmp_path_factory, tiny_model):
         f"  - {{name: big, model: {tiny_model}, mode: logprob, order: both}}\n")
     out = tmp / "out"
     args = ["cascade", "--input", str(src), "--output", str(out), "--config", str(config), "--unit-rows", "2"]
-    log = open(tmp / "first.log", "w")
-    proc = subprocess.Popen([*MAGISTRATE, *args], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+    # Killed in each stage's window between its lease and its _run.json (no engine has
+    # started by then), each time resumed.
+    in_window = [_killed_in_window(args, out / "stages" / "1-small", tmp / "window-1.log"),
+                 _killed_in_window([*args, "--resume"], out / "stages" / "2-big", tmp / "window-2.log")]
+    log = open(tmp / "in-stage-2.log", "w")
+    proc = subprocess.Popen([*MAGISTRATE, *args, "--resume"], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     stage2 = out / "stages" / "2-big" / "verdicts"
     deadline = time.monotonic() + 600
     while not (stage2.exists() and any(p.name.startswith("unit-") for p in stage2.iterdir())):
-        assert proc.poll() is None, (tmp / "first.log").read_text()[-3000:]
+        assert proc.poll() is None, (tmp / "in-stage-2.log").read_text()[-3000:]
         assert time.monotonic() < deadline, "stage 2 never published a unit"
         time.sleep(0.1)
-    for p in session_processes(proc.pid):  # the driver and its local Ray at once: a lost head
-        try:
-            os.kill(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    proc.wait(timeout=60)
+    _kill_session(proc)
     log.close()
     killed = {"stage2_complete": (stage2.parent / "_SUCCESS").exists(),
-              "published": len(list(stage2.glob("unit-*.parquet")))}
+              "published": len(list(stage2.glob("unit-*.parquet"))), "log": (tmp / "in-stage-2.log").read_text()}
     resumed = run_cli(*args, "--resume")
     return {"tmp": tmp, "src": src, "rows": rows, "out": out, "args": args, "killed": killed,
-            "resumed": resumed, "tiny_model": tiny_model}
+            "in_window": in_window, "resumed": resumed, "tiny_model": tiny_model}
+
+
+def test_killed_between_a_stages_lease_and_its_run_file_and_resumed(cascaded):
+    """Issue 31, finding 4: a stage killed after taking its lease and before writing its
+    _run.json leaves a stale lease (and staged pieces) and no _run.json; `--resume` takes
+    the stage over and starts it again, whichever stage it was."""
+    one, two = cascaded["in_window"]
+    # What the kill left: a lease whose holder is dead, stage 1's staged input, no _run.json.
+    assert one["lease_holder_live"] is False and "_run.json" not in one["files"] and not one["stages_done"]
+    assert sum(f.startswith("_staged/part-") and f.endswith(".parquet") for f in one["files"]) == 10
+    assert not any(f.startswith("verdicts/") for f in one["files"])
+    assert two["lease_holder_live"] is False and "_run.json" not in two["files"]
+    assert not any(f.startswith("verdicts/") for f in two["files"])
+    # The resume after the first kill finished stage 1 (it then stopped in stage 2's window).
+    assert two["stages_done"] == ["1-small"] and "Traceback" not in two["log"], two["log"][-3000:]
+    for resumed in (two["log"], cascaded["killed"]["log"]):
+        assert "taking over the lease" in resumed and "stopped heartbeating" in resumed
+    assert "stage 1 of 2 (small): judge mt-bench (starting it again" in two["log"], two["log"][-3000:]
+    assert "stage 2 of 2 (big): judge mt-bench (starting it again" in cascaded["killed"]["log"]
+    final, out = cascaded["resumed"], cascaded["out"]
+    assert final.returncode == 0, final.stderr[-3000:]
+    assert (out / "_SUCCESS").exists() and not list(out.rglob("_lease.json"))
+    ids = [r["id"] for r in _rows(out / "verdicts")]
+    assert sorted(ids) == sorted(r["id"] for r in cascaded["rows"]) and len(set(ids)) == len(ids)
 
 
 def test_killed_in_stage_2_and_resumed_without_rejudging_stage_1(cascaded):
