@@ -158,6 +158,9 @@ def run(settings: CascadeSettings, progress=print, live=None) -> dict:
                                          " (starting it again: its last run stopped before its _run.json)"
                                          if job.overwrite else ""))
             summary = judge_job.run(job, progress=progress, live=live)
+            if summary.get("lease_lost") and "pairs" not in summary:  # the stage's output is another run's now
+                return {"complete": False, "stages": stages, "stopped_at": stage.name, "pairs": 0,
+                        "lease_lost": summary["lease_lost"], "seconds": round(time.monotonic() - started, 2)}
             stages.append(_stage_figures(stage, job, summary, settings.gpu))
             if not summary.get("complete"):
                 return _incomplete(out, settings, stages, summary, time.monotonic() - started)

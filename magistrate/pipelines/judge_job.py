@@ -179,6 +179,9 @@ def run(settings: JobSettings, progress=print, live=None) -> dict:
             if failed:
                 judged["failed_units"] = len(failed)
             summary = job.summary(judged, time.monotonic() - started, skipped=len(job.planned.units) - len(todo))
+            if summary["complete"] and (job.resumed or judged.get("rounds", 1) > 1):
+                # A resumed or retried run checks, id by id, that every input id is there once.
+                summary = job.verified(summary, progress)
             check_held(out, job.run_id)
             commit(out, summary)
         except LeaseLost as exc:
@@ -200,6 +203,7 @@ class Job:
     live: object = None  # a terminal stream for the progress line, or None
     lease: Lease | None = None  # held while the job runs: its heartbeat says when it is lost
     adopted: dict = dataclasses.field(default_factory=dict)  # unit id -> run id of the files found at open
+    resumed: bool = False
 
     @property
     def constants(self) -> dict:
@@ -234,6 +238,7 @@ class Job:
             broken = damaged(self.out, {u for u, f in found.items() if f.whole})
             found = {u: f for u, f in found.items() if u not in broken}
         self.adopted = {u: f.run_id for u, f in found.items()}
+        self.resumed = opened.resuming
         write_run_file(self.settings, self.out, self.model, self.planned.identities, [*(lineage or []), self.run_id])
         redo = {unit_id for unit_id, f in found.items() if f.whole and f.written_off}
         todo = [dataclasses.replace(u, redo=u.unit_id in redo) for u in units
@@ -264,6 +269,7 @@ class Job:
         for round_ in range(1, self.settings.max_tries + 1):
             if not pending or (self.lease is not None and self.lease.lost):
                 break
+            judged["rounds"] = round_
             if round_ > 1:
                 progress(f"magistrate: {len(pending)} unit(s) not finished; retrying them "
                          f"(round {round_} of {self.settings.max_tries})")
@@ -357,6 +363,20 @@ class Job:
         calibrated = self.judge.calibration is not None
         publish(self.out, unit.unit_id, with_verdicts(table, rows, self.constants, calibrated), planned_rows=table.num_rows,
                 metadata={"unit": unit.as_row(), "run_id": self.run_id, "failed": True})
+
+    def verified(self, summary: dict, progress) -> dict:
+        """The summary with `magistrate verify`'s id-level check (pipelines/verify.py)."""
+        from magistrate.pipelines.verify import verify_output
+
+        progress("magistrate: checking every input id is in the output exactly once (the run resumed or retried)")
+        checked = verify_output(self.settings.output, self.settings.s3_endpoint_url)
+        summary = {**summary, "verify": checked}
+        if not checked["complete"]:
+            summary["complete"] = False
+            wrong = [f"{kind} {found['count']}" for kind, found in checked.items()
+                     if isinstance(found, dict) and found.get("count")]
+            progress(f"magistrate: error: the output does not hold every input id exactly once: {', '.join(wrong)}")
+        return summary
 
     def summary(self, judged: dict, elapsed: float, skipped: int) -> dict:
         s, units = self.settings, self.planned.units

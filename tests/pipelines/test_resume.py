@@ -96,3 +96,6 @@ def test_resume_judges_a_damaged_unit_file_again(tmp_path, embedded_model):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["this_run"]["units"] == 1 and summary["complete"] and summary["damaged_units"] == []
     assert "(2 already done)" in again.stderr
+    # A resumed run checks id by id (magistrate verify) before it commits.
+    assert summary["verify"]["complete"] and summary["verify"]["input_rows"] == 30
+    assert summary["verify"]["output_rows"] == 30
