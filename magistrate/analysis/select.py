@@ -6,8 +6,11 @@ named a winner (ties and errors are left out), its probability for that winner
 orders agreed. With a calibration (--calibration, or the columns of a run judged with
 one), that probability is the calibrated `confidence`, and when the calibration has a
 decision threshold only `decided` pairs are kept unless decided_only is false
-(docs/calibration.md). Written as one Parquet file,
-streamed batch by batch.
+(docs/calibration.md). Written as one Parquet file, streamed batch by batch into a file off
+to the side (beside the target, hidden; for S3 in $TMPDIR) and published in one step when
+complete: a rename, or one upload. Ctrl-C, a read error or a damaged unit leaves no file
+under the target's name, or the earlier one as it was; an existing target is replaced only
+with overwrite.
 
 The file is in one of TRL's two preference forms, since a Parquet column has one type:
 conversational (prompt a list of {role, content} messages, chosen and rejected each one
@@ -22,14 +25,16 @@ template, and TRL would train on that text without the model's own.
 from __future__ import annotations
 
 from collections import Counter
+from typing import Callable
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from magistrate.analysis.output import Verdicts
 from magistrate.judges.calibration import Calibration, apply
 from magistrate.pairs import PROMPT_MESSAGES
-from magistrate.pipelines import InputError, locate
+from magistrate.pipelines import AlreadyExists, InputError, locate, publish_file, staged_file
 from magistrate.schema import MESSAGES
 
 _COLUMNS = ("id", "prompt", PROMPT_MESSAGES, "response_a", "response_b", "winner", "p_a", "consistent",
@@ -49,8 +54,7 @@ def _has_chat_prompts(verdicts: Verdicts) -> bool:
     """Whether any verdict's prompt was chat messages; stops at the first batch holding one."""
     if PROMPT_MESSAGES not in verdicts.columns:
         return False
-    batches = verdicts.dataset.to_batches(columns=[PROMPT_MESSAGES])
-    return any(b.column(0).null_count < b.num_rows for b in batches)
+    return any(t.column(0).null_count < t.num_rows for t in verdicts.unit_tables((PROMPT_MESSAGES,)))
 
 
 def _conversational(verdicts: Verdicts, form: str) -> bool:
@@ -114,38 +118,71 @@ def _reason(row: dict, min_confidence: float, consistent_only: bool) -> tuple[st
 
 def select_pairs(verdicts: Verdicts, output: str, min_confidence: float, consistent_only: bool = False,
                  endpoint_url: str | None = None, form: str = "auto", calibration: Calibration | None = None,
-                 decided_only: bool = True) -> dict:
-    """Writes the DPO file; returns where, in which form, how many pairs were kept and why
-    others were not."""
+                 decided_only: bool = True, overwrite: bool = False,
+                 warn: Callable[[str], object] | None = None) -> dict:
+    """Writes the DPO file, whole or not at all; returns where, in which form, how many
+    pairs were kept and why others were not. An existing file is refused unless
+    `overwrite`. Once nothing is refused, `warn` is told what an output without _SUCCESS
+    is known to miss."""
     if not 0.0 <= min_confidence <= 1.0:
         raise ValueError(f"--min-confidence must be between 0 and 1, not {min_confidence}")
+    out = locate(output, endpoint_url)
+    named = output.endswith(".parquet")
+    path = out.path if named else f"{out.path.rstrip('/')}/{DEFAULT_NAME}"
+    uri = output if named else f"{output.rstrip('/')}/{DEFAULT_NAME}"
+    refusal = f"{uri} exists; select replaces it only with --overwrite"
+    found = out.filesystem.get_file_info(path).type
+    if found == pafs.FileType.Directory:
+        raise InputError(f"{uri} is a directory; give a file name ending in .parquet, or the directory's parent")
+    if found != pafs.FileType.NotFound and not overwrite:
+        raise InputError(refusal)
     verdicts.require(("prompt", "response_a", "response_b", "p_a"), "DPO selection")
     conversational = _conversational(verdicts, form)
     schema = dpo_schema(conversational)
-    out = locate(output, endpoint_url)
-    path = out.path if out.path.endswith(".parquet") else f"{out.path.rstrip('/')}/{DEFAULT_NAME}"
-    parent = path.rsplit("/", 1)[0]
-    if parent:
-        out.filesystem.create_dir(parent, recursive=True)
-    left_out: Counter = Counter()
-    kept = 0
-    with out.filesystem.open_output_stream(path) as stream, pq.ParquetWriter(stream, schema) as writer:
-        stored = () if calibration is not None else tuple(c for c in _CALIBRATED if c in verdicts.columns)
-        for rows in verdicts.batches(_COLUMNS + stored):
-            _calibrated(rows, calibration, decided_only)
-            chosen: dict[str, list] = {name: [] for name in schema.names}
-            for values in zip(*rows.values()):
-                row = dict(zip(rows, values))
-                reason, confidence = _reason(row, min_confidence, consistent_only)
-                if reason:
-                    left_out[reason] += 1
-                    continue
-                chosen["id"].append(row["id"])
-                for name, value in zip(("prompt", "chosen", "rejected"), _pair(row, conversational)):
-                    chosen[name].append(value)
-                chosen["confidence"].append(confidence)
-            kept += len(chosen["id"])
-            writer.write_table(pa.table(chosen, schema=schema))
-    uri = output if output.endswith(".parquet") else f"{output.rstrip('/')}/{DEFAULT_NAME}"
+    incomplete = warn and verdicts.incomplete()
+    if incomplete:
+        warn(incomplete)
+    with staged_file(out, path) as staging:
+        try:
+            with pq.ParquetWriter(staging, schema) as writer:
+                kept, left_out = _write(verdicts, writer, schema, conversational, min_confidence, consistent_only,
+                                        calibration, decided_only)
+        except InputError as exc:  # a damaged unit, a failed read from S3: the file named
+            raise InputError(f"{uri} was not written (nothing there changed): {exc}") from None
+        except OSError as exc:  # writing the file off to the side (a full disk)
+            raise InputError(f"{uri} was not written (nothing there changed): {type(exc).__name__}: "
+                             f"{' '.join(str(exc).split())}") from None
+        try:
+            publish_file(out, staging, path, overwrite=overwrite)
+        except AlreadyExists:
+            raise InputError(f"{refusal} (it appeared while select ran)") from None
     return {"output": uri, "format": "conversational" if conversational else "standard", "pairs": kept,
             "left_out": dict(left_out.most_common())}
+
+
+def _write(verdicts: Verdicts, writer: pq.ParquetWriter, schema: pa.Schema, conversational: bool,
+           min_confidence: float, consistent_only: bool, calibration: Calibration | None,
+           decided_only: bool) -> tuple[int, Counter]:
+    """The kept pairs into `writer`, batch by batch; how many, and the others by reason."""
+    left_out: Counter = Counter()
+    kept = 0
+    stored = () if calibration is not None else tuple(c for c in _CALIBRATED if c in verdicts.columns)
+    for table in verdicts.unit_tables(_COLUMNS + stored):  # no reads left in flight if this stops
+        rows = table.to_pydict()
+        for name in _COLUMNS + stored:
+            rows.setdefault(name, [None] * table.num_rows)
+        _calibrated(rows, calibration, decided_only)
+        chosen: dict[str, list] = {name: [] for name in schema.names}
+        for values in zip(*rows.values()):
+            row = dict(zip(rows, values))
+            reason, confidence = _reason(row, min_confidence, consistent_only)
+            if reason:
+                left_out[reason] += 1
+                continue
+            chosen["id"].append(row["id"])
+            for name, value in zip(("prompt", "chosen", "rejected"), _pair(row, conversational)):
+                chosen[name].append(value)
+            chosen["confidence"].append(confidence)
+        kept += len(chosen["id"])
+        writer.write_table(pa.table(chosen, schema=schema))
+    return kept, left_out

@@ -93,17 +93,19 @@ def leaderboard(output, rounds, seed, as_json, table_path, s3_endpoint_url):
 @CALIBRATION
 @click.option("--include-undecided", is_flag=True,
               help="With a calibration that has a decision threshold: keep pairs below it too.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing DPO file (refused otherwise).")
 @ENDPOINT
 def select(output, min_confidence, consistent_only, dpo_output, form, calibration_path, include_undecided,
-           s3_endpoint_url):
+           overwrite, s3_endpoint_url):
     """DPO pairs (prompt, chosen, rejected) from confident verdicts, for TRL's DPOTrainer.
     With --calibration, confidence is the calibrated one, and only decided pairs are kept
-    when the file has a decision threshold (unless --include-undecided)."""
+    when the file has a decision threshold (unless --include-undecided). The file appears
+    whole or not at all."""
 
     calibration = calibration_path and read_calibration(calibration_path, s3_endpoint_url)
-    result = select_pairs(open_verdicts(output, s3_endpoint_url), dpo_output, min_confidence,
-                          consistent_only, s3_endpoint_url, form, calibration=calibration,
-                          decided_only=not include_undecided)
+    result = select_pairs(open_verdicts(output, s3_endpoint_url), dpo_output, min_confidence, consistent_only,
+                          s3_endpoint_url, form, calibration=calibration, decided_only=not include_undecided,
+                          overwrite=overwrite, warn=lambda text: click.echo(f"magistrate: warning: {text}", err=True))
     left_out = ", ".join(f"{n} {why}" for why, n in result["left_out"].items()) or "none"
     click.echo(f"{result['pairs']} pairs written to {result['output']} ({result['format']} form); "
                f"left out: {left_out}")

@@ -13,6 +13,12 @@ A replace `if_match` an ETag is, on S3, a conditional PUT (`If-Match`); locally 
 compare-and-swap under flock(2) on a lock file beside the target, with the MD5 of the
 bytes as the ETag (what S3 gives for one PUT). flock, not a lock file created
 exclusively: the kernel drops it when its holder dies, so a killed run cannot leave it held.
+
+A file too big to hold in memory (`select`'s DPO file) is built in `staged_file`, off to
+the side on local disk, and stored in one step by `publish_file`: locally a rename (or, not
+overwriting, a hard link) of a staging file beside the target; on S3 one upload of the
+finished file (s3fs's put_file: a PUT, or a multipart upload that is aborted on failure,
+and S3 shows no object before its CompleteMultipartUpload).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import tempfile
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator, TypeVar
@@ -136,6 +143,49 @@ def create_exclusive(loc: Location, path: str, data: bytes) -> str | None:
     finally:
         os.unlink(staging)
     return local_etag(data)
+
+
+@contextlib.contextmanager
+def staged_file(loc: Location, path: str) -> Iterator[str]:
+    """A local file to build `path`'s content in, for publish_file: locally a staging name
+    beside `path` (hidden, on the same filesystem, so publishing it is a rename), for S3 a
+    temporary file in $TMPDIR (it needs room for the whole file). Gone on leaving, however
+    the block ends; a process killed with SIGKILL leaves it (hidden, ending in .tmp)."""
+    if loc.is_s3:
+        fd, staging = tempfile.mkstemp(prefix=".magistrate-", suffix=".tmp")
+        os.close(fd)
+    else:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        staging = staging_name(path)
+    try:
+        yield staging
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(staging)
+
+
+def publish_file(loc: Location, staging: str, path: str, overwrite: bool = True) -> None:
+    """The finished file `staging` (from staged_file) stored as `path` in one step, whole
+    or not at all. `overwrite` false: AlreadyExists when `path` is there, and it stays
+    (locally a hard link, on S3 a conditional upload, `If-None-Match: *`)."""
+    if loc.is_s3:
+        try:
+            loc.s3.put_file(staging, path, mode="overwrite" if overwrite else "create")
+        except Exception as exc:
+            if not overwrite and (_precondition_failed(exc) or isinstance(exc, FileExistsError)):
+                raise AlreadyExists(path) from exc
+            raise
+        return
+    with open(staging, "rb") as f:
+        os.fsync(f.fileno())
+    if overwrite:
+        os.replace(staging, path)
+        return
+    try:
+        os.link(staging, path)  # fails if `path` exists
+    except FileExistsError:
+        raise AlreadyExists(path) from None
+    os.unlink(staging)
 
 
 def read_bytes(loc: Location, path: str) -> tuple[bytes, str | None] | None:
