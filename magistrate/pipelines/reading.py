@@ -205,8 +205,9 @@ def _unreadable_group(schema: pa.Schema, group, rows: int, exc: Exception) -> tu
 
 
 def _unreadable_columns(parquet: pq.ParquetFile, groups: list[int]) -> dict[str, str]:
-    """The columns Arrow cannot read in these row groups, and why: a dictionary page is
-    read first and checked for UTF-8 (a pandas `category` column with a bad byte)."""
+    """The columns Arrow refuses in these row groups for their text, and why: a dictionary
+    page is read first and checked for UTF-8 (a pandas `category` column with a bad byte).
+    Any other failure (a corrupt page) is the row group's: none are returned for it."""
     lost = {}
     for name in parquet.schema_arrow.names:
         for group in groups:
@@ -215,6 +216,8 @@ def _unreadable_columns(parquet: pq.ParquetFile, groups: list[int]) -> dict[str,
                                               use_threads=False):
                     pass
             except (OSError, pa.ArrowException) as exc:
+                if "UTF8" not in str(exc) and "UTF-8" not in str(exc):
+                    return {}
                 lost[name] = str(exc)[:200]
                 break
     return lost

@@ -62,6 +62,7 @@ def test_run_constants_are_one_definition_for_judged_and_written_off_rows(tmp_pa
     from magistrate.actors.judge_host import JudgeHost
     from magistrate.judges.core import JudgeSettings
     from magistrate.pipelines.judge_job import Job, JobSettings, cut_units, plan_input
+    from magistrate.pipelines.lease import Lease
     from magistrate.pipelines.prepare import prepare_unit
     from magistrate.schema import RUN_CONSTANTS
 
@@ -74,10 +75,11 @@ def test_run_constants_are_one_definition_for_judged_and_written_off_rows(tmp_pa
     job = Job(settings, planned, locate(settings.output), judge, embedded_model, "run-1")
     host = JudgeHost(EngineSettings(model=embedded_model), judge, "run-1", dry_run=True)
     judged = []
-    for unit in job.planned.units:
-        judged += asyncio.run(host(prepare_unit(job.planned.src, unit, job.planned.mapping,
-                                                job.planned.preset))).to_pylist()
-        job.write_off(unit)
+    with Lease.acquire(job.out, "run-1", take_over_stale=False):  # the driver writes off under its lease
+        for unit in job.planned.units:
+            judged += asyncio.run(host(prepare_unit(job.planned.src, unit, job.planned.mapping,
+                                                    job.planned.preset))).to_pylist()
+            job.write_off(unit)
     written_off = verdict_dataset(job.out, verdict_files(job.out)).to_table().to_pylist()
     assert len(written_off) == len(judged) == 3 and all(r["written_off"] for r in written_off)
     assert not any(r["written_off"] for r in judged)
