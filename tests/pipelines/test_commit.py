@@ -719,3 +719,28 @@ def test_a_unit_file_damaged_after_it_was_published_is_found(tmp_path):
     assert damaged(out, {"unit-good", "unit-bad"}) == {"unit-bad"}
     summary = summarise(out, 1.0)
     assert summary["damaged_units"] == ["unit-bad"] and summary["pairs"] == 500
+
+
+def test_a_write_off_never_replaces_a_whole_unit_of_its_run(tmp_path, embedded_model):
+    """On a store that lists late, the last round did not see a unit its actor had
+    published, and the write-off overwrote the good unit with error rows."""
+    from magistrate.judges.core import JudgeSettings
+    from magistrate.pipelines.judge_job import Job, JobSettings, cut_units, plan_input
+    from magistrate.pipelines.lease import Lease
+    from magistrate.pipelines.units import publish, unit_path
+
+    src = _pairs(tmp_path / "in" / "pairs.jsonl", 3)
+    settings = JobSettings(input=src, output=str(tmp_path / "out"), dry_run=True)
+    out = locate(settings.output)
+    job = Job(settings, cut_units(settings, plan_input(settings), out), out, JudgeSettings().resolved(),
+              embedded_model, "run-1")
+    (unit,) = job.planned.units
+    with Lease.acquire(out, "run-1", take_over_stale=False):
+        publish(out, unit.unit_id, _table(3), planned_rows=3, metadata={"run_id": "run-1"})
+        before = open(unit_path(out, unit.unit_id), "rb").read()
+        job.write_off(unit)  # the round's listing missed it
+        assert open(unit_path(out, unit.unit_id), "rb").read() == before
+        publish(out, unit.unit_id, _table(2), planned_rows=3 - 1, metadata={"run_id": "run-0"})  # another run's
+        job.write_off(unit)
+    written = pq.read_table(unit_path(out, unit.unit_id))
+    assert written.num_rows == 3 and all(written.column("written_off").to_pylist())
