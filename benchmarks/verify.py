@@ -55,10 +55,11 @@ def write_run_record(src: Path, out: Path, unit_rows: int) -> None:
 
 class Peaks:
     """Peak RSS of the verify process, of its largest Ray worker, of the workers together
-    and of its whole process tree, sampled."""
+    and of its whole process tree, sampled; and a worker's peak private memory (its RSS
+    less its resident shared pages, the object store's among them)."""
 
     def __init__(self):
-        self.driver = self.worker = self.workers = self.tree = 0
+        self.driver = self.worker = self.workers = self.tree = self.private = 0
         self.worker_name = ""
 
     def __call__(self, me: psutil.Process) -> None:
@@ -66,12 +67,13 @@ class Peaks:
         workers, tree = [], driver
         for child in me.children(recursive=True):
             try:
-                rss, name = child.memory_info().rss, " ".join(child.cmdline()[:1])
+                memory, name = child.memory_info(), " ".join(child.cmdline()[:1])
             except psutil.Error:
                 continue
-            tree += rss
+            tree += memory.rss
             if name.startswith("ray::"):
-                workers.append((rss, name))
+                workers.append((memory.rss, name))
+                self.private = max(self.private, memory.rss - memory.shared)
         self.driver = max(self.driver, driver)
         self.tree = max(self.tree, tree)
         self.workers = max(self.workers, sum(rss for rss, _ in workers))
@@ -81,7 +83,8 @@ class Peaks:
     def as_dict(self) -> dict:
         mib = lambda n: round(n / 2**20)  # noqa: E731
         return {"driver_peak_rss_mib": mib(self.driver), "worker_peak_rss_mib": mib(self.worker),
-                "worker_peak_name": self.worker_name, "workers_peak_sum_rss_mib": mib(self.workers),
+                "worker_peak_name": self.worker_name, "worker_peak_private_mib": mib(self.private),
+                "workers_peak_sum_rss_mib": mib(self.workers),
                 "tree_peak_rss_mib": mib(self.tree)}
 
 

@@ -4,6 +4,8 @@ single process ever holds them all. Only the duplicates (at most a few) reach th
 
 from __future__ import annotations
 
+import contextlib
+
 import pyarrow as pa
 
 from magistrate.pipelines.prepare import prepare_unit
@@ -35,6 +37,27 @@ def unit_ids(units: list[Unit], input_uri: str, staging_uri: str, endpoint: str 
 
 
 ROWS_PER_PARTITION = 250_000
+# What one map task of the group-by takes in at most. Ray's default (1 GiB) put all of a
+# 10M-row check's ids in one or two map tasks of 3.5 GB each (docs/performance.md).
+MAP_INPUT_BYTES = 64 << 20
+
+
+@contextlib.contextmanager
+def id_pass():
+    """Ray Data's settings for a pass over every id, for the datasets made inside it (each
+    takes a copy of the context when it is made): map tasks of the group-by that take in
+    at most MAP_INPUT_BYTES, so a worker's memory does not grow with the input; and no
+    block may fail (a judge round tolerates failed blocks, and an id lost here would be
+    an id not checked)."""
+    from ray.data import DataContext
+
+    context = DataContext.get_current()
+    before = context.shuffle_input_batch_bytes, context.max_errored_blocks
+    context.shuffle_input_batch_bytes, context.max_errored_blocks = MAP_INPUT_BYTES, 0
+    try:
+        yield
+    finally:
+        context.shuffle_input_batch_bytes, context.max_errored_blocks = before
 
 
 def group_by_id(ds, rows: int):
@@ -48,10 +71,11 @@ def find_duplicate_ids(input_uri: str, output_uri: str, endpoint: str | None, un
                        preset: str, max_chars: int, show: int = 10) -> list[tuple[str, int]]:
     from ray.data.expressions import col
 
-    ids = unit_ids(units, input_uri, output_uri, endpoint, mapping, preset, max_chars)
-    # An expression, not a Python function: Arrow evaluates it (and Ray Data stops warning).
-    counts = group_by_id(ids, sum(max(u.rows, 0) for u in units)).count().filter(expr=col("count()") > 1)
-    return [(r["id"], r["count()"]) for r in counts.take(show)]
+    with id_pass():
+        ids = unit_ids(units, input_uri, output_uri, endpoint, mapping, preset, max_chars)
+        # An expression, not a Python function: Arrow evaluates it (and Ray Data stops warning).
+        counts = group_by_id(ids, sum(max(u.rows, 0) for u in units)).count().filter(expr=col("count()") > 1)
+        return [(r["id"], r["count()"]) for r in counts.take(show)]
 
 
 def duplicate_message(found: list[tuple[str, int]]) -> str:

@@ -28,9 +28,9 @@ import pyarrow.parquet as pq
 
 from magistrate.actors.placement import connect_ray
 from magistrate.pipelines.commit import _BEFORE_KEY, RUN_FILE, SUCCESS
-from magistrate.pipelines.duplicate_ids import group_by_id, unit_ids
+from magistrate.pipelines.duplicate_ids import group_by_id, id_pass, unit_ids
 from magistrate.pipelines.judge_job import JobSettings, cut_units, plan_input, quiet_ray_data
-from magistrate.pipelines.sharding import STAGED, is_staged_file, staged_dir, staged_path
+from magistrate.pipelines.sharding import is_staged_file, staged_dir, staged_path
 from magistrate.pipelines.sources import InputError, Location, locate
 from magistrate.pipelines.store import exists, join, map_files, read_bytes, write_whole
 from magistrate.pipelines.summary import verdict_files
@@ -64,26 +64,20 @@ def verify_output(output_uri: str, endpoint_url: str | None = None, show: int = 
                          f"a relative path is read from the current directory): {exc}") from None
     files = verdict_files(out)
     import ray
-    from ray.data import DataContext
 
     if not ray.is_initialized():
         connect_ray()
         quiet_ray_data(verbose=False)
-    context = DataContext.get_current()
-    tolerated, context.max_errored_blocks = context.max_errored_blocks, 0  # a judge round sets it; no id may be lost
-    try:
-        with tempfile.TemporaryDirectory(prefix="magistrate-verify-") as tmp:
-            scratch = locate(tmp)
-            _copy_manifests(out, scratch)
-            units = cut_units(settings, plan, scratch).units
-            recut = {u.unit_id for u in units if u.staged and os.path.exists(staged_path(scratch, u.staged))}
-            sides = [_side(ds, 0) for ds in _input_ids(settings, plan, units, recut, out, tmp)]
-            if files:
-                sides.append(_output_ids(files, output_uri, endpoint_url))
-            # About as many output rows as input rows: both sides go through the group-by.
-            result = _tally(sides, 2 * sum(max(u.rows, 0) for u in units), show)
-    finally:
-        context.max_errored_blocks = tolerated
+    with id_pass(), tempfile.TemporaryDirectory(prefix="magistrate-verify-") as tmp:
+        scratch = locate(tmp)
+        _copy_manifests(out, scratch)
+        units = cut_units(settings, plan, scratch).units
+        recut = {u.unit_id for u in units if u.staged and os.path.exists(staged_path(scratch, u.staged))}
+        sides = [_side(ds, 0) for ds in _input_ids(settings, plan, units, recut, tmp)]
+        if files:
+            sides.append(_output_ids(files, output_uri, endpoint_url))
+        # About as many output rows as input rows: both sides go through the group-by.
+        result = _tally(sides, 2 * sum(max(u.rows, 0) for u in units), show)
     result.update(output=output_uri, input=run["input"], verdict_files=len(files),
                   success_marker=exists(out, join(out, SUCCESS)))
     return result
@@ -97,7 +91,8 @@ def _run_record(out: Location) -> dict:
         raise InputError(f"{out.uri} is a file, not an output directory")
     found = read_bytes(out, join(out, RUN_FILE))
     if found is None:
-        cascade = " (a cascade's: verify its stages' outputs, under stages/)" if exists(out, join(out, "_cascade.json")) else ""
+        cascade = exists(out, join(out, "_cascade.json"))
+        cascade = " (a cascade's: verify its stages' outputs, under stages/)" if cascade else ""
         raise InputError(f"{out.uri}: not a magistrate output{cascade}: it has no {RUN_FILE}, which "
                          "names the input `magistrate judge --output` judged")
     try:
@@ -120,7 +115,7 @@ def _copy_manifests(out: Location, scratch: Location) -> None:
             write_whole(scratch, staged_path(scratch, name), found[0])
 
 
-def _input_ids(settings: JobSettings, plan, units: list, recut: set[str], out: Location, tmp: str) -> list:
+def _input_ids(settings: JobSettings, plan, units: list, recut: set[str], tmp: str) -> list:
     """The input's ids: units read in place or from the output's staged pieces anywhere in
     the cluster; units cut again here, on this node (their pieces are in `tmp`)."""
     import ray
