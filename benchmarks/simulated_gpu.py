@@ -4,6 +4,8 @@ core, driving a test double of the engine whose work is wall-clock time, not CPU
 
     .venv/bin/python -m benchmarks.simulated_gpu                    # both modes, both paths
     .venv/bin/python -m benchmarks.simulated_gpu --pairs 4000 --mode generate
+    .venv/bin/python -m benchmarks.simulated_gpu --pairs 100000 --gpus 4 --layout all \
+        --mode logprob --path continuous --unit-rows 2048       # a pool of 4 on one file
 
 `SimulatedGpuEngineDouble` models vLLM's continuous batching of Con-J-Qwen2-7B (7.6B
 parameters, bf16) on one H100 with the roofline of pipelines/estimate.py:
@@ -34,6 +36,19 @@ so that time is the double's pessimism, not the GPU's.
 `--path serial` replays the old path for comparison: one batch at a time, host work between
 batches while the engine waits (a unit's batches judged in turn, one unit at a time).
 The host-side tokenizer is the embedded judge's (SmolLM2), standing in for Qwen2's.
+
+`--gpus N`: a pool of N simulated GPUs, each its own UnitWorker and double, in one event
+loop; they pull the units that magistrate's planning cut (`plan_input` + `cut_units`,
+staged pieces in the output's `_staged/`) from one queue as Ray Data's actor pool hands
+them out: the first units round the workers, then each free slot (UNITS_AT_ONCE a worker)
+takes the next. Ray Data also queues one more unit in each actor
+(max_tasks_in_flight_per_actor); that is not modelled. Per GPU, over the pool's wall
+window (first unit handed out to last unit done, the same for all): units and pairs
+judged, `busy_share` (time the double held at least one request), `token_rate_share`,
+and the spread of both across GPUs. The host work of all N runs here, on up to N cores
+(`--host-cores`; one per GPU in a real pool). `--layout`: the input, one file of
+`--pairs` rows: `jsonl`, `one-row-group` (Parquet with pyarrow's defaults: one row
+group), `row-groups` (row groups of `--unit-rows`), or `all`.
 """
 
 from __future__ import annotations
@@ -56,6 +71,7 @@ PEAK, BANDWIDTH = 989e12, 3.35e12  # H100 SXM: dense bf16 FLOP/s, HBM bytes/s
 MFU = 0.4
 MAX_NUM_SEQS, MAX_BATCHED_TOKENS = 256, 8192
 MEDIAN_OUT, SIGMA_OUT = 150, 0.7
+LAYOUTS = ("jsonl", "one-row-group", "row-groups")
 
 
 def step_seconds(tokens: int) -> float:
@@ -90,6 +106,7 @@ class SimulatedGpuEngineDouble:
         self.waiting: list[dict] = []
         self.running: list[dict] = []
         self.steps: list[tuple[float, float, int]] = []  # (start, end, tokens scheduled)
+        self.held: list[list] = []  # [from, to]: spans in which it had at least one request
         self.last_arrival = 0.0
         self.late_s = 0.0
         self._wake: asyncio.Event | None = None
@@ -101,6 +118,8 @@ class SimulatedGpuEngineDouble:
             self._wake = asyncio.Event()
             self._loop_task = asyncio.get_running_loop().create_task(self._schedule())
         done = asyncio.get_running_loop().create_future()
+        if not self.waiting and not self.running:
+            self.held.append([time.monotonic(), None])
         self.waiting.append({"prefill": len(prompt), "decode": out_tokens, "done": done})
         self.last_arrival = time.monotonic()
         self._wake.set()
@@ -139,6 +158,14 @@ class SimulatedGpuEngineDouble:
             self.running = [s for s in self.running if s not in finished]
             for s in finished:
                 s["done"].set_result(None)
+            if not self.waiting and not self.running:
+                self.held[-1][1] = time.monotonic()
+
+    def reset(self) -> None:
+        """Forget what it did so far (the warm-up)."""
+        self.steps.clear()
+        self.held = [[time.monotonic(), None]] if self.waiting or self.running else []
+        self.late_s = 0.0
 
     # --- the engine's methods ----------------------------------------------------------
     async def next_token_logprobs(self, prompts, candidates):
@@ -162,45 +189,124 @@ class SimulatedGpuEngineDouble:
             self._loop_task.cancel()
 
 
-async def _drive(pairs: int, mode: str, path: str, units_at_once: int, unit_rows: int) -> dict:
-    import pyarrow as pa
+def window_figures(engine: SimulatedGpuEngineDouble, start: float, end: float) -> dict:
+    """One simulated GPU over the pool's wall window (the first unit handed out to the
+    last unit done, the same window for every GPU): `busy_share`, the time it had at least
+    one request in hand; `token_rate_share`, its tokens per second as a share of a full
+    step's. A GPU whose units ran out early shows it here, unlike `steady_figures`."""
+    window = end - start
+    held = sum(max(0.0, min(b if b is not None else end, end) - max(a, start)) for a, b in engine.held)
+    tokens = sum(t * max(0.0, min(b, end) - max(a, start)) / (b - a) for a, b, t in engine.steps if b > a)
+    full_rate = MAX_BATCHED_TOKENS / step_seconds(MAX_BATCHED_TOKENS)
+    return {"busy_share": round(held / window, 4), "token_rate_share": round(tokens / window / full_rate, 4)}
 
+
+def write_input(folder: Path, pairs: int, layout: str, unit_rows: int) -> Path:
+    """The same `pairs` LLMBar rows (ids p0, p1, ...) in one file of this layout:
+    `jsonl`; `one-row-group`, Parquet as pyarrow writes it by default (one row group of up
+    to 1,048,576 rows, as pandas' to_parquet does); `row-groups`, row groups of unit_rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    base = llmbar_pairs()
+    rows = [dict(base[i % len(base)], id=f"p{i}") for i in range(pairs)]
+    if layout == "jsonl":
+        return write_jsonl(rows, folder / "pairs.jsonl")
+    path = folder / "pairs.parquet"
+    if layout == "one-row-group":
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    else:
+        pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=unit_rows)
+    return path
+
+
+def _row_groups(path: Path) -> int | None:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).metadata.num_row_groups if path.suffix == ".parquet" else None
+
+
+async def _drive(pairs: int, mode: str, path: str, units_at_once: int, unit_rows: int,
+                 gpus: int = 1, layout: str = "jsonl") -> dict:
+    """`gpus` unit workers, each with its own simulated GPU, in this process's event loop,
+    pulling the units magistrate's planning cut (plan_input + cut_units) from one queue
+    as Ray Data's actor pool hands them out: a worker takes the next unit whenever one of
+    its `units_at_once` slots is free (one slot on the serial path)."""
     import magistrate.actors.judge_host as judge_host
-    from magistrate.actors.engine import EngineSettings
-    from magistrate.judges.core import JudgeSettings
-    from magistrate.pipelines.judge_job import JobSettings, plan_input
-    from magistrate.pipelines.unit_worker import UnitWorker
+    from magistrate.pipelines.judge_job import JobSettings
+    from magistrate.pipelines.lease import Lease
+    from magistrate.pipelines.sources import locate
 
     judge_host.AsyncVLLMEngine = SimulatedGpuEngineDouble  # the double in the engine's place
     with tempfile.TemporaryDirectory() as tmp:
-        src = Path(tmp) / "pairs.jsonl"
-        rows = llmbar_pairs()
-        write_jsonl([dict(rows[i % len(rows)], id=f"p{i}") for i in range(pairs)], src)
+        src = write_input(Path(tmp), pairs, layout, unit_rows)
         settings = JobSettings(input=str(src), output=f"{tmp}/out", judge="con-j", unit_rows=unit_rows)
-        plan = plan_input(settings)
-        judge = JudgeSettings(judge="con-j").resolved() if mode == "generate" else _logprob_con_j()
-        worker = UnitWorker(str(src), f"{tmp}/out", None, plan.mapping, plan.preset, 64,
-                            {"engine": EngineSettings(model="simulated"), "judge": judge, "run_id": "sim"})
+        out = locate(settings.output)
+        # The run holds the output's lease, as judge_job.run does: a worker checks it
+        # before it publishes a unit (pipelines/lease.py).
+        with Lease.acquire(out, "sim", take_over_stale=False):
+            result = await _pool(settings, out, mode, path, units_at_once, gpus)
+        return {"mode": mode, "path": path, "layout": layout, "input_row_groups": _row_groups(src), **result}
+
+
+async def _pool(settings, out, mode: str, path: str, units_at_once: int, gpus: int) -> dict:
+    import collections
+
+    import pyarrow as pa
+
+    from magistrate.actors.engine import EngineSettings
+    from magistrate.judges.core import JudgeSettings
+    from magistrate.pipelines.judge_job import cut_units, plan_input
+    from magistrate.pipelines.unit_worker import UnitWorker
+
+    planning = time.monotonic()
+    plan = cut_units(settings, plan_input(settings), out)  # staged pieces: out/_staged/
+    planning_s = time.monotonic() - planning
+    judge = JudgeSettings(judge="con-j").resolved() if mode == "generate" else _logprob_con_j()
+    workers = [UnitWorker(settings.input, settings.output, None, plan.mapping, plan.preset, 64,
+                          {"engine": EngineSettings(model="simulated"), "judge": judge, "run_id": "sim"})
+               for _ in range(gpus)]
+    for worker in workers:
         if path == "serial":
             worker._judge = _serial(worker)
         await worker.judge._ready()  # engine built and warmed up, as before the first unit
-        engine = worker.judge.engine
-        engine.steps.clear()
-        engine.late_s = 0.0
-        gate = asyncio.Semaphore(units_at_once if path == "continuous" else 1)
-        started = time.monotonic()
+    engines = [worker.judge.engine for worker in workers]
+    for engine in engines:
+        engine.reset()
+    queue = collections.deque(plan.units)
+    judged = [{"units": 0, "pairs": 0} for _ in workers]
+    started = time.monotonic()
 
-        async def one(unit):
-            async with gate:
-                return await worker(pa.Table.from_pylist([unit.as_row()]))
+    async def slot(k: int) -> None:
+        while queue:
+            unit = queue.popleft()
+            result = await workers[k](pa.Table.from_pylist([unit.as_row()]))
+            judged[k]["units"] += 1
+            judged[k]["pairs"] += result.column("rows")[0].as_py()
 
-        results = await asyncio.gather(*(one(u) for u in plan.units))
-        ended = time.monotonic()
-        judged = sum(r.column("rows")[0].as_py() for r in results)
-        return {"mode": mode, "path": path, "pairs": judged, "units": len(plan.units), "wall_s": round(ended - started, 2),
-                "simulated_pairs_per_s": round(judged / (ended - started), 1),
-                **steady_figures(engine.steps, engine.last_arrival),
-                "unit_rows": unit_rows, "steps_late_s": round(engine.late_s, 2)}
+    # The first units go round the workers (Ray Data hands a unit to the least busy
+    # actor); then each free slot takes the next.
+    slots = units_at_once if path == "continuous" else 1
+    await asyncio.gather(*(slot(k) for _ in range(slots) for k in range(gpus)))
+    ended = time.monotonic()
+    for engine in engines:
+        engine.shutdown()
+    total = sum(j["pairs"] for j in judged)
+    per_gpu = [{"gpu": k, **judged[k], **window_figures(e, started, ended), "steps_late_s": round(e.late_s, 2)}
+               for k, e in enumerate(engines)]
+    result = {"gpus": gpus, "pairs": total, "units": len(plan.units), "unit_rows": settings.unit_rows,
+              "unit_rows_min_max": [min(u.rows for u in plan.units), max(u.rows for u in plan.units)],
+              "staged_units": sum(bool(u.staged) for u in plan.units),
+              "planning_s": round(planning_s, 2), "wall_s": round(ended - started, 2),
+              "simulated_pairs_per_s": round(total / (ended - started), 1)}
+    if gpus == 1:  # the single-GPU figures as before: over the steady window
+        result.update(steady_figures(engines[0].steps, engines[0].last_arrival),
+                      steps_late_s=round(engines[0].late_s, 2))
+    busy = [g["busy_share"] for g in per_gpu]
+    rate = [g["token_rate_share"] for g in per_gpu]
+    return {**result, "per_gpu": per_gpu,
+            "busy_share_spread": round(max(busy) - min(busy), 4),
+            "token_rate_share_spread": round(max(rate) - min(rate), 4)}
 
 
 def _logprob_con_j():
@@ -228,16 +334,24 @@ def main() -> None:
     parser.add_argument("--units-at-once", type=int, default=None)
     parser.add_argument("--unit-rows", type=int, default=512)
     parser.add_argument("--path", choices=("both", "continuous", "serial"), default="both")
+    parser.add_argument("--gpus", type=int, default=1, help="simulated GPUs, each its own unit worker")
+    parser.add_argument("--layout", choices=(*LAYOUTS, "all"), default="jsonl",
+                        help="the input: one file of --pairs rows in this layout")
+    parser.add_argument("--host-cores", type=int, default=None,
+                        help="cores the process may use (default: 1 for one GPU, else up to one per GPU)")
     args = parser.parse_args()
-    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one host core
+    available = sorted(os.sched_getaffinity(0))
+    cores = args.host_cores or (1 if args.gpus == 1 else min(args.gpus, len(available)))
+    os.sched_setaffinity(0, set(available[:cores]))
     from magistrate.pipelines.unit_worker import UNITS_AT_ONCE
 
     results = []
-    for mode in (("generate", "logprob") if args.mode == "both" else (args.mode,)):
-        for path in (("continuous", "serial") if args.path == "both" else (args.path,)):
-            results.append(asyncio.run(_drive(args.pairs, mode, path, args.units_at_once or UNITS_AT_ONCE,
-                                       args.unit_rows)))
-            print(json.dumps(results[-1]), flush=True)
+    for layout in (LAYOUTS if args.layout == "all" else (args.layout,)):
+        for mode in (("generate", "logprob") if args.mode == "both" else (args.mode,)):
+            for path in (("continuous", "serial") if args.path == "both" else (args.path,)):
+                results.append(asyncio.run(_drive(args.pairs, mode, path, args.units_at_once or UNITS_AT_ONCE,
+                                                  args.unit_rows, args.gpus, layout)))
+                print(json.dumps({**results[-1], "host_cores": cores}), flush=True)
 
 
 if __name__ == "__main__":
