@@ -12,6 +12,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from magistrate import faults
 from magistrate.actors import metrics
 from magistrate.actors.engine import AsyncVLLMEngine, EngineSettings, TokenizerEngine
 from magistrate.judges.combine import error_row
@@ -105,6 +106,7 @@ class JudgeHost:
             return await asyncio.to_thread(self.judge.count_tokens, pairs)
         for attempt in range(1, self.max_tries + 1):
             built = await self._ready()
+            await faults.point_async("engine_call")
             try:
                 return await self.judge.judge_async(pairs)
             except Exception as exc:  # noqa: BLE001 - any engine failure costs a retry

@@ -94,24 +94,28 @@ def _parsed(raw: bytes) -> dict:
     return holder if isinstance(holder, dict) else {}
 
 
-def _watch(loc: Location, path: str, raw: bytes, etag: str | None, holder: dict) -> tuple[bytes, str | None]:
+def _watch(loc: Location, path: str, raw: bytes, etag: str | None,
+           holder: dict) -> tuple[bytes | None, str | None]:
     """The lease watched for STALE_SECONDS on this process's monotonic clock: returns it
-    (bytes, ETag) if it stayed the same; refuses if its holder rewrote it (alive) or
-    another run took it."""
+    (bytes, ETag) if it stayed the same, (None, None) if its holder released it; refuses
+    if its holder rewrote it (alive) or another run took it."""
     print(f"magistrate: the lease of {loc.uri} is held by {describe(holder)}; watching it for "
           f"{STALE_SECONDS:.0f} s before taking it over", file=sys.stderr)
     deadline = time.monotonic() + STALE_SECONDS
     while (left := deadline - time.monotonic()) > 0:
         time.sleep(min(left, max(0.05, min(2.0, STALE_SECONDS / 20))))
         found = read_bytes(loc, path)
-        if found is None or found[0] != raw:
-            now = _parsed(found[0]) if found else {}
+        if found is None:  # its holder finished or stopped and released it: free to take
+            print(f"magistrate: {describe(holder)} released the lease of {loc.uri} while this run watched it",
+                  file=sys.stderr)
+            return None, None
+        if found[0] != raw:
+            now = _parsed(found[0])
             if now.get("run_id") == holder.get("run_id"):
                 raise InputError(f"{loc.uri} is in use by a live run: {describe(now)} (its lease was rewritten "
                                  "while this run watched it). Wait for it to finish or stop it; two runs on one "
                                  "output would mix their verdicts")
-            raise InputError(f"{loc.uri}: another run took over the stale lease first"
-                             + (f" ({describe(now)})" if now else " and released it"))
+            raise InputError(f"{loc.uri}: another run took over the stale lease first ({describe(now)})")
         if dead_here(holder):
             break
     return raw, etag
@@ -190,10 +194,16 @@ class Lease:
         if not dead_here(holder):
             if not take_over_stale:
                 raise InputError(
-                    f"{loc.uri} is leased by {describe(holder)}. If that run is alive, wait for it or stop "
-                    "it (two runs on one output would mix their verdicts); if it stopped heartbeating, pass "
-                    f"--resume to take it over once its lease has stayed unchanged for {STALE_SECONDS:.0f} s")
+                    f"{loc.uri} is in use by a live run, as far as its lease tells: {describe(holder)}. Wait "
+                    "for it or stop it (two runs on one output would mix their verdicts); if it stopped "
+                    f"heartbeating, pass --resume to take it over once its lease has stayed unchanged for "
+                    f"{STALE_SECONDS:.0f} s")
             raw, etag = _watch(loc, path, raw, etag, holder)
+            if raw is None:
+                try:
+                    return create_exclusive(loc, path, data)
+                except AlreadyExists:
+                    raise InputError(f"{loc.uri}: another run took the released lease first") from None
         elif not take_over_stale:
             raise InputError(f"{loc.uri} is leased by a run that stopped heartbeating ({describe(holder)}): "
                              "pass --resume to take it over and finish that run's work")

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from magistrate import faults
 from magistrate.actors.judge_host import JudgeHost
 from magistrate.pairs import MAX_FIELD_CHARS
 from magistrate.pipelines.lease import LeaseLost, check_held
@@ -93,6 +94,7 @@ class UnitWorker:
                 verdicts, judged = await self._redo(unit, table)
             else:
                 verdicts = judged = await self._judge(table)
+            await faults.point_async("publish")
             # Fenced: a run whose lease was taken publishes nothing more (pipelines/lease.py);
             # the driver, told, stops the pool.
             try:

@@ -9,6 +9,7 @@ import io
 import json
 import os
 import socket
+import threading
 import time
 import uuid
 
@@ -495,7 +496,6 @@ def test_units_no_round_finished_are_written_off_and_resume_judges_them_again(tm
 def test_two_takers_of_a_stale_local_lease_one_wins(tmp_path, monkeypatch):
     """Both read the stale lease before either replaces it, and the second acts only after
     the first holds the lease: the second must find it changed, not take it."""
-    import threading
 
     from magistrate.pipelines import lease as lease_module
     from magistrate.pipelines.lease import LEASE, Lease
@@ -642,6 +642,30 @@ def test_a_paused_holder_is_taken_over_after_the_window_and_told(output, monkeyp
         out, err = holder.communicate("\n", timeout=60)
         assert "lost: run run-taker" in out, out + err
         assert taken.holder()["run_id"] == "run-taker", "the woken holder wrote nothing"
+    finally:
+        taken.release()
+
+
+def test_a_lease_released_while_watched_is_taken_at_once(output, monkeypatch, capsys):
+    """A --resume that watched a live run's lease while that run finished: the lease was
+    gone, and the resume was refused as if another run had taken it."""
+    from magistrate.pipelines import lease as lease_module
+    from magistrate.pipelines.lease import LEASE, Lease
+    from magistrate.pipelines.store import delete, join
+
+    monkeypatch.setattr(lease_module, "STALE_SECONDS", 20.0)
+    uri, endpoint, client = output
+    out = locate(uri, endpoint)
+    other = {"run_id": "run-finishing", "host": "another-host", "machine": "another-machine", "pid": 99,
+             "pid_started": 0.0, "since": "2026-01-01T00:00:00Z", "heartbeat": time.time()}
+    _put(uri, client, LEASE, json.dumps(other).encode())
+    threading.Timer(0.5, delete, args=(out, join(out, LEASE))).start()  # the holder finishes
+    started = time.monotonic()
+    taken = Lease.acquire(out, "run-resume", take_over_stale=True)
+    try:
+        assert time.monotonic() - started < 20, "it waited out the window for a released lease"
+        assert taken.holder()["run_id"] == "run-resume"
+        assert "run run-finishing" in capsys.readouterr().err
     finally:
         taken.release()
 

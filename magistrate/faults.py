@@ -1,0 +1,66 @@
+"""Fault points: a test stops a real run at a moment it names, then kills what it means to.
+
+`MAGISTRATE_FAULT="publish=2"` makes the process that reaches the point `publish` for the
+2nd time hold there: it writes `publish-2.reached` (its pid inside) into
+`MAGISTRATE_FAULT_DIR` and waits until `publish-2.go` appears there. Until then every
+later arrival at that point in the same process waits too, so units judged side by side do
+not slip past. Several points are separated by commas. Unset (as users run it), a point
+costs one dictionary lookup.
+
+The points (each in the one place its step happens):
+- `publish`: a unit worker about to publish a unit (pipelines/unit_worker.py); count k
+  holds before the k-th publish of that actor process, after k-1 were published.
+- `engine_call`: a judge host about to hand a batch to its engine (actors/judge_host.py).
+
+Counts are per process: with one judge actor (`--replicas 1`) they are the run's.
+The environment reaches Ray's workers on a local Ray (the driver starts it); a test that
+joins a running head sets the variables in that head's environment.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+_counts: dict[str, int] = {}
+_lock = threading.Lock()
+
+
+def _armed() -> dict[str, int]:
+    spec = os.environ.get("MAGISTRATE_FAULT", "")
+    points = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        name, _, k = item.partition("=")
+        points[name] = int(k or 1)
+    return points
+
+
+async def point_async(name: str) -> None:
+    """`point` for a coroutine: held off the event loop, free when nothing is armed."""
+    if name in _armed():
+        import asyncio
+
+        await asyncio.to_thread(point, name)
+
+
+def point(name: str) -> None:
+    """Hold here if a test armed this point and its count is reached (blocking: call it
+    from a thread in async code)."""
+    armed = _armed()
+    if name not in armed:
+        return
+    with _lock:
+        _counts[name] = _counts.get(name, 0) + 1
+        count = _counts[name]
+    k = armed[name]
+    if count < k:
+        return
+    folder = Path(os.environ.get("MAGISTRATE_FAULT_DIR", "."))
+    go = folder / f"{name}-{k}.go"
+    if count == k:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{name}-{k}.reached").write_text(str(os.getpid()))
+    while not go.exists():
+        time.sleep(0.05)
