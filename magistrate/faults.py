@@ -1,4 +1,6 @@
-"""Fault points: a test stops a real run at a moment it names, then kills what it means to.
+"""Test hooks read from the environment: fault points, and the start-ups a test run counts.
+
+Fault points: a test stops a real run at a moment it names, then kills what it means to.
 
 `MAGISTRATE_FAULT="publish=2"` makes the process that reaches the point `publish` for the
 2nd time hold there: it writes `publish-2.reached` (its pid inside) into
@@ -13,6 +15,11 @@ The points (each in the one place its step happens):
 - `engine_call`: a judge host about to hand a batch to its engine (actors/judge_host.py).
 
 Counts are per process: with one judge actor (`--replicas 1`) they are the run's.
+
+Start-ups (`starting`): each start of Ray or of a judge engine, in whatever process,
+appends a line to `MAGISTRATE_STARTS_FILE` (the suite reports how many it paid), and is
+refused when `MAGISTRATE_FORBID` names it (the fast tier: a test that starts an engine or
+Ray without its marker fails there).
 The environment reaches Ray's workers on a local Ray (the driver starts it); a test that
 joins a running head sets the variables in that head's environment.
 """
@@ -64,3 +71,14 @@ def point(name: str) -> None:
         (folder / f"{name}-{k}.reached").write_text(str(os.getpid()))
     while not go.exists():
         time.sleep(0.05)
+
+
+def starting(kind: str) -> None:
+    """Called once where Ray (`ray`) or a judge engine (`engine`) is started."""
+    if kind in os.environ.get("MAGISTRATE_FORBID", "").split(","):
+        raise RuntimeError(f"this test run forbids starting {kind} (MAGISTRATE_FORBID): a test that starts "
+                           f"{kind} needs the pytest marker `{kind}`")
+    record = os.environ.get("MAGISTRATE_STARTS_FILE")
+    if record:
+        with open(record, "a") as f:  # one short line per start: appends do not interleave
+            f.write(f"{kind} {os.getpid()}\n")

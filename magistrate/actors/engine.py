@@ -15,6 +15,7 @@ from typing import Any, Literal, Sequence
 
 import psutil
 
+from magistrate import faults
 from magistrate.actors.engine_logs import engine_output, wait_until
 from magistrate.judges.generated import Generation
 from magistrate.model_files import load_config, load_tokenizer
@@ -198,6 +199,7 @@ class _Hosted:
     defaults, its processes tied to this one's life, its tokenizer."""
 
     def _start(self, settings: EngineSettings, build) -> None:
+        faults.starting("engine")
         self.settings = settings
         self.model = settings.model
         with engine_output(settings.verbose) as self.log_path:

@@ -9,6 +9,7 @@ import socket
 import sys
 from typing import Any
 
+from magistrate import faults
 from magistrate.judges.core import JudgeSettings
 from magistrate.judges.registry import PLUGGED_IN
 
@@ -76,6 +77,7 @@ def connect_ray() -> None:
         print(f"magistrate: the Ray cluster last started here ({last}) is gone; "
               "starting a local Ray", file=sys.stderr)
         address = "local"
+    faults.starting("ray")
     ray.init(address=address, logging_level="WARNING")
 
 
