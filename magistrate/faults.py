@@ -19,7 +19,8 @@ Counts are per process: with one judge actor (`--replicas 1`) they are the run's
 Start-ups (`starting`): each start of Ray or of a judge engine, in whatever process,
 appends a line to `MAGISTRATE_STARTS_FILE` (the suite reports how many it paid), and is
 refused when `MAGISTRATE_FORBID` names it (the fast tier: a test that starts an engine or
-Ray without its marker fails there).
+Ray without its marker fails there; each refusal is also noted in
+`MAGISTRATE_REFUSED_FILE`, for a refusal that a test or a CLI run swallows).
 The environment reaches Ray's workers on a local Ray (the driver starts it); a test that
 joins a running head sets the variables in that head's environment.
 """
@@ -27,6 +28,7 @@ joins a running head sets the variables in that head's environment.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -76,9 +78,14 @@ def point(name: str) -> None:
 def starting(kind: str) -> None:
     """Called once where Ray (`ray`) or a judge engine (`engine`) is started."""
     if kind in os.environ.get("MAGISTRATE_FORBID", "").split(","):
+        # Noted as well as raised: a test may catch the error, or a CLI run exit with it.
+        _append(os.environ.get("MAGISTRATE_REFUSED_FILE"), f"{kind} {os.getpid()} {' '.join(sys.argv)}")
         raise RuntimeError(f"this test run forbids starting {kind} (MAGISTRATE_FORBID): a test that starts "
                            f"{kind} needs the pytest marker `{kind}`")
-    record = os.environ.get("MAGISTRATE_STARTS_FILE")
+    _append(os.environ.get("MAGISTRATE_STARTS_FILE"), f"{kind} {os.getpid()}")
+
+
+def _append(record: str | None, line: str) -> None:
     if record:
-        with open(record, "a") as f:  # one short line per start: appends do not interleave
-            f.write(f"{kind} {os.getpid()}\n")
+        with open(record, "a") as f:  # one short line at a time: appends do not interleave
+            f.write(line + "\n")
