@@ -9,7 +9,7 @@ DEMO_OUT ?= out/demo
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: setup model browser demo test bench clean
+.PHONY: setup model browser demo test test-fast bench clean
 
 setup: $(STAMP) model
 
@@ -46,6 +46,11 @@ $(VENV)/.test-plugin-installed: $(STAMP) $(PLUGIN)/pyproject.toml $(PLUGIN)/magi
 
 test: setup browser $(VENV)/.test-plugin-installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The edit loop's tier: no engine, no Ray, nothing slow (README has its time). Starting
+# Ray or an engine is refused here, so a test missing its marker fails (tests/conftest.py).
+test-fast: $(STAMP)
+	MAGISTRATE_FORBID=ray,engine $(BIN)/python -m pytest -m "not engine and not ray and not slow" $(PYTEST_ARGS)
 
 # All benchmarks (~45 min here, ~25 without the 1M-row dry run: BENCH_ARGS="--scaling 10000,100000").
 # The table is printed last; docs/performance.md has a run.

@@ -17,6 +17,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from magistrate import faults
+
 REPO = Path(__file__).resolve().parent.parent
 # No usage reports from Ray or vLLM: tests talk to loopback only (every process they start
 # inherits this environment).
@@ -28,6 +30,48 @@ os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 EXAMPLES = REPO / "examples" / "data"
 MAGISTRATE = [sys.executable, "-m", "magistrate.cli"]
 BIN = Path(sys.executable).parent
+
+# The fast tier (`make test-fast`) deselects the tests marked `engine` and `ray` and sets
+# MAGISTRATE_FORBID=ray,engine, so a test that starts either without its marker fails:
+# in this process (ray.init, a Ray node, `ray start`, an engine) and in any process a test
+# starts (faults.starting at connect_ray and the engine's start). A refusal that a CLI run
+# or an except clause swallows is noted in MAGISTRATE_REFUSED_FILE and fails the test here.
+FORBID = set(filter(None, os.environ.get("MAGISTRATE_FORBID", "").split(",")))
+
+
+def pytest_configure(config):
+    if not FORBID:
+        return
+    import tempfile
+
+    os.environ["MAGISTRATE_REFUSED_FILE"] = str(Path(tempfile.mkdtemp(prefix="magistrate-refused-")) / "starts")
+    if "ray" in FORBID:
+        import ray
+        import ray.cluster_utils
+
+        def refused(*args, **kwargs):
+            faults.starting("ray")
+
+        # Ray's auto-init (ray.get, Ray Data, Serve) goes through ray.init too.
+        ray.init = refused
+        ray.cluster_utils.Cluster.__init__ = refused
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    if not FORBID:
+        return (yield)
+    record = Path(os.environ["MAGISTRATE_REFUSED_FILE"])
+    before = record.stat().st_size if record.exists() else 0
+    try:
+        return (yield)
+    finally:
+        refused = record.read_bytes()[before:].decode(errors="replace") if record.exists() else ""
+        if refused:
+            kinds = sorted({line.split()[0] for line in refused.splitlines()})
+            pytest.fail(f"{item.nodeid} started {' and '.join(kinds)} without its marker "
+                        f"({', '.join(f'@pytest.mark.{k}' for k in kinds)}); refused in:\n{refused}",
+                        pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -96,6 +140,8 @@ def ray_head(env: dict | None = None, *extra: str, log: Path | None = None, port
     The head runs with --block in a session of its own, and on exit exactly that session's
     processes stop: never `ray stop`, which stops every Ray on the machine (another test
     run's, a user's)."""
+    if "ray" in FORBID:
+        faults.starting("ray")
     port, dashboard = port or free_port(), free_port()
     address = f"127.0.0.1:{port}"
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token", **(env or {})}
