@@ -19,6 +19,12 @@ Sections (each a fresh process, one engine at a time, so they do not share the C
   scaling   dry runs over 10k, 100k, 1M rows: time and the driver's peak memory
   summary   the end of a 10M-row run: reconciliation from footers and summary.json's
             figures over a synthetic output, time and peak memory (no engine)
+  verify    `magistrate verify` over a synthetic 10M-row output and its input: time, the
+            verify process's and Ray workers' peak memory (benchmarks/verify.py)
+  sharding  one big file (a one-row-group Parquet, a JSONL file) judged as a dry run by 2, 4
+            and 8 actors on a head of 8 logical CPUs: wall time, driver and per-actor peak
+            memory, bytes read per input byte (benchmarks/sharding.py). Hours at its
+            default 2M rows on 2 cores, so only when named: --only sharding
 Results go in docs/performance.md by hand, with the date and the machine.
 """
 
@@ -28,6 +34,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -40,7 +47,8 @@ from benchmarks.common import HERE, llmbar_pairs, run_measured, synthetic_pairs,
 
 PY = sys.executable
 MAGISTRATE = [PY, "-m", "magistrate.cli", "judge"]
-SECTIONS = ("engine", "pipeline", "peer", "feed", "simulated", "host", "scaling", "summary")
+SECTIONS = ("engine", "pipeline", "peer", "feed", "simulated", "host", "scaling", "summary", "verify", "sharding")
+DEFAULT = [name for name in SECTIONS if name != "sharding"]
 
 
 def _json_out(out: str) -> dict:
@@ -154,6 +162,26 @@ def summary(args, work: Path) -> dict:
     return _json_out(run_measured([PY, "-m", "benchmarks.summary_scale", "--rows", str(args.summary_rows)])[2])
 
 
+def sharding(args, work: Path) -> dict:
+    """Its progress goes to stderr as it runs (a run at 2M rows takes most of an hour). Runs
+    at another size or actor count measured before are kept."""
+    out = subprocess.run([PY, "-m", "benchmarks.sharding", "--rows", str(args.sharding_rows),
+                          "--actors", args.sharding_actors, "--formats", args.sharding_formats],
+                         stdout=subprocess.PIPE, text=True, check=True).stdout
+    runs = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    measured = time.strftime("%Y-%m-%d %H:%M")
+    key = lambda r: (r["format"], r["rows"], r["actors"])  # noqa: E731
+    new = {key(r) for r in runs}
+    target = HERE / "results" / "latest.json"
+    before = json.loads(target.read_text()).get("sharding", {}).get("runs", []) if target.exists() else []
+    kept = [r for r in before if key(r) not in new]
+    return {"runs": sorted(kept + [{**r, "measured": measured} for r in runs], key=key)}
+
+
+def verify(args, work: Path) -> dict:
+    return _json_out(run_measured([PY, "-m", "benchmarks.verify", "--rows", str(args.verify_rows)])[2])
+
+
 def table(r: dict) -> str:
     lines = [("measure", "figure", "target")]
     if "engine" in r:
@@ -207,13 +235,23 @@ def table(r: dict) -> str:
         s = r["summary"]
         lines.append((f"summary + reconciliation, {s['rows']:,} rows: s / peak MiB",
                       f"{round(s['footers_s'] + s['summarise_s'], 1)} / {s['peak_rss_mib']}", "seconds, flat memory"))
+    for s in r.get("sharding", {}).get("runs", []):
+        lines.append((f"one {s['format']} file, {s['rows']:,} rows, {s['actors']} actors: s / driver / actor peak MiB"
+                      " / bytes read per input byte",
+                      f"{s['wall_s']} / {s['driver_peak_rss_mib']} / {s['actor_peak_mib']} / "
+                      f"{s.get('bytes_read_per_input_byte', '-')}", "flat memory, reads <= ~2-3"))
+    if "rows" in r.get("verify", {}):
+        v = r["verify"]
+        lines.append((f"verify, {v['rows']:,} rows: s / verify process / largest Ray worker peak MiB",
+                      f"{v['verify_s']} / {v['driver_peak_rss_mib']} / {v['worker_peak_rss_mib']}", "bounded memory"))
     width = [max(len(row[i]) for row in lines) for i in range(3)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, width)) for row in lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated of {', '.join(SECTIONS)}")
+    parser.add_argument("--only", default=",".join(DEFAULT),
+                        help=f"comma-separated of {', '.join(SECTIONS)} (default: all but sharding)")
     parser.add_argument("--pairs", type=int, default=32, help="LLMBar pairs for the engine-bound sections")
     parser.add_argument("--feed-pairs", type=int, default=72, help="LLMBar pairs for feed's logprob ratio")
     parser.add_argument("--feed-repeats", type=int, default=2, help="alternating runs of each side in feed")
@@ -222,8 +260,12 @@ def main() -> None:
     parser.add_argument("--simulated-pairs", type=int, default=3072)
     parser.add_argument("--host-rows", type=int, default=10_000)
     parser.add_argument("--summary-rows", type=int, default=10_000_000)
+    parser.add_argument("--verify-rows", type=int, default=10_000_000)
     parser.add_argument("--scaling", default="10000,100000,1000000",
                         type=lambda s: [int(x) for x in s.split(",")])
+    parser.add_argument("--sharding-rows", type=int, default=2_000_000, help="rows of sharding's one file")
+    parser.add_argument("--sharding-actors", default="2,4,8", help="sharding's actor counts, comma-separated")
+    parser.add_argument("--sharding-formats", default="parquet,jsonl", help="sharding's formats, comma-separated")
     args = parser.parse_args()
     chosen = args.only.split(",")
     unknown = set(chosen) - set(SECTIONS)

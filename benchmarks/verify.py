@@ -60,7 +60,7 @@ class Peaks:
 
     def __init__(self):
         self.driver = self.worker = self.workers = self.tree = self.private = 0
-        self.worker_name = ""
+        self.worker_name = self.private_name = ""
 
     def __call__(self, me: psutil.Process) -> None:
         driver = me.memory_info().rss
@@ -73,7 +73,8 @@ class Peaks:
             tree += memory.rss
             if name.startswith("ray::"):
                 workers.append((memory.rss, name))
-                self.private = max(self.private, memory.rss - memory.shared)
+                if memory.rss - memory.shared > self.private:
+                    self.private, self.private_name = memory.rss - memory.shared, name
         self.driver = max(self.driver, driver)
         self.tree = max(self.tree, tree)
         self.workers = max(self.workers, sum(rss for rss, _ in workers))
@@ -84,6 +85,7 @@ class Peaks:
         mib = lambda n: round(n / 2**20)  # noqa: E731
         return {"driver_peak_rss_mib": mib(self.driver), "worker_peak_rss_mib": mib(self.worker),
                 "worker_peak_name": self.worker_name, "worker_peak_private_mib": mib(self.private),
+                "worker_peak_private_name": self.private_name,
                 "workers_peak_sum_rss_mib": mib(self.workers),
                 "tree_peak_rss_mib": mib(self.tree)}
 
