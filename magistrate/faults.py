@@ -75,14 +75,18 @@ def point(name: str) -> None:
         time.sleep(0.05)
 
 
-def starting(kind: str) -> None:
-    """Called once where Ray (`ray`) or a judge engine (`engine`) is started."""
+def starting(kind: str, how: str = "") -> None:
+    """Called once where Ray (`ray`) or a judge engine (`engine`) is started. `how` goes
+    on the recorded line: for Ray, `local` (a new one), `joins` (RAY_ADDRESS names a
+    running one), `auto` (Ray's own rule: a `ray start` cluster if one is recorded, else
+    a new one), `head` (a `ray start --head`), `in-process` (a Ray node in a test's own
+    process)."""
     if kind in os.environ.get("MAGISTRATE_FORBID", "").split(","):
         # Noted as well as raised: a test may catch the error, or a CLI run exit with it.
         _append(os.environ.get("MAGISTRATE_REFUSED_FILE"), f"{kind} {os.getpid()} {' '.join(sys.argv)}")
         raise RuntimeError(f"this test run forbids starting {kind} (MAGISTRATE_FORBID): a test that starts "
                            f"{kind} needs the pytest marker `{kind}`")
-    _append(os.environ.get("MAGISTRATE_STARTS_FILE"), f"{kind} {os.getpid()}")
+    _append(os.environ.get("MAGISTRATE_STARTS_FILE"), f"{kind} {os.getpid()} {how}".rstrip())
 
 
 def _append(record: str | None, line: str) -> None:

@@ -4,6 +4,7 @@ setup` does) and at most one in-process vLLM engine is started per test session.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -27,6 +28,10 @@ os.environ.update(RAY_USAGE_STATS_ENABLED="0", VLLM_NO_USAGE_STATS="1", DO_NOT_T
 # unless multi-node mode is off, as it is by default on macOS: off here, so every local Ray,
 # ray start head and ray.cluster_utils node a test starts listens and talks on loopback.
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+# A run that does not say which Ray starts its own: without RAY_ADDRESS, ray.init() joins
+# any `ray start` on this machine (a benchmark's, another suite's). The tests that join
+# the session's head (`shared_ray`) name its address.
+os.environ.setdefault("RAY_ADDRESS", "local")
 EXAMPLES = REPO / "examples" / "data"
 MAGISTRATE = [sys.executable, "-m", "magistrate.cli"]
 BIN = Path(sys.executable).parent
@@ -40,6 +45,7 @@ FORBID = set(filter(None, os.environ.get("MAGISTRATE_FORBID", "").split(",")))
 
 
 def pytest_configure(config):
+    _count_starts(config)
     if not FORBID:
         return
     import tempfile
@@ -72,6 +78,113 @@ def pytest_runtest_call(item):
             pytest.fail(f"{item.nodeid} started {' and '.join(kinds)} without its marker "
                         f"({', '.join(f'@pytest.mark.{k}' for k in kinds)}); refused in:\n{refused}",
                         pytrace=False)
+
+
+# The start-up report: every Ray and engine this run starts, in any process, is a line in
+# MAGISTRATE_STARTS_FILE (faults.starting: connect_ray, the engine's start, ray_head; a
+# Ray node in this process through _CountRayNodes). Printed at the end of the run.
+STARTS: dict = {"file": None, "offset": 0, "tests": {}, "folder": None}
+
+
+def _count_starts(config) -> None:
+    import tempfile
+
+    if not os.environ.get("MAGISTRATE_STARTS_FILE"):
+        STARTS["folder"] = tempfile.mkdtemp(prefix="magistrate-starts-")
+        os.environ["MAGISTRATE_STARTS_FILE"] = str(Path(STARTS["folder"]) / "starts")
+    STARTS["file"] = Path(os.environ["MAGISTRATE_STARTS_FILE"])
+    STARTS["offset"] = STARTS["file"].stat().st_size if STARTS["file"].exists() else 0
+    if "ray" not in FORBID:
+        if "ray._private.node" in sys.modules:
+            _count_ray_nodes(sys.modules["ray._private.node"])
+        else:
+            sys.meta_path.insert(0, _CountRayNodes())
+
+
+def _count_ray_nodes(module) -> None:
+    """A head node started in this process (ray.init of a new Ray, a ray.cluster_utils
+    Cluster) is a Ray start; a node that connects to a running Ray is not."""
+    init = module.Node.__init__
+
+    def counted(self, ray_params, head=False, *args, **kwargs):
+        if head and not kwargs.get("connect_only", args[2] if len(args) > 2 else False):
+            faults.starting("ray", "in-process")
+        return init(self, ray_params, head, *args, **kwargs)
+
+    module.Node.__init__ = counted
+
+
+class _CountRayNodes:
+    """Wraps ray._private.node when it is first imported, so a run that never imports
+    Ray pays nothing for the count."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "ray._private.node":
+            return None
+        import importlib.util
+
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            _count_ray_nodes(module)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+def _starts(text: str) -> list[tuple[str, int, str]]:
+    lines = []
+    for line in text.splitlines():
+        kind, pid, *how = line.split()
+        lines.append((kind, int(pid), how[0] if how else "local"))
+    return lines
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    record = STARTS["file"]
+    before = record.stat().st_size if record and record.exists() else 0
+    try:
+        return (yield)
+    finally:
+        if record and record.exists() and record.stat().st_size > before:
+            STARTS["tests"][item.nodeid] = record.read_bytes()[before:].decode(errors="replace")
+
+
+def _summary(lines: list[tuple[str, int, str]]) -> str:
+    me = os.getpid()
+    engines = [pid for kind, pid, _ in lines if kind == "engine"]
+    # In this process a Ray start is the node counted by _CountRayNodes; connect_ray's
+    # own line here would count it twice (or count a join).
+    rays = [how for kind, pid, how in lines if kind == "ray" and (pid != me or how in ("head", "in-process"))]
+    started = [how for how in rays if how != "joins"]
+    local = sum(how in ("local", "auto") for how in started)
+    parts = [f"{started.count('head')} heads", f"{local} local", f"{started.count('in-process')} in-process"]
+    text = (f"{len(engines)} engines ({engines.count(me)} in-process), {len(started)} Rays "
+            f"({', '.join(parts)})")
+    return text + (f"; {rays.count('joins')} runs joined a running Ray" if "joins" in rays else "")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    record = STARTS["file"]
+    if record is None:
+        return
+    text = record.read_bytes()[STARTS["offset"]:].decode(errors="replace") if record.exists() else ""
+    terminalreporter.write_sep("-", "start-ups")
+    if config.option.verbose > 0:
+        for nodeid, lines in STARTS["tests"].items():
+            terminalreporter.write_line(f"{nodeid}: {_summary(_starts(lines))}")
+    terminalreporter.write_line(f"start-ups: {_summary(_starts(text))}")
+
+
+def pytest_unconfigure(config):
+    if STARTS["folder"]:
+        import shutil
+
+        shutil.rmtree(STARTS["folder"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -140,8 +253,7 @@ def ray_head(env: dict | None = None, *extra: str, log: Path | None = None, port
     The head runs with --block in a session of its own, and on exit exactly that session's
     processes stop: never `ray stop`, which stops every Ray on the machine (another test
     run's, a user's)."""
-    if "ray" in FORBID:
-        faults.starting("ray")
+    faults.starting("ray", "head")  # counted; refused under MAGISTRATE_FORBID=ray
     port, dashboard = port or free_port(), free_port()
     address = f"127.0.0.1:{port}"
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token", **(env or {})}
@@ -172,6 +284,97 @@ def ray_head(env: dict | None = None, *extra: str, log: Path | None = None, port
                 proc.kill()
         psutil.wait_procs(left, timeout=30)
         log_file.close()
+
+
+class SharedRay:
+    """The session's `ray start --head` (ray_head) that CLI runs join by address, as users
+    run magistrate on a cluster: a run pays no Ray start of its own. Its workers, and so
+    every actor and engine of a joined run, inherit the head's environment, not the
+    run's: a test whose run needs other variables in its workers starts its own Ray.
+    Before each test that joins it the head must answer and be idle (no live actor or
+    placement group of a finished job: a failed test's leftover would starve the next);
+    if it is not within IDLE_WAIT seconds, or died, a fresh head replaces it."""
+
+    IDLE_WAIT = 60
+
+    def __init__(self, env: dict):
+        self.head_env, self.stack, self.starts = env, None, 0
+
+    def start(self) -> None:
+        import shutil
+        import tempfile
+
+        self.stack = contextlib.ExitStack()
+        temp = tempfile.mkdtemp(prefix="rayh", dir="/tmp")  # short: Ray's socket paths
+        self.stack.callback(shutil.rmtree, temp, ignore_errors=True)
+        self.log = Path(temp) / "head.log"
+        self.address, self.dashboard, _ = self.stack.enter_context(
+            ray_head(self.head_env, f"--temp-dir={temp}", log=self.log))
+        self.starts += 1
+
+    def stop(self) -> None:
+        if self.stack:
+            self.stack.close()
+            self.stack = None
+
+    def join(self) -> dict:
+        """What a run needs in its environment to join the head, once the head is ready."""
+        if self.stack is None:
+            self.start()
+        else:
+            self.ready()
+        return {"RAY_ADDRESS": self.address, "RAY_AUTH_MODE": "token"}
+
+    def _get(self, what: str) -> list[dict]:
+        token = (Path.home() / ".ray" / "auth_token").read_text().strip()
+        request = urllib.request.Request(
+            f"{self.dashboard}/api/v0/{what}?limit=1000&detail=true", headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())["data"]["result"]["result"]
+
+    def busy(self) -> list[str]:
+        """What holds resources now: live actors and placement groups that are not
+        detached (Ray Data keeps a few detached actors of no CPU between jobs)."""
+        found = [f"actor {a.get('class_name')} (job {a.get('job_id')}, pid {a.get('pid')})"
+                 for a in self._get("actors") if a.get("state") == "ALIVE" and not a.get("is_detached")]
+        found += [f"placement group {g.get('placement_group_id')}" for g in self._get("placement_groups")
+                  if g.get("state") in ("CREATED", "PENDING", "RESCHEDULING") and not g.get("is_detached")]
+        return found
+
+    def ready(self) -> None:
+        """Make sure the head answers and is idle, else replace it (said on stderr)."""
+        from magistrate.actors.placement import _answers
+
+        why = None if _answers(self.address) else "it stopped answering"
+        deadline = time.monotonic() + self.IDLE_WAIT
+        while why is None:
+            try:
+                busy = self.busy()
+            except (OSError, ValueError, KeyError) as exc:
+                why = f"its state API failed: {exc!r}"
+                break
+            if not busy:
+                return
+            if time.monotonic() > deadline:
+                why = f"still busy after {self.IDLE_WAIT} s: {'; '.join(busy[:5])}"
+            else:
+                time.sleep(0.5)
+        print(f"\nshared Ray head at {self.address}: {why}; starting a fresh one", file=sys.stderr)
+        self.stop()
+        self.start()
+
+
+@pytest.fixture(scope="session")
+def shared_ray(aws_env):
+    """The session's Ray head, started on first use: a run joins it with
+    `env=shared_ray.join()` (RAY_ADDRESS and token auth; the head checked first). The
+    head's environment has the fake AWS credentials of `aws_env`, so joined runs' workers
+    read the moto S3 server as their drivers do."""
+    head = SharedRay(aws_env)
+    try:
+        yield head
+    finally:
+        head.stop()
 
 
 # S3: a moto server in server mode on 127.0.0.1, reached through s3fs as on AWS.

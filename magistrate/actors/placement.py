@@ -77,7 +77,7 @@ def connect_ray() -> None:
         print(f"magistrate: the Ray cluster last started here ({last}) is gone; "
               "starting a local Ray", file=sys.stderr)
         address = "local"
-    faults.starting("ray")
+    faults.starting("ray", "local" if address == "local" else "joins" if address else "auto")
     ray.init(address=address, logging_level="WARNING")
 
 
