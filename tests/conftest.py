@@ -83,7 +83,7 @@ def pytest_runtest_call(item):
 # The start-up report: every Ray and engine this run starts, in any process, is a line in
 # MAGISTRATE_STARTS_FILE (faults.starting: connect_ray, the engine's start, ray_head; a
 # Ray node in this process through _CountRayNodes). Printed at the end of the run.
-STARTS: dict = {"file": None, "offset": 0, "tests": {}, "folder": None}
+STARTS: dict = {"file": None, "offset": 0, "tests": {}, "folder": None, "notes": []}
 
 
 def _count_starts(config) -> None:
@@ -178,6 +178,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         for nodeid, lines in STARTS["tests"].items():
             terminalreporter.write_line(f"{nodeid}: {_summary(_starts(lines))}")
     terminalreporter.write_line(f"start-ups: {_summary(_starts(text))}")
+    for note in STARTS["notes"]:
+        terminalreporter.write_line(note)
 
 
 def pytest_unconfigure(config):
@@ -291,9 +293,10 @@ class SharedRay:
     run magistrate on a cluster: a run pays no Ray start of its own. Its workers, and so
     every actor and engine of a joined run, inherit the head's environment, not the
     run's: a test whose run needs other variables in its workers starts its own Ray.
-    Before each test that joins it the head must answer and be idle (no live actor or
+    Before each run that joins it the head must answer and be idle (no live actor or
     placement group of a finished job: a failed test's leftover would starve the next);
-    if it is not within IDLE_WAIT seconds, or died, a fresh head replaces it."""
+    if it is not within IDLE_WAIT seconds, or died, a fresh head replaces it, and the
+    run's report says so."""
 
     IDLE_WAIT = 60
 
@@ -333,10 +336,11 @@ class SharedRay:
             return json.loads(response.read())["data"]["result"]["result"]
 
     def busy(self) -> list[str]:
-        """What holds resources now: live actors and placement groups that are not
-        detached (Ray Data keeps a few detached actors of no CPU between jobs)."""
+        """What holds resources now: live actors and placement groups (Ray Data keeps a
+        few detached actors that hold nothing between jobs: those are no leftover)."""
         found = [f"actor {a.get('class_name')} (job {a.get('job_id')}, pid {a.get('pid')})"
-                 for a in self._get("actors") if a.get("state") == "ALIVE" and not a.get("is_detached")]
+                 for a in self._get("actors") if a.get("state") == "ALIVE"
+                 and not (a.get("is_detached") and not any((a.get("required_resources") or {}).values()))]
         found += [f"placement group {g.get('placement_group_id')}" for g in self._get("placement_groups")
                   if g.get("state") in ("CREATED", "PENDING", "RESCHEDULING") and not g.get("is_detached")]
         return found
@@ -351,15 +355,14 @@ class SharedRay:
             try:
                 busy = self.busy()
             except (OSError, ValueError, KeyError) as exc:
-                why = f"its state API failed: {exc!r}"
-                break
+                busy = [f"its state API failed: {exc!r}"]
             if not busy:
                 return
             if time.monotonic() > deadline:
                 why = f"still busy after {self.IDLE_WAIT} s: {'; '.join(busy[:5])}"
             else:
                 time.sleep(0.5)
-        print(f"\nshared Ray head at {self.address}: {why}; starting a fresh one", file=sys.stderr)
+        STARTS["notes"].append(f"the shared Ray head at {self.address} was replaced: {why}")
         self.stop()
         self.start()
 
