@@ -225,6 +225,47 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 900) -> subpro
     )
 
 
+def invoke_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`magistrate ARGS` in this process (click's runner), answered as run_cli answers: for
+    the commands that start no Ray, without a fresh interpreter's ~2 s of imports. What a
+    process would print on its stderr lands in `stderr` here too: click's and sys.stderr's
+    lines, warnings, log records no handler took, and the traceback of an uncaught error
+    (exit 1). Not for what reads the environment at import time (HF_HUB_OFFLINE) or
+    writes to file descriptor 2 itself: run_cli for those."""
+    import logging
+    import traceback
+    import warnings
+
+    from click.testing import CliRunner
+
+    from magistrate.cli import main
+
+    class ToStderr(logging.Handler):  # logging.lastResort, writing to the runner's stderr
+        def emit(self, record):
+            sys.stderr.write(self.format(record) + "\n")
+
+    handler = ToStderr(logging.WARNING)
+    root = logging.getLogger()
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+    runner = CliRunner()
+    with contextlib.chdir(REPO), warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.showwarning = show
+        root.addHandler(handler)
+        try:
+            result = runner.invoke(main, list(args), env=env, catch_exceptions=True, prog_name="magistrate")
+        finally:
+            root.removeHandler(handler)
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        stderr += "Traceback (most recent call last):\n" + "".join(
+            traceback.format_exception(result.exception)[1:])
+    return subprocess.CompletedProcess(["magistrate", *args], result.exit_code, result.stdout, stderr)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
