@@ -1,14 +1,16 @@
 """The small commands, as a user runs them: `judges list` and `render --model` (the final
-prompt string with the model's own chat template). No engine is started."""
+prompt string with the model's own chat template). No engine is started; the commands run
+in this process (invoke_cli) but for two real ones."""
 
 from __future__ import annotations
 
 import json
 
-from tests.conftest import EXAMPLES, run_cli
+from tests.conftest import EXAMPLES, invoke_cli, run_cli
 
 
 def test_judges_list_shows_every_profile_its_default_mode_and_models():
+    """In a real process (`python -m magistrate.cli`), as the other commands here are not."""
     from magistrate.judges.registry import get_judge, judge_names
 
     result = run_cli("judges", "list")
@@ -36,7 +38,7 @@ def test_render_with_a_local_model_folder_prints_the_final_prompt(embedded_model
 
     tokenizer = AutoTokenizer.from_pretrained(embedded_model)
     for judge, mode in [("skywork-critic", "logprob"), ("con-j", "generate"), ("mt-bench", "generate")]:
-        result = run_cli("render", "--judge", judge, "--mode", mode, "--model", embedded_model,
+        result = invoke_cli("render", "--judge", judge, "--mode", mode, "--model", embedded_model,
                          "--input", str(EXAMPLES / "llmbar-demo.jsonl"), "--limit", "2")
         assert result.returncode == 0, result.stderr[-3000:]
         records = [json.loads(line) for line in result.stdout.splitlines()]
@@ -53,9 +55,10 @@ def test_render_with_a_local_model_folder_prints_the_final_prompt(embedded_model
 def test_render_with_a_model_that_cannot_be_had_is_a_clear_error(tmp_path):
     folder = tmp_path / "not-a-model"
     folder.mkdir()
-    result = run_cli("render", "--model", str(folder), "--input", str(EXAMPLES / "llmbar-demo.jsonl"))
+    result = invoke_cli("render", "--model", str(folder), "--input", str(EXAMPLES / "llmbar-demo.jsonl"))
     assert result.returncode == 2
     assert "not a Hugging Face model folder" in result.stderr and "Traceback" not in result.stderr
+    # A real process: huggingface_hub reads HF_HUB_OFFLINE when it is imported.
     offline = run_cli("render", "--model", "nobody/no-such-judge", "--input",
                       str(EXAMPLES / "llmbar-demo.jsonl"),
                       env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")})

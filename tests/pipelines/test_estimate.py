@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from magistrate.pipelines.estimate import GPUS, PREFILL_MFU, count_rows, gpu_hours, parameter_count
-from tests.conftest import EXAMPLES, run_cli
+from tests.conftest import EXAMPLES, invoke_cli, run_cli
 
 
 def _demo() -> list[dict]:
@@ -70,14 +70,14 @@ def _tokens_by_hand(pairs: list[dict], model: str) -> list[int]:
 def test_estimate_counts_a_sample_and_scales_it(embedded_model):
     pairs = _demo()
     by_hand = _tokens_by_hand(pairs, embedded_model)
-    whole = run_cli("estimate", str(EXAMPLES / "llmbar-demo.jsonl"), "--sample", "0", "--json")
+    whole = invoke_cli("estimate", str(EXAMPLES / "llmbar-demo.jsonl"), "--sample", "0", "--json")
     assert whole.returncode == 0, whole.stderr
     result = json.loads(whole.stdout)
     assert result["rows"] == result["sampled"] == len(pairs)
     assert result["prompt_tokens"] == sum(by_hand)
     assert result["completion_tokens"] == 0 and result["mode"] == "logprob"
 
-    sampled = json.loads(run_cli("estimate", str(EXAMPLES / "llmbar-demo.jsonl"), "--sample", "5",
+    sampled = json.loads(invoke_cli("estimate", str(EXAMPLES / "llmbar-demo.jsonl"), "--sample", "5",
                                  "--json", "--gpu", "a100").stdout)
     assert sampled["sampled"] == 5
     assert sampled["prompt_tokens"] == round(sum(by_hand[:5]) * len(pairs) / 5)
@@ -85,7 +85,7 @@ def test_estimate_counts_a_sample_and_scales_it(embedded_model):
 
 
 def test_estimate_generate_mode_and_price(embedded_model):
-    result = run_cli("estimate", str(EXAMPLES / "llmbar-demo.jsonl"), "--sample", "4", "--mode", "generate",
+    result = invoke_cli("estimate", str(EXAMPLES / "llmbar-demo.jsonl"), "--sample", "4", "--mode", "generate",
                      "--completion-tokens", "100", "--price", "2.5")
     assert result.returncode == 0, result.stderr
     assert "4,000 generated" in result.stdout  # 20 pairs x 2 orders x 100 tokens
@@ -93,6 +93,7 @@ def test_estimate_generate_mode_and_price(embedded_model):
 
 
 def test_estimate_bad_gpu_is_one_line(embedded_model):
+    """In a real process (the others run in this one): `python -m magistrate.cli estimate`."""
     result = run_cli("estimate", str(EXAMPLES / "llmbar-demo.jsonl"), "--gpu", "tpu9", "--sample", "2")
     assert result.returncode == 2
     assert result.stderr.startswith("magistrate: error: unknown GPU") and "Traceback" not in result.stderr
@@ -100,7 +101,7 @@ def test_estimate_bad_gpu_is_one_line(embedded_model):
 
 def test_estimate_with_a_stated_size(embedded_model):
     """--params stands in for a config that cannot be read here (a 70B judge from the hub)."""
-    result = json.loads(run_cli("estimate", str(EXAMPLES / "llmbar-demo.jsonl"), "--sample", "0", "--json",
+    result = json.loads(invoke_cli("estimate", str(EXAMPLES / "llmbar-demo.jsonl"), "--sample", "0", "--json",
                                 "--params", "70.55").stdout)
     assert result["parameters"] == 70_550_000_000
     peak = 989e12 * 0.4  # the h100 default at the stated prefill efficiency
@@ -115,13 +116,13 @@ def test_a_cascade_costs_stage_one_on_every_pair_and_stage_two_on_the_escalated(
                       "  - {name: small, mode: logprob, order: ab, calibration: c.json, params_billions: 7}\n"
                       "  - {name: big, mode: logprob, order: both, params_billions: 70}\n")
     src = str(EXAMPLES / "llmbar-demo.jsonl")
-    result = run_cli("estimate", src, "--cascade", str(config), "--escalation-rate", "0.25", "--sample", "0",
+    result = invoke_cli("estimate", src, "--cascade", str(config), "--escalation-rate", "0.25", "--sample", "0",
                      "--json")
     assert result.returncode == 0, result.stderr
     got = json.loads(result.stdout)
     alone = {}
     for name, params, order in (("small", 7, "ab"), ("big", 70, "both")):
-        one = run_cli("estimate", src, "--mode", "logprob", "--order", order, "--params", str(params),
+        one = invoke_cli("estimate", src, "--mode", "logprob", "--order", order, "--params", str(params),
                       "--sample", "0", "--json")
         alone[name] = json.loads(one.stdout)["gpu_hours"]
     small, big = got["stages"]
@@ -130,8 +131,8 @@ def test_a_cascade_costs_stage_one_on_every_pair_and_stage_two_on_the_escalated(
     assert got["gpu_hours"] == pytest.approx(alone["small"] + 0.25 * alone["big"])
     assert got["last_stage_alone_gpu_hours"] == pytest.approx(alone["big"])
     assert got["saving"] == pytest.approx(1 - got["gpu_hours"] / alone["big"])
-    text = run_cli("estimate", src, "--cascade", str(config), "--escalation-rate", "0.25", "--sample", "0")
+    text = invoke_cli("estimate", src, "--cascade", str(config), "--escalation-rate", "0.25", "--sample", "0")
     assert "the last stage alone on every pair" in text.stdout
     for bad in (["--escalation-rate", "1.5"], [], ["--escalation-rate", "x"]):
-        refused = run_cli("estimate", src, "--cascade", str(config), *bad)
+        refused = invoke_cli("estimate", src, "--cascade", str(config), *bad)
         assert refused.returncode == 2 and "escalation" in refused.stderr and "Traceback" not in refused.stderr
