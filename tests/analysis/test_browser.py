@@ -13,7 +13,7 @@ import pytest
 
 from tests.analysis.conftest import SUMMARY
 from tests.analysis.expected import expected_figures
-from tests.conftest import run_cli
+from tests.conftest import invoke_cli
 
 CHROMIUM = "/usr/bin/chromium"
 # The report's plot colours (magistrate/analysis/html.py): A / first shown, B / second shown, error.
@@ -37,7 +37,7 @@ def _pct(x: float) -> str:
 
 @pytest.fixture
 def rendered(report_output, tmp_path):
-    result = run_cli("report", str(report_output))
+    result = invoke_cli("report", str(report_output))
     assert result.returncode == 0, result.stderr
     page = report_output / "report.html"
     assert "http://" not in page.read_text().replace('xmlns="http://www.w3.org/2000/svg"', "")

@@ -21,7 +21,7 @@ from magistrate.judges.calibration import (ADDED_COLUMNS, apply, calibrated_fiel
                                            sigmoid)
 from magistrate.schema import CALIBRATED_FIELDS
 from tests.analysis.conftest import write_output
-from tests.conftest import run_cli
+from tests.conftest import invoke_cli
 
 
 def judged_rows(n: int, k: float, seed: int, spread: float = 2.0, bias: float = 0.4) -> list[dict]:
@@ -66,7 +66,7 @@ def test_held_out_log_loss_is_never_worse_beyond_noise(tmp_path, k):
     train = write_output(tmp_path / "train", judged_rows(1500, k, seed=1), files=2)
     test_rows = judged_rows(1500, k, seed=2)
     test = write_output(tmp_path / "test", test_rows, files=2)
-    result = run_cli("calibrate", str(train), "--out", str(tmp_path / "cal.json"))
+    result = invoke_cli("calibrate", str(train), "--out", str(tmp_path / "cal.json"))
     assert result.returncode == 0, result.stderr
     calibration = parse_calibration((tmp_path / "cal.json").read_text())
     fig = calibrated_figures(open_verdicts(str(test)), calibration)
@@ -132,7 +132,7 @@ def _rows_with_ties_and_errors(n: int = 800, k: float = 2.0) -> list[dict]:
 def test_calibrate_writes_the_json_and_prints_the_figures(tmp_path):
     rows = _rows_with_ties_and_errors()
     out = write_output(tmp_path / "out", rows)
-    result = run_cli("calibrate", str(out), "--out", str(tmp_path / "c" / "cal.json"),
+    result = invoke_cli("calibrate", str(out), "--out", str(tmp_path / "c" / "cal.json"),
                      "--target-agreement", "0.9", "--risk", "0.1", "--folds", "4")
     assert result.returncode == 0, result.stderr
     data = json.loads((tmp_path / "c" / "cal.json").read_text())
@@ -164,7 +164,7 @@ def test_calibrate_writes_the_json_and_prints_the_figures(tmp_path):
 ])
 def test_calibrate_refuses_clearly(tmp_path, args, rows, message):
     out = write_output(tmp_path / "out", rows, files=1)
-    result = run_cli("calibrate", str(out), "--out", str(tmp_path / "cal.json"), *args)
+    result = invoke_cli("calibrate", str(out), "--out", str(tmp_path / "cal.json"), *args)
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "cal.json").exists()
 
@@ -182,7 +182,7 @@ def test_a_map_that_would_flip_p_a_is_never_fitted():
 def test_an_output_without_a_label_column(tmp_path):
     rows = [{k: v for k, v in r.items() if k != "label"} for r in judged_rows(50, 2.0, seed=3)]
     out = write_output(tmp_path / "out", rows, files=1)
-    result = run_cli("calibrate", str(out), "--out", str(tmp_path / "cal.json"))
+    result = invoke_cli("calibrate", str(out), "--out", str(tmp_path / "cal.json"))
     assert result.returncode == 2 and "no label column" in result.stderr
 
 
@@ -190,9 +190,9 @@ def test_a_broken_calibration_file_is_one_line(tmp_path):
     out = write_output(tmp_path / "out", judged_rows(50, 2.0, seed=3), files=1)
     (tmp_path / "bad.json").write_text(json.dumps({"method": "platt", "parameters": {"temperature": 2}}))
     for args in (["report", str(out)], ["select", str(out), "--min-confidence", "0", "--output", str(tmp_path / "d")]):
-        result = run_cli(*args, "--calibration", str(tmp_path / "bad.json"))
+        result = invoke_cli(*args, "--calibration", str(tmp_path / "bad.json"))
         assert result.returncode == 2 and "not a magistrate calibration" in result.stderr, result.stderr
-        result = run_cli(*args, "--calibration", str(tmp_path / "missing.json"))
+        result = invoke_cli(*args, "--calibration", str(tmp_path / "missing.json"))
         assert result.returncode == 2 and "cannot read the calibration file" in result.stderr
 
 
@@ -200,7 +200,7 @@ def test_a_broken_calibration_file_is_one_line(tmp_path):
 def calibrated(tmp_path):
     rows = _rows_with_ties_and_errors()
     out = write_output(tmp_path / "out", rows)
-    result = run_cli("calibrate", str(out), "--out", str(tmp_path / "cal.json"),
+    result = invoke_cli("calibrate", str(out), "--out", str(tmp_path / "cal.json"),
                      "--target-agreement", "0.9", "--risk", "0.1")
     assert result.returncode == 0, result.stderr
     return rows, out, parse_calibration((tmp_path / "cal.json").read_text()), tmp_path / "cal.json"
@@ -208,7 +208,7 @@ def calibrated(tmp_path):
 
 def test_report_with_a_calibration(calibrated, tmp_path):
     rows, out, calibration, path = calibrated
-    result = run_cli("report", str(out), "--json", "--calibration", str(path))
+    result = invoke_cli("report", str(out), "--json", "--calibration", str(path))
     assert result.returncode == 0, result.stderr
     cal = json.loads(result.stdout)["calibrated"]
     assert cal["method"] == calibration.method and cal["after"]["pairs"] == len(rows) - 3
@@ -225,7 +225,7 @@ def test_report_with_a_calibration(calibrated, tmp_path):
     for key in ("plot-reliability-raw", "plot-reliability-calibrated", "plot-coverage", 'id="decided-coverage"',
                 'id="cal-log_loss-after"', "(chosen)"):
         assert key in html
-    text = run_cli("report", str(out), "--calibration", str(path)).stdout
+    text = invoke_cli("report", str(out), "--calibration", str(path)).stdout
     assert "decided (confidence >= threshold)" in text and "log-loss" in text
 
 
@@ -233,7 +233,7 @@ def test_documented_calibrated_keys(calibrated):
     from tests.conftest import REPO
 
     _, out, _, path = calibrated
-    cal = json.loads(run_cli("report", str(out), "--json", "--calibration", str(path)).stdout)["calibrated"]
+    cal = json.loads(invoke_cli("report", str(out), "--json", "--calibration", str(path)).stdout)["calibrated"]
     doc = (REPO / "docs" / "analysis.md").read_text()
     for key, value in cal.items():
         if key in ("before", "after", "decisions"):
@@ -248,7 +248,7 @@ def test_select_with_a_calibration_keeps_the_decided(calibrated, tmp_path):
     _, confidence, decided = apply(calibration, *([r.get(c) for r in rows] for c in ("ab_p_a", "ba_p_a", "p_a", "winner")))
     for extra, keep in (([], decided), (["--include-undecided"], ~np.isnan(confidence) & (confidence >= 0.6))):
         target = tmp_path / f"dpo{len(extra)}.parquet"
-        result = run_cli("select", str(out), "--min-confidence", "0.6", "--output", str(target),
+        result = invoke_cli("select", str(out), "--min-confidence", "0.6", "--output", str(target),
                          "--calibration", str(path), *extra)
         assert result.returncode == 0, result.stderr
         got = {r["id"]: r["confidence"] for r in pq.read_table(target).to_pylist()}

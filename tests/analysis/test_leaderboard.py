@@ -7,7 +7,7 @@ import json
 import random
 
 from tests.analysis.conftest import write_output
-from tests.conftest import run_cli
+from tests.conftest import invoke_cli
 
 TRUE = {"model-0": 850.0, "model-1": 950.0, "model-2": 1000.0, "model-3": 1050.0, "model-4": 1150.0}  # mean 1000
 
@@ -32,7 +32,7 @@ def _battles(n: int, seed: int, tie_share: float = 0.0) -> list[dict]:
 def test_recovers_known_strengths_within_intervals(tmp_path):
     out = write_output(tmp_path / "out", _battles(4000, seed=3))
     table = tmp_path / "board.csv"
-    result = run_cli("leaderboard", str(out), "--json", "--output", str(table))
+    result = invoke_cli("leaderboard", str(out), "--json", "--output", str(table))
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
     assert [r["model"] for r in rows] == sorted(TRUE, key=TRUE.get, reverse=True)
@@ -48,7 +48,7 @@ def test_recovers_known_strengths_within_intervals(tmp_path):
 
 def test_ties_and_the_printed_table(tmp_path):
     out = write_output(tmp_path / "out", _battles(3000, seed=5, tie_share=0.2), files=2)
-    result = run_cli("leaderboard", str(out), "--bootstrap", "50")
+    result = invoke_cli("leaderboard", str(out), "--bootstrap", "50")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].split()[:3] == ["rank", "model", "rating"]
@@ -59,7 +59,7 @@ def test_ties_and_the_printed_table(tmp_path):
 
 def test_wins_only_is_finite(tmp_path):
     rows = [{"id": f"r{i}", "model_a": "strong", "model_b": "weak", "winner": "A", "p_a": 0.9} for i in range(20)]
-    result = run_cli("leaderboard", str(write_output(tmp_path / "out", rows, files=1)), "--json")
+    result = invoke_cli("leaderboard", str(write_output(tmp_path / "out", rows, files=1)), "--json")
     assert result.returncode == 0, result.stderr
     board = json.loads(result.stdout)
     assert [r["model"] for r in board] == ["strong", "weak"]

@@ -10,11 +10,11 @@ import pytest
 
 from tests.analysis.conftest import SUMMARY, synthetic_rows, write_output
 from tests.analysis.expected import expected_figures
-from tests.conftest import run_cli
+from tests.conftest import invoke_cli, run_cli
 
 
 def _report_json(output) -> dict:
-    result = run_cli("report", str(output), "--json")
+    result = invoke_cli("report", str(output), "--json")
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -75,6 +75,7 @@ def test_every_documented_key_is_in_the_json(report_output):
 def test_terminal_table_and_not_available_sections(tmp_path):
     rows = synthetic_rows(60, labels=False, subsets=False)
     out = write_output(tmp_path / "out", rows, files=1)  # no summary.json either
+    # In a real process (`python -m magistrate.cli`): the analysis commands' smoke test.
     result = run_cli("report", str(out), "--html", str(tmp_path / "r" / "report.html"))
     assert result.returncode == 0, result.stderr
     table = dict(re.split(r"\s{2,}", line.strip(), maxsplit=1) for line in result.stdout.splitlines()
@@ -104,7 +105,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     nop_a = write_output(tmp_path / "nop", [{"id": "x", "winner": "A", "p_a": 0.9}], files=1)
     paths = {"missing": tmp_path / "missing", "empty": tmp_path / "empty", "out": out,
              "nop_a": nop_a, "tmp": tmp_path}
-    result = run_cli(*(a.format(**paths) for a in args))
+    result = invoke_cli(*(a.format(**paths) for a in args))
     assert result.returncode == 2, result.stdout + result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1

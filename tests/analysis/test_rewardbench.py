@@ -8,7 +8,7 @@ import json
 import pytest
 
 from tests.analysis.conftest import write_output
-from tests.conftest import run_cli
+from tests.conftest import invoke_cli
 
 # subset -> (pairs, chosen wins, rejected wins, ties); accuracy = (wins + 0.5 ties) / pairs
 DESIGN = {
@@ -52,7 +52,7 @@ def _rows() -> list[dict]:
 
 def test_section_and_overall_scores(tmp_path):
     out = write_output(tmp_path / "out", _rows())
-    result = run_cli("report", str(out), "--json")
+    result = invoke_cli("report", str(out), "--json")
     assert result.returncode == 0, result.stderr
     rb = json.loads(result.stdout)["rewardbench"]
     assert rb["sections"] == pytest.approx({"Chat": CHAT, "Chat Hard": CHAT_HARD, "Safety": SAFETY,
@@ -63,7 +63,7 @@ def test_section_and_overall_scores(tmp_path):
     assert rb["score"] == pytest.approx((CHAT + CHAT_HARD + SAFETY + REASONING) / 4)
     assert rb["subsets"]["mt-bench-med"] == {"pairs": 4, "accuracy": 0.75}  # a tie scores 0.5
     assert rb["missing_subsets"] == []
-    text = run_cli("report", str(out)).stdout
+    text = invoke_cli("report", str(out)).stdout
     assert f"Score      {(CHAT + CHAT_HARD + SAFETY + REASONING) / 4:.2f}" in text
     page = (out / "report.html").read_text()
     assert f'id="rb-chat-hard">{CHAT_HARD:.2f}<' in page and f'id="rb-reasoning">75.00<' in page
@@ -72,7 +72,7 @@ def test_section_and_overall_scores(tmp_path):
 def test_partial_benchmark_has_sections_but_no_overall(tmp_path):
     rows = [r for r in _rows() if r["subset"].startswith(("alpacaeval", "hep"))]
     out = write_output(tmp_path / "out", rows, files=1)
-    rb = json.loads(run_cli("report", str(out), "--json").stdout)["rewardbench"]
+    rb = json.loads(invoke_cli("report", str(out), "--json").stdout)["rewardbench"]
     assert rb["sections"]["Chat"] == pytest.approx(100 * (1.0 * 100 + 0.8 * 95 + 0.9 * 95) / 290)
     assert rb["sections"]["Reasoning"] == 100.0 and rb["sections"]["Safety"] is None
     assert rb["score"] is None and "math-prm" in rb["missing_subsets"]
@@ -96,10 +96,10 @@ def test_constants_are_rewardbenchs():
 def test_the_report_says_whether_scores_are_comparable_to_the_leaderboard(tmp_path, judge, mode, comparable):
     rows = [dict(r, judge=judge, mode=mode) for r in _rows()]
     out = write_output(tmp_path / "out", rows, files=1)
-    fig = json.loads(run_cli("report", str(out), "--json").stdout)
+    fig = json.loads(invoke_cli("report", str(out), "--json").stdout)
     assert fig["rewardbench"]["comparable_to_leaderboard"] is comparable
     assert fig["protocol"]["modes"] == [mode] and fig["protocol"]["described"].startswith(mode)
-    text = run_cli("report", str(out)).stdout
+    text = invoke_cli("report", str(out)).stdout
     said = "RewardBench (comparable to RewardBench's leaderboard)"
     assert (said in text) is comparable
     if mode == "logprob":

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 
 from tests.analysis.conftest import SUMMARY, synthetic_rows, write_output
 from tests.analysis.expected import expected_figures
-from tests.conftest import run_cli, s3_client
+from tests.conftest import invoke_cli, s3_client
 
 BUCKET = "magistrate-analysis-test"
 
@@ -25,7 +25,7 @@ def test_report_and_select_on_s3(tmp_path, moto_url, aws_env):
             client.upload_file(str(path), BUCKET, f"run/{path.relative_to(local)}")
 
     endpoint = ["--s3-endpoint-url", moto_url]
-    result = run_cli("report", f"s3://{BUCKET}/run", "--json", *endpoint, env=aws_env)
+    result = invoke_cli("report", f"s3://{BUCKET}/run", "--json", *endpoint, env=aws_env)
     assert result.returncode == 0, result.stderr
     fig = json.loads(result.stdout)
     want = expected_figures(rows)
@@ -33,7 +33,7 @@ def test_report_and_select_on_s3(tmp_path, moto_url, aws_env):
     page = client.get_object(Bucket=BUCKET, Key="run/report.html")["Body"].read().decode()
     assert 'id="plot-histogram"' in page
 
-    result = run_cli("select", f"s3://{BUCKET}/run", "--min-confidence", "0",
+    result = invoke_cli("select", f"s3://{BUCKET}/run", "--min-confidence", "0",
                      "--output", f"s3://{BUCKET}/dpo/train.parquet", *endpoint, env=aws_env)
     assert result.returncode == 0, result.stderr
     body = client.get_object(Bucket=BUCKET, Key="dpo/train.parquet")["Body"].read()
@@ -41,5 +41,5 @@ def test_report_and_select_on_s3(tmp_path, moto_url, aws_env):
     assert table.column_names[:4] == ["id", "prompt", "chosen", "rejected"]
     assert table.num_rows == sum(r.get("winner") in ("A", "B") for r in rows)
 
-    result = run_cli("report", f"s3://{BUCKET}/nothing", *endpoint, env=aws_env)
+    result = invoke_cli("report", f"s3://{BUCKET}/nothing", *endpoint, env=aws_env)
     assert result.returncode == 2 and "no verdicts here" in result.stderr

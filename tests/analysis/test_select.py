@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.analysis.conftest import synthetic_rows, write_output
-from tests.conftest import run_cli
+from tests.conftest import invoke_cli
 
 
 def _expected(rows: list[dict], min_confidence: float, consistent_only: bool) -> dict[str, tuple]:
@@ -32,7 +32,7 @@ def test_selected_pairs(tmp_path, min_confidence, consistent_only):
             r["consistent"] = None
     out = write_output(tmp_path / "out", rows)
     args = ["select", str(out), "--min-confidence", str(min_confidence), "--output", str(tmp_path / "dpo")]
-    result = run_cli(*args, *(["--consistent-only"] if consistent_only else []))
+    result = invoke_cli(*args, *(["--consistent-only"] if consistent_only else []))
     assert result.returncode == 0, result.stderr
     table = pq.read_table(tmp_path / "dpo" / "dpo.parquet")
     assert table.column_names == ["id", "prompt", "chosen", "rejected", "confidence"]
@@ -49,7 +49,7 @@ def test_selected_pairs(tmp_path, min_confidence, consistent_only):
 def test_output_file_name_and_trl_shape(tmp_path):
     out = write_output(tmp_path / "out", synthetic_rows(50), files=1)
     target = tmp_path / "sets" / "train.parquet"
-    result = run_cli("select", str(out), "--min-confidence", "0.5", "--output", str(target))
+    result = invoke_cli("select", str(out), "--min-confidence", "0.5", "--output", str(target))
     assert result.returncode == 0, result.stderr
     rows = pq.read_table(target).to_pylist()
     assert rows and all(isinstance(r[c], str) and r[c] for r in rows for c in ("prompt", "chosen", "rejected"))

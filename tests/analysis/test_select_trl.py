@@ -12,7 +12,7 @@ import pytest
 import trl.data_utils as trl_data  # the dev extra pins it: a missing TRL fails, not skips
 
 from tests.analysis.conftest import synthetic_rows, write_output
-from tests.conftest import run_cli
+from tests.conftest import invoke_cli
 
 SYSTEM = {"role": "system", "content": "You answer in one line."}
 
@@ -52,7 +52,7 @@ def _kept(rows: list[dict]) -> dict[str, dict]:
 def _select(tmp_path, rows: list[dict], *flags: str):
     out = write_output(tmp_path / "out", rows)
     target = tmp_path / "dpo.parquet"
-    result = run_cli("select", str(out), "--min-confidence", "0", "--output", str(target), *flags)
+    result = invoke_cli("select", str(out), "--min-confidence", "0", "--output", str(target), *flags)
     return result, target
 
 
@@ -141,7 +141,7 @@ def test_the_form_follows_the_output_not_the_rows_kept(tmp_path):
     passes the threshold: the file's schema does not change with --min-confidence."""
     out = write_output(tmp_path / "out", _chat_rows(30))
     target = tmp_path / "dpo.parquet"
-    result = run_cli("select", str(out), "--min-confidence", "1", "--output", str(target))
+    result = invoke_cli("select", str(out), "--min-confidence", "1", "--output", str(target))
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"0 pairs written to {target} (conversational form)")
     assert pa.types.is_list(pq.read_schema(target).field("prompt").type)

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.analysis.conftest import synthetic_rows, write_output
-from tests.conftest import REPO, run_cli, s3_client
+from tests.conftest import REPO, invoke_cli, s3_client
 
 BUCKET = "magistrate-select-whole"
 UNITS, ROWS = 4, 4000  # four unit files of 1,000 rows: one batch each
@@ -86,7 +86,7 @@ def damaged(tmp_path) -> Path:
 
 def _earlier(target: Path, out: Path) -> bytes:
     """An earlier DPO file at `target`, from a stricter selection than the runs that fail."""
-    result = run_cli("select", str(out), "--min-confidence", "0.9", "--output", str(target))
+    result = invoke_cli("select", str(out), "--min-confidence", "0.9", "--output", str(target))
     assert result.returncode == 0, result.stderr
     return target.read_bytes()
 
@@ -117,7 +117,7 @@ def test_select_killed_half_way_keeps_the_earlier_file_byte_for_byte(output, tmp
 
 def test_a_damaged_unit_fails_select_in_one_line_writing_nothing(damaged, output, tmp_path):
     target = tmp_path / "dpo"
-    result = run_cli("select", str(damaged), "--min-confidence", "0", "--output", str(target))
+    result = invoke_cli("select", str(damaged), "--min-confidence", "0", "--output", str(target))
     assert result.returncode == 2, result.stderr
     line, = result.stderr.splitlines()
     assert str(target / "dpo.parquet") in line and "not written" in line
@@ -125,7 +125,7 @@ def test_a_damaged_unit_fails_select_in_one_line_writing_nothing(damaged, output
     assert not (target / "dpo.parquet").exists()
 
     before = _earlier(target / "dpo.parquet", output)
-    result = run_cli("select", str(damaged), "--min-confidence", "0", "--output", str(target), "--overwrite")
+    result = invoke_cli("select", str(damaged), "--min-confidence", "0", "--output", str(target), "--overwrite")
     assert result.returncode == 2 and "not written" in result.stderr
     assert (target / "dpo.parquet").read_bytes() == before and _visible(target) == ["dpo.parquet"]
 
@@ -135,13 +135,13 @@ def test_an_existing_target_is_refused_unless_overwrite(output, tmp_path, name):
     target = tmp_path / name
     path = target if name.endswith(".parquet") else target / "dpo.parquet"
     before = _earlier(path, output)
-    result = run_cli("select", str(output), "--min-confidence", "0", "--output", str(target))
+    result = invoke_cli("select", str(output), "--min-confidence", "0", "--output", str(target))
     assert result.returncode == 2
     line, = result.stderr.splitlines()
     assert str(path) in line and "--overwrite" in line
     assert path.read_bytes() == before
 
-    result = run_cli("select", str(output), "--min-confidence", "0", "--output", str(target), "--overwrite")
+    result = invoke_cli("select", str(output), "--min-confidence", "0", "--output", str(target), "--overwrite")
     assert result.returncode == 0, result.stderr
     assert path.read_bytes() != before
     assert pq.read_table(path).num_rows == sum(r["winner"] in ("A", "B") for r in synthetic_rows(ROWS, seed=3))
@@ -159,7 +159,7 @@ def test_an_output_without_success_is_read_with_one_warning(tmp_path, state):
                                 "summary says complete": {"complete": True, "units": 4}}[state])
     if state == "committed":
         (out / "_SUCCESS").write_text("")
-    result = run_cli("select", str(out), "--min-confidence", "0", "--output", str(tmp_path / "dpo.parquet"))
+    result = invoke_cli("select", str(out), "--min-confidence", "0", "--output", str(tmp_path / "dpo.parquet"))
     assert result.returncode == 0, result.stderr
     assert pq.read_table(tmp_path / "dpo.parquet").num_rows == sum(r["winner"] in ("A", "B") for r in rows)
     if state == "committed":
@@ -218,12 +218,12 @@ def test_on_s3_select_killed_half_way_leaves_no_object_or_the_earlier_one(s3_out
     assert _keys(client, f"{prefix}/dpo/") == []
     assert list(local_tmp.iterdir()) == []  # the local file it was built in is gone too
 
-    result = run_cli("select", f"{root}/out", "--min-confidence", "0.9", "--output", target, *endpoint, env=env)
+    result = invoke_cli("select", f"{root}/out", "--min-confidence", "0.9", "--output", target, *endpoint, env=env)
     assert result.returncode == 0, result.stderr
     before = _get(client, f"{prefix}/dpo/train.parquet")
     assert pq.read_table(io.BytesIO(before)).num_rows > 0
 
-    result = run_cli("select", f"{root}/out", "--min-confidence", "0", "--output", target, *endpoint, env=env)
+    result = invoke_cli("select", f"{root}/out", "--min-confidence", "0", "--output", target, *endpoint, env=env)
     assert result.returncode == 2
     line, = result.stderr.splitlines()
     assert target in line and "--overwrite" in line
@@ -235,7 +235,7 @@ def test_on_s3_select_killed_half_way_leaves_no_object_or_the_earlier_one(s3_out
     assert _get(client, f"{prefix}/dpo/train.parquet") == before
     assert list(local_tmp.iterdir()) == []
 
-    result = run_cli("select", f"{root}/out", "--min-confidence", "0", "--output", target, "--overwrite",
+    result = invoke_cli("select", f"{root}/out", "--min-confidence", "0", "--output", target, "--overwrite",
                      *endpoint, env=env)
     assert result.returncode == 0, result.stderr
     after = pq.read_table(io.BytesIO(_get(client, f"{prefix}/dpo/train.parquet")))
@@ -247,7 +247,7 @@ def test_on_s3_a_damaged_unit_leaves_no_object(damaged, moto_url, aws_env):
     root, client = _uploaded(damaged, moto_url)
     prefix = root.split("/", 3)[3]
     target = f"{root}/dpo/train.parquet"
-    result = run_cli("select", f"{root}/out", "--min-confidence", "0", "--output", target,
+    result = invoke_cli("select", f"{root}/out", "--min-confidence", "0", "--output", target,
                      "--s3-endpoint-url", moto_url, env=aws_env)
     assert result.returncode == 2, result.stderr
     line, = result.stderr.splitlines()
