@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 from magistrate.judges import get_judge, render_messages
-from tests.conftest import EXAMPLES, run_cli
+from tests.conftest import EXAMPLES, invoke_cli
 
 FIELDS = "Q: {{ prompt }} A: {{ response_a }} B: {{ response_b }}"
 
@@ -83,7 +83,7 @@ def test_an_ordinary_template_still_renders_in_the_sandbox(tmp_path):
                          ids=["seen-at-load", "seen-at-render"])
 def test_render_refuses_in_one_line_and_runs_nothing(tmp_path, expression):
     path, marker = _judge(tmp_path, expression)
-    result = run_cli("render", "--judge", path, "--input", str(EXAMPLES / "llmbar-demo.jsonl"), "--limit", "2")
+    result = invoke_cli("render", "--judge", path, "--input", str(EXAMPLES / "llmbar-demo.jsonl"), "--limit", "2")
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert path in result.stderr and "Python internals" in result.stderr

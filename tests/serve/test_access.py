@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from magistrate.serve.access import exposure_problem, is_loopback, key_given
-from tests.conftest import run_cli
+from tests.conftest import invoke_cli, run_cli
 
 KEY = "mgk-test-key"
 
@@ -37,6 +37,7 @@ def test_key_is_read_from_either_header():
 
 def test_non_loopback_without_a_key_is_refused_before_anything_starts():
     env = {"MAGISTRATE_API_KEY": ""}
+    # In a real process (`python -m magistrate.cli serve`); the next test runs in this one.
     refused = run_cli("serve", "--host", "0.0.0.0", env=env, timeout=120)
     assert refused.returncode == 2
     assert "refusing to serve on 0.0.0.0 without an API key" in refused.stderr and "--open" in refused.stderr
@@ -46,10 +47,10 @@ def test_non_loopback_without_a_key_is_refused_before_anything_starts():
 def test_open_flag_allows_and_warns():
     """--open passes the check with a warning; the unknown judge then stops it before any
     port is bound, so nothing listens beyond loopback during the test."""
-    allowed = run_cli("serve", "--host", "0.0.0.0", "--open", "--judge", "no-such-judge",
-                      env={"MAGISTRATE_API_KEY": ""}, timeout=120)
+    allowed = invoke_cli("serve", "--host", "0.0.0.0", "--open", "--judge", "no-such-judge",
+                         env={"MAGISTRATE_API_KEY": ""})
     assert "WARNING: serving on 0.0.0.0 with no API key (--open)" in allowed.stderr
     assert allowed.returncode == 2 and "no-such-judge" in allowed.stderr
-    with_key = run_cli("serve", "--host", "0.0.0.0", "--judge", "no-such-judge",
-                       env={"MAGISTRATE_API_KEY": KEY}, timeout=120)
+    with_key = invoke_cli("serve", "--host", "0.0.0.0", "--judge", "no-such-judge",
+                          env={"MAGISTRATE_API_KEY": KEY})
     assert "refusing" not in with_key.stderr and "no-such-judge" in with_key.stderr
