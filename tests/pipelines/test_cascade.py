@@ -108,7 +108,7 @@ def _killed_in_window(args: list[str], stage: Path, log: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def cascaded(tmp_path_factory, tiny_model):
+def cascaded(tmp_path_factory, tiny_model, shared_ray):
     tmp = tmp_path_factory.mktemp("cascade")
     src, rows = _pairs(tmp)
     (tmp / "cal.json").write_text(CALIBRATION.model_dump_json())
@@ -123,20 +123,23 @@ def cascaded(tmp_path_factory, tiny_model):
     # started by then), each time resumed.
     in_window = [_killed_in_window(args, out / "stages" / "1-small", tmp / "window-1.log"),
                  _killed_in_window([*args, "--resume"], out / "stages" / "2-big", tmp / "window-2.log")]
+    # Stage 1 is done by now, so only stage 2's actor judges: it holds before its second
+    # publish (magistrate/faults.py), and the kill comes with exactly one unit published.
     log = open(tmp / "in-stage-2.log", "w")
     proc = subprocess.Popen([*MAGISTRATE, *args, "--resume"], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+                            start_new_session=True, env={**os.environ, "MAGISTRATE_FAULT": "publish=2",
+                                                         "MAGISTRATE_FAULT_DIR": str(tmp / "faults")})
     stage2 = out / "stages" / "2-big" / "verdicts"
     deadline = time.monotonic() + 600
-    while not (stage2.exists() and any(p.name.startswith("unit-") for p in stage2.iterdir())):
+    while not (tmp / "faults" / "publish-2.reached").exists():
         assert proc.poll() is None, (tmp / "in-stage-2.log").read_text()[-3000:]
-        assert time.monotonic() < deadline, "stage 2 never published a unit"
+        assert time.monotonic() < deadline, "stage 2 never came to its second publish"
         time.sleep(0.1)
     _kill_session(proc)
     log.close()
     killed = {"stage2_complete": (stage2.parent / "_SUCCESS").exists(),
               "published": len(list(stage2.glob("unit-*.parquet"))), "log": (tmp / "in-stage-2.log").read_text()}
-    resumed = run_cli(*args, "--resume")
+    resumed = run_cli(*args, "--resume", env=shared_ray.join())  # the killed runs had Rays of their own
     return {"tmp": tmp, "src": src, "rows": rows, "out": out, "args": args, "killed": killed,
             "in_window": in_window, "resumed": resumed, "tiny_model": tiny_model}
 
@@ -246,7 +249,7 @@ def test_the_outputs_read_as_judge_outputs(cascaded):
     assert kept.keys() == want.keys() and all(kept[i] == pytest.approx(want[i]) for i in kept)
 
 
-def test_resumes_with_other_settings_are_refused(cascaded):
+def test_resumes_with_other_settings_are_refused(cascaded, shared_ray):
     out, tmp, args, src, tiny = (cascaded[k] for k in ("out", "tmp", "args", "src", "tiny_model"))
     again = run_cli(*args)
     assert again.returncode == 2 and "--resume" in again.stderr
@@ -259,17 +262,18 @@ def test_resumes_with_other_settings_are_refused(cascaded):
     for extra in (["--calibration", str(tmp / "other.json")], []):
         result = run_cli(*judge, *extra)
         assert result.returncode == 2 and "cannot resume" in result.stderr and "calibration_digest" in result.stderr
-    result = run_cli(*judge, "--calibration", str(tmp / "cal.json"))
+    result = run_cli(*judge, "--calibration", str(tmp / "cal.json"), env=shared_ray.join())
     assert result.returncode == 0, result.stderr[-2000:]
     assert re.search(r" (\d+) units \(\1 already done\)", result.stderr), result.stderr[-2000:]
 
 
-def test_a_map_fitted_on_another_run_is_warned_of(cascaded, tmp_path):
+def test_a_map_fitted_on_another_run_is_warned_of(cascaded, tmp_path, shared_ray):
     src, tiny = cascaded["src"], cascaded["tiny_model"]
     cal = calibration(temperature=1.0, threshold=None)
     (tmp_path / "cal.json").write_text(cal.model_copy(update={"source": {"judge": ["con-j"]}}).model_dump_json())
     result = run_cli("judge", "--input", str(src), "--output", str(tmp_path / "o"), "--model", tiny,
-                     "--mode", "logprob", "--calibration", str(tmp_path / "cal.json"), "--dry-run")
+                     "--mode", "logprob", "--calibration", str(tmp_path / "cal.json"), "--dry-run",
+                     env=shared_ray.join())
     assert result.returncode == 0, result.stderr[-2000:]
     assert "fitted on judge con-j (this run: judge mt-bench)" in result.stderr
     result = run_cli("judge", "--input", str(src), "--output", str(tmp_path / "p"),
