@@ -46,6 +46,7 @@ FORBID = set(filter(None, os.environ.get("MAGISTRATE_FORBID", "").split(",")))
 
 def pytest_configure(config):
     _count_starts(config)
+    _ray_tmpdir()
     if not FORBID:
         return
     import tempfile
@@ -63,6 +64,16 @@ def pytest_configure(config):
         ray.cluster_utils.Cluster.__init__ = refused
 
 
+def pytest_collection_modifyitems(config, items):
+    """The session fixtures that start an engine or join the session's Ray head carry
+    their markers to every test that uses them (runs before `-m` deselects)."""
+    implied = {"engine": "engine", "shared_ray": "ray"}
+    for item in items:
+        marks = {implied[name] for name in getattr(item, "fixturenames", ()) if name in implied}
+        for mark in sorted(marks - {m.name for m in item.iter_markers()}):
+            item.add_marker(mark)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item):
     if not FORBID:
@@ -76,8 +87,8 @@ def pytest_runtest_call(item):
         if refused:
             kinds = sorted({line.split()[0] for line in refused.splitlines()})
             pytest.fail(f"{item.nodeid} started {' and '.join(kinds)} without its marker "
-                        f"({', '.join(f'@pytest.mark.{k}' for k in kinds)}); refused in:\n{refused}",
-                        pytrace=False)
+                        f"({', '.join(f'@pytest.mark.{k}' for k in kinds)}; `engine` if it starts an engine "
+                        f"too: Ray is refused first); refused in:\n{refused}", pytrace=False)
 
 
 # The start-up report: every Ray and engine this run starts, in any process, is a line in
@@ -162,10 +173,15 @@ def _summary(lines: list[tuple[str, int, str]]) -> str:
     rays = [how for kind, pid, how in lines if kind == "ray" and (pid != me or how in ("head", "in-process"))]
     started = [how for how in rays if how != "joins"]
     local = sum(how in ("local", "auto") for how in started)
-    parts = [f"{started.count('head')} heads", f"{local} local", f"{started.count('in-process')} in-process"]
-    text = (f"{len(engines)} engines ({engines.count(me)} in-process), {len(started)} Rays "
+    parts = [_n(started.count("head"), "head"), f"{local} local", f"{started.count('in-process')} in-process"]
+    text = (f"{_n(len(engines), 'engine')} ({engines.count(me)} in-process), {_n(len(started), 'Ray')} "
             f"({', '.join(parts)})")
-    return text + (f"; {rays.count('joins')} runs joined a running Ray" if "joins" in rays else "")
+    joins = rays.count("joins")
+    return text + (f"; {_n(joins, 'run')} joined a running Ray" if joins else "")
+
+
+def _n(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
@@ -182,7 +198,29 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.write_line(note)
 
 
+# Every Ray this run starts (a CLI run's own local Ray, ray.init or a Cluster in this
+# process, a `ray start` head) writes its session folder (logs, sockets, spilled objects:
+# ~40 a suite) under RAY_TMPDIR/ray: a folder of this run's own, removed at its end, not
+# /tmp/ray. A RAY_TMPDIR the caller set is kept, and left alone.
+RAY_TMP: dict = {"folder": None}
+
+
+def _ray_tmpdir() -> None:
+    import tempfile
+
+    if "RAY_TMPDIR" not in os.environ:
+        RAY_TMP["folder"] = tempfile.mkdtemp(prefix="mgray", dir="/tmp")  # short: Ray's socket paths
+        os.environ["RAY_TMPDIR"] = RAY_TMP["folder"]
+
+
 def pytest_unconfigure(config):
+    if RAY_TMP["folder"]:
+        import shutil
+
+        ray = sys.modules.get("ray")
+        if ray is not None and ray.is_initialized():  # a Ray a test left in this process stops first
+            ray.shutdown()
+        shutil.rmtree(RAY_TMP["folder"], ignore_errors=True)
     if STARTS["folder"]:
         import shutil
 
@@ -286,47 +324,111 @@ def session_processes(sid: int) -> list[psutil.Process]:
 
 
 @contextlib.contextmanager
-def ray_head(env: dict | None = None, *extra: str, log: Path | None = None, port: int | None = None):
+def ray_head(env: dict | None = None, *extra: str, log: Path | None = None, port=None):
     """`ray start --head` on loopback, as a user starts a cluster; yields (GCS address,
     dashboard URL, the environment its commands need). The raylet, and so every worker,
     inherits `env`. Ray 2.60's `ray start` turns on token auth (the token in
     ~/.ray/auth_token) unless `env` sets RAY_AUTH_MODE, so every client of it runs with
     RAY_AUTH_MODE=token.
 
+    Ports: Ray picks the GCS port (--port=0) and the head's address is read where `ray
+    start` records it, unless `port` names one (an int, or a callable that gives one per
+    attempt, for a caller that writes it down before the start). A start that exits
+    before it answers, or whose dashboard did not come up (a port taken between choosing
+    and binding), is tried again, three times in all. Unless `extra` has a --temp-dir, the
+    head's session folder goes in a folder of its own, removed when the head has stopped.
+
     The head runs with --block in a session of its own, and on exit exactly that session's
     processes stop: never `ray stop`, which stops every Ray on the machine (another test
     run's, a user's)."""
+    import shutil
+    import tempfile
+
     faults.starting("ray", "head")  # counted; refused under MAGISTRATE_FORBID=ray
-    port, dashboard = port or free_port(), free_port()
-    address = f"127.0.0.1:{port}"
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token", **(env or {})}
+    # Unbuffered: the dashboard's URL is read from the head's output while it runs.
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token",
+           "PYTHONUNBUFFERED": "1", **(env or {})}
     env.pop("RAY_ADDRESS", None)
     if not any(arg.startswith("--num-cpus") for arg in extra):
         extra = ("--num-cpus=2", *extra)
-    log_file = open(log or os.devnull, "w")
-    head = subprocess.Popen(
-        [str(BIN / "ray"), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
-         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--disable-usage-stats", *extra],
-        env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    given_temp = next((arg.split("=", 1)[1] for arg in extra if arg.startswith("--temp-dir=")), None)
+    log_dir = None if log else tempfile.mkdtemp(prefix="magistrate-ray-head-")
+    log = log or Path(log_dir) / "ray-head.log"
+    failures = []
+    for attempt in range(3):
+        temp = given_temp or tempfile.mkdtemp(prefix="mgh", dir="/tmp")  # short: Ray's socket paths
+        chosen = port() if callable(port) else (port or 0)
+        dashboard = free_port()
+        offset = log.stat().st_size if attempt else 0
+        with open(log, "a" if attempt else "w") as log_file:
+            head = subprocess.Popen(
+                [str(BIN / "ray"), "start", "--head", "--block", f"--port={chosen}", "--node-ip-address=127.0.0.1",
+                 "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--disable-usage-stats",
+                 *(() if given_temp else (f"--temp-dir={temp}",)), *extra],
+                env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        try:
+            up = _head_answers(head, env, Path(temp), chosen, log, offset)
+        except BaseException:
+            _stop_head(head, None if given_temp else temp)
+            raise
+        if up:
+            break
+        failures.append(_read_from(log, offset)[-1500:])
+        _stop_head(head, None if given_temp else temp)
+    else:
+        raise AssertionError("ray start --head failed three times:\n" + "\n---\n".join(failures))
     try:
-        deadline = time.monotonic() + 180
-        while subprocess.run([str(BIN / "ray"), "status", f"--address={address}"], env=env,
-                             capture_output=True, timeout=60).returncode != 0:
-            assert head.poll() is None, "ray start exited" + (f": {log.read_text()[-3000:]}" if log else "")
-            assert time.monotonic() < deadline, "the Ray head did not come up"
-            time.sleep(2)
-        yield address, f"http://127.0.0.1:{dashboard}", env
+        yield *up, env
     finally:
-        head.send_signal(signal.SIGTERM)  # --block: it stops the processes it started
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            head.wait(timeout=30)
-        left = session_processes(head.pid)  # and whatever is left (workers, fake nodes)
-        for proc in left:
-            with contextlib.suppress(psutil.Error):
-                proc.kill()
-        psutil.wait_procs(left, timeout=30)
-        log_file.close()
+        _stop_head(head, None if given_temp else temp)
+        if log_dir:
+            shutil.rmtree(log_dir, ignore_errors=True)
+
+
+def _read_from(path: Path, offset: int) -> str:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read().decode(errors="replace")
+
+
+def _head_answers(head: subprocess.Popen, env: dict, temp: Path, port: int, log: Path, offset: int):
+    """(GCS address, dashboard URL) once the head answers; None if it exited first or came
+    up without its dashboard. Its output is in `log` from `offset` on."""
+    import re
+
+    deadline = time.monotonic() + 180
+    while True:
+        if head.poll() is not None:
+            return None
+        # `ray start` records the address once the head is up and it has said where the
+        # dashboard is.
+        recorded = temp / "ray_current_cluster"
+        address = recorded.read_text().strip() if recorded.exists() else None
+        if address and subprocess.run([str(BIN / "ray"), "status", f"--address={address}"], env=env,
+                                      capture_output=True, timeout=60).returncode == 0:
+            assert not port or address == f"127.0.0.1:{port}", (address, port)
+            urls = re.findall(r"RAY_API_SERVER_ADDRESS='(http://[^']+)'", _read_from(log, offset))
+            return (address, urls[-1]) if urls else None
+        assert time.monotonic() < deadline, "the Ray head did not come up:\n" + _read_from(log, offset)[-3000:]
+        time.sleep(1)
+
+
+def _stop_head(head: subprocess.Popen, temp: str | None) -> None:
+    """Stop a ray_head's processes, then remove its session folders (`temp`: the head's
+    own temporary folder, if it made one)."""
+    import shutil
+
+    head.send_signal(signal.SIGTERM)  # --block: it stops the processes it started
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        head.wait(timeout=30)
+    left = session_processes(head.pid)  # and whatever is left (workers, fake nodes)
+    for proc in left:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(left, timeout=30)
+    if temp:
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 class SharedRay:
@@ -442,21 +544,30 @@ def aws_env(tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="session")
 def moto_url(aws_env, tmp_path_factory):
-    """A moto S3 server in its own process on a free loopback port; killed at the end."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
+    """A moto S3 server in its own process on a loopback port it picks itself (port 0, so
+    no other process can take the port between choosing and binding); killed at the end."""
+    import re
+
     log = tmp_path_factory.mktemp("moto") / "moto.log"
     moto_server = Path(sys.executable).parent / "moto_server"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [str(moto_server), "-H", "127.0.0.1", "-p", str(port)],
-            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **aws_env},
+            [str(moto_server), "-H", "127.0.0.1", "-p", "0"],
+            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **aws_env, "PYTHONUNBUFFERED": "1"},
         )
     try:
         deadline = time.monotonic() + 60
+        url = None
         while True:
             if proc.poll() is not None:
                 pytest.fail(f"moto_server exited with {proc.returncode}:\n{log.read_text()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"moto_server did not answer on {url} within 60 s:\n{log.read_text()}")
+            bound = re.search(r"Running on (http://127\.0\.0\.1:\d+)", log.read_text(errors="replace"))
+            if bound is None:  # not listening yet
+                time.sleep(0.2)
+                continue
+            url = bound.group(1)
             try:
                 with urllib.request.urlopen(url + "/", timeout=2) as response:
                     if response.status == 200:
