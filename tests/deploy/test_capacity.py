@@ -148,6 +148,7 @@ def test_a_failing_request_does_not_fail_the_job(caplog, monkeypatch):
     assert len(failures) == 2 and all("Ray has not been started yet" in r.getMessage() for r in failures)
 
 
+@pytest.mark.ray
 def test_a_local_output_is_checked_from_every_node(tmp_path):
     """A local --output on a multi-node cluster: each node's actors would publish to their
     own disks. Every live node is asked, by a task pinned to it, whether it sees what the

@@ -10,6 +10,8 @@ import time
 import urllib.request
 from collections import defaultdict
 
+import pytest
+
 from tests.conftest import EXAMPLES, REPO, free_port, ray_head, run_cli
 
 _SAMPLE = re.compile(r"^(ray_magistrate_\w+)\{(.*)\} (\S+)$")
@@ -28,6 +30,7 @@ def scrape(port: int) -> dict[tuple[str, frozenset], float]:
     return found
 
 
+@pytest.mark.ray
 def test_judge_counters_on_rays_metrics_endpoint(tmp_path):
     pairs = [json.loads(line) for line in (EXAMPLES / "llmbar-demo.jsonl").read_text().splitlines()[:6]]
     lines = [json.dumps(p) for p in pairs]

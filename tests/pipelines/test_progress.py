@@ -9,11 +9,13 @@ import re
 import threading
 import time
 
+import pytest
 import ray
 
 from magistrate.pipelines.progress import ProgressPrinter, progress_line
 
 
+@pytest.mark.ray
 def test_progress_line_reports_pairs_errors_and_rate():
     lines: list[str] = []
     judged = lambda: [line for line in lines if "pairs judged" in line]  # noqa: E731
@@ -39,6 +41,7 @@ class _Terminal(io.StringIO):
         return True
 
 
+@pytest.mark.ray
 def test_plain_lines_never_rewrite_and_say_what_happens_before_the_first_pair():
     """Not a terminal (a log, CI, `ray job submit`): whole lines, no carriage return; the
     first line says the engine is starting, not "0 pairs judged, 0.00 pairs/s"."""
@@ -57,6 +60,7 @@ def test_plain_lines_never_rewrite_and_say_what_happens_before_the_first_pair():
     assert not any("\r" in line or ": 0 pairs judged" in line for line in lines), lines
 
 
+@pytest.mark.ray
 def test_a_terminal_gets_one_line_rewritten_in_place_and_ended_at_exit():
     stream, said = _Terminal(), []
     ray.init(address="local", include_dashboard=False, logging_level="ERROR")
@@ -79,6 +83,7 @@ class _EngineHost:
         ray.get(counter.engine.remote("started", ray.get_runtime_context().get_actor_id()))
 
 
+@pytest.mark.ray
 def test_the_driver_waits_for_live_engines_to_stop_but_not_for_a_dead_actor():
     """An actor that crashed never reports its engine stopped: once Ray says the actor
     is dead, the driver stops waiting for it (it waited its whole timeout before)."""

@@ -8,9 +8,12 @@ from __future__ import annotations
 import os
 import subprocess
 
+import pytest
+
 from tests.conftest import EXAMPLES, MAGISTRATE, REPO
 
 
+@pytest.mark.engine
 def test_demo_command_prints_few_lines_with_the_table_last(tiny_model, tmp_path):
     done = subprocess.run(
         [*MAGISTRATE, "judge", "--input", str(EXAMPLES / "llmbar-demo.jsonl"), "--output", str(tmp_path / "out"),
