@@ -12,6 +12,7 @@ import pytest
 from tests.conftest import REPO, run_cli
 
 
+@pytest.mark.slow  # the GGUF's conversion: about a minute here, two on a loaded machine
 def test_prepare_tiny_converts_once_into_xdg_cache(tmp_path):
     env = {"XDG_CACHE_HOME": str(tmp_path), "MAGISTRATE_CACHE": ""}
     first = run_cli("models", "prepare-tiny", env=env, timeout=600)
