@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, invoke_cli, run_cli
 
 
 @pytest.mark.slow  # the GGUF's conversion: about a minute here, two on a loaded machine
@@ -47,9 +47,9 @@ print("ok")
 
 
 def test_unprepared_model_is_a_clear_error(tmp_path):
-    result = run_cli("render", "--input", str(REPO / "examples/data/llmbar-demo.jsonl"),
-                     "--model", "embedded", "--limit", "1",
-                     env={"XDG_CACHE_HOME": str(tmp_path / "empty"), "MAGISTRATE_CACHE": ""})
+    result = invoke_cli("render", "--input", str(REPO / "examples/data/llmbar-demo.jsonl"),
+                        "--model", "embedded", "--limit", "1",
+                        env={"XDG_CACHE_HOME": str(tmp_path / "empty"), "MAGISTRATE_CACHE": ""})
     assert result.returncode == 2
     assert "magistrate models prepare-tiny" in result.stderr and "Traceback" not in result.stderr
 
