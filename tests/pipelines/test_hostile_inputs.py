@@ -11,7 +11,7 @@ import pytest
 from magistrate.pipelines.sources import locate
 from magistrate.pipelines.summary import verdict_dataset, verdict_files
 
-from tests.conftest import run_cli
+from tests.conftest import invoke_cli, run_cli
 from tests.pipelines.hostile_inputs import Expect, write_corpus, write_refusals
 
 
@@ -128,7 +128,7 @@ def test_a_file_wrong_as_a_whole_is_refused_naming_it(tmp_path, command):
     for path, says in write_refusals(tmp_path / "bad"):
         args = (["judge", "--input", str(path), "--output", str(tmp_path / f"out-{path.stem}"), "--dry-run"]
                 if command == "judge" else ["render", "--input", str(path)])
-        result = run_cli(*args, timeout=300)
+        result = invoke_cli(*args)
         assert result.returncode == 2, (path, result.stderr[-2000:])
         assert path.name in result.stderr and says in result.stderr, (path, result.stderr[-2000:])
         assert "Traceback" not in result.stderr

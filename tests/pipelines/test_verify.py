@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from magistrate.cli.analysis import verify_text
 from magistrate.pipelines.sources import locate
-from tests.conftest import EXAMPLES, run_cli
+from tests.conftest import EXAMPLES, invoke_cli, run_cli
 
 ROWS = 100_000
 
@@ -120,12 +120,12 @@ def test_verify_finds_a_planted_duplicate_and_missing_id_in_a_100k_row_output(tm
 
 
 def test_verify_refuses_what_is_not_an_output_in_one_line(tmp_path):
-    missing = run_cli("verify", str(tmp_path / "nowhere"))
+    missing = invoke_cli("verify", str(tmp_path / "nowhere"))
     assert missing.returncode == 2 and "no such output" in missing.stderr, missing.stderr
     foreign = tmp_path / "foreign"
     (foreign / "verdicts").mkdir(parents=True)
     pq.write_table(pa.table({"id": ["a"]}), foreign / "verdicts" / "part-0.parquet")
-    told = run_cli("verify", str(foreign))
+    told = invoke_cli("verify", str(foreign))
     assert told.returncode == 2 and "not a magistrate output" in told.stderr, told.stderr
     for result in (missing, told):
         assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
