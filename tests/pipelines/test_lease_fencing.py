@@ -3,8 +3,9 @@ VM pause or Ctrl-Z would) past the stale window; run B, `--overwrite` with anoth
 watches the lease for the whole window on its own clock, takes it over and finishes; A,
 woken (SIGCONT), finds its lease taken, publishes nothing more and exits 3 naming B. The
 output holds B's rows only, every id once, `_SUCCESS` once B finished. The tiny judge:
-what it says does not matter here. The pause is at a known point (A's first published
-unit), never a race with A's pace."""
+what it says does not matter here. The pause is at a known point (A's actor holds before
+its second publish, magistrate/faults.py, and then A's driver is stopped), never a race
+with A's pace."""
 
 from __future__ import annotations
 
@@ -44,17 +45,22 @@ def test_a_paused_run_taken_over_publishes_nothing_more(tmp_path, tiny_model):
     out = tmp_path / "out"
     common = ["judge", "--input", str(src), "--output", str(out), "--model", tiny_model, "--order", "ab",
               "--unit-rows", "5", "--replicas", "1"]
-    a = subprocess.Popen([*MAGISTRATE, *common, "--judge", "mt-bench"], cwd=REPO, text=True,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **WINDOW})
+    faults = tmp_path / "faults"
+    a_log = tmp_path / "a.err"
+    with open(a_log, "w") as a_err:  # a file, not a pipe nobody reads while A runs
+        a = subprocess.Popen([*MAGISTRATE, *common, "--judge", "mt-bench"], cwd=REPO, text=True,
+                             stdout=subprocess.DEVNULL, stderr=a_err,
+                             env={**os.environ, **WINDOW, "MAGISTRATE_FAULT": "publish=2",
+                                  "MAGISTRATE_FAULT_DIR": str(faults)})
     try:
         deadline = time.monotonic() + 600
-        while not (out / "verdicts").exists() or not any((out / "verdicts").glob("unit-*.parquet")):
-            assert a.poll() is None, a.communicate()[1][-3000:]
-            assert time.monotonic() < deadline, "run A published nothing in 10 minutes"
-            time.sleep(0.02)
-        os.kill(a.pid, signal.SIGSTOP)  # A's driver paused at its first published unit
-        assert not (out / "_SUCCESS").exists(), "A finished before it could be paused"
+        while not (faults / "publish-2.reached").exists():
+            assert a.poll() is None, a_log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "run A never came to its second publish"
+            time.sleep(0.1)
+        os.kill(a.pid, signal.SIGSTOP)  # A's driver paused while its actor holds its second unit
         a_units = _units(out)
+        assert len(a_units) == 1, a_units
         a_run = next(iter(a_units.values()))
 
         b = run_cli(*common, "--judge", "mt-bench-tie", "--overwrite", env=WINDOW)
@@ -64,7 +70,10 @@ def test_a_paused_run_taken_over_publishes_nothing_more(tmp_path, tiny_model):
         after_b = {p.name: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
     finally:
         os.kill(a.pid, signal.SIGCONT)
-    a_out, a_err = a.communicate(timeout=300)
+        faults.mkdir(exist_ok=True)
+        (faults / "publish-2.go").touch()  # A's actor goes on to its fence check
+    a.wait(timeout=300)
+    a_err = a_log.read_text()
     assert a.returncode == 3, a_err[-3000:]
     assert f"was taken by run {b_run}" in a_err, a_err[-3000:]
     # A, woken, wrote nothing more: the output is exactly as B committed it.
