@@ -280,15 +280,15 @@ def test_overwrite_refuses_an_output_holding_files_it_did_not_write(dry_output, 
 
 
 def test_overwrite_refuses_an_output_that_holds_the_input(tmp_path):
-    from tests.conftest import run_cli
+    from tests.conftest import invoke_cli
 
     out = tmp_path / "out"
     src = _pairs(out / "pairs.jsonl")
     before = _tree(out)
-    result = run_cli("judge", "--input", src, "--output", str(out), "--dry-run", "--overwrite")
+    result = invoke_cli("judge", "--input", src, "--output", str(out), "--dry-run", "--overwrite")
     assert result.returncode == 2 and "holds the input" in result.stderr, result.stderr[-3000:]
     assert _tree(out) == before
-    inside = run_cli("judge", "--input", str(out), "--output", str(out / "verdicts-here"), "--dry-run")
+    inside = invoke_cli("judge", "--input", str(out), "--output", str(out / "verdicts-here"), "--dry-run")
     assert inside.returncode == 2 and "inside the input directory" in inside.stderr, inside.stderr[-3000:]
 
 
