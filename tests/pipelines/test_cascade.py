@@ -28,10 +28,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from magistrate.judges.calibration import calibrated_fields
-from tests.conftest import EXAMPLES, MAGISTRATE, REPO, run_cli, session_processes
+from tests.conftest import EXAMPLES, MAGISTRATE, REPO, invoke_cli, run_cli, session_processes
 from tests.pipelines.calibrations import calibration
-
-pytestmark = pytest.mark.engine
 # The tiny judge's one-order p_a lie within 0.04 of 0.5: at this temperature the 0.7
 # threshold decides a little over half of the demo pairs and leaves the rest to stage 2.
 CALIBRATION = calibration(temperature=0.1, threshold=0.7, order="ab")
@@ -144,6 +142,7 @@ def cascaded(tmp_path_factory, tiny_model, shared_ray):
             "in_window": in_window, "resumed": resumed, "tiny_model": tiny_model}
 
 
+@pytest.mark.engine
 def test_killed_between_a_stages_lease_and_its_run_file_and_resumed(cascaded):
     """Issue 31, finding 4: a stage killed after taking its lease and before writing its
     _run.json leaves a stale lease (and staged pieces) and no _run.json; `--resume` takes
@@ -168,6 +167,7 @@ def test_killed_between_a_stages_lease_and_its_run_file_and_resumed(cascaded):
     assert sorted(ids) == sorted(r["id"] for r in cascaded["rows"]) and len(set(ids)) == len(ids)
 
 
+@pytest.mark.engine
 def test_killed_in_stage_2_and_resumed_without_rejudging_stage_1(cascaded):
     out, resumed, killed = cascaded["out"], cascaded["resumed"], cascaded["killed"]
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -180,6 +180,7 @@ def test_killed_in_stage_2_and_resumed_without_rejudging_stage_1(cascaded):
     assert "decided by: small" in resumed.stdout and "Traceback" not in resumed.stderr
 
 
+@pytest.mark.engine
 def test_stage_1_rows_carry_the_calibration(cascaded):
     """Stage 1 is `magistrate judge --calibration`: every row has the map applied, and its
     summary counts the decisions."""
@@ -201,6 +202,7 @@ def test_stage_1_rows_carry_the_calibration(cascaded):
         sum(r["winner"] == r["label"] for r in labelled) / len(labelled))
 
 
+@pytest.mark.engine
 def test_every_pair_once_and_stage_2_judged_only_the_undecided(cascaded):
     out, rows = cascaded["out"], cascaded["rows"]
     stage1 = {r["id"]: r for r in _rows(out / "stages" / "1-small" / "verdicts")}
@@ -234,6 +236,7 @@ def test_every_pair_once_and_stage_2_judged_only_the_undecided(cascaded):
     assert big["prompt_tokens"] / big["pairs"] > 1.5 * small["prompt_tokens"] / small["pairs"]
 
 
+@pytest.mark.engine
 def test_the_outputs_read_as_judge_outputs(cascaded):
     out, tmp = cascaded["out"], cascaded["tmp"]
     report = run_cli("report", str(out), "--json")
@@ -249,6 +252,7 @@ def test_the_outputs_read_as_judge_outputs(cascaded):
     assert kept.keys() == want.keys() and all(kept[i] == pytest.approx(want[i]) for i in kept)
 
 
+@pytest.mark.engine
 def test_resumes_with_other_settings_are_refused(cascaded, shared_ray):
     out, tmp, args, src, tiny = (cascaded[k] for k in ("out", "tmp", "args", "src", "tiny_model"))
     again = run_cli(*args)
@@ -267,6 +271,7 @@ def test_resumes_with_other_settings_are_refused(cascaded, shared_ray):
     assert re.search(r" (\d+) units \(\1 already done\)", result.stderr), result.stderr[-2000:]
 
 
+@pytest.mark.engine
 def test_a_map_fitted_on_another_run_is_warned_of(cascaded, tmp_path, shared_ray):
     src, tiny = cascaded["src"], cascaded["tiny_model"]
     cal = calibration(temperature=1.0, threshold=None)
@@ -284,11 +289,11 @@ def test_a_map_fitted_on_another_run_is_warned_of(cascaded, tmp_path, shared_ray
 
 def test_a_config_that_cannot_decide_is_refused(tmp_path):
     (tmp_path / "c.yaml").write_text("stages:\n  - {name: a}\n  - {name: b}\n")
-    result = run_cli("cascade", "--input", str(EXAMPLES / "llmbar-demo.jsonl"), "--output", str(tmp_path / "o"),
+    result = invoke_cli("cascade", "--input", str(EXAMPLES / "llmbar-demo.jsonl"), "--output", str(tmp_path / "o"),
                      "--config", str(tmp_path / "c.yaml"))
     assert result.returncode == 2 and "need a calibration" in result.stderr and "Traceback" not in result.stderr
     (tmp_path / "d.yaml").write_text("stages: [{name: a, calibration: x.json}]\n")
-    result = run_cli("cascade", "--input", str(EXAMPLES / "llmbar-demo.jsonl"), "--output", str(tmp_path / "o"),
+    result = invoke_cli("cascade", "--input", str(EXAMPLES / "llmbar-demo.jsonl"), "--output", str(tmp_path / "o"),
                      "--config", str(tmp_path / "d.yaml"))
     assert result.returncode == 2 and "at least 2" in result.stderr
     assert not (tmp_path / "o").exists()

@@ -10,9 +10,7 @@ from pathlib import Path
 import pyarrow.dataset as pads
 import pytest
 
-from tests.conftest import EXAMPLES, run_cli
-
-pytestmark = pytest.mark.engine
+from tests.conftest import EXAMPLES, invoke_cli, run_cli
 
 
 def _input_rows() -> list[dict]:
@@ -49,6 +47,7 @@ def _read(out) -> list[dict]:
     return pads.dataset(str(out / "verdicts"), format="parquet").to_table().to_pylist()
 
 
+@pytest.mark.engine
 def test_every_row_exactly_once(judged):
     rows, out, result = judged
     assert result.returncode == 0, result.stderr[-3000:]
@@ -62,6 +61,7 @@ def test_every_row_exactly_once(judged):
     assert len(derived) == 1 and next(iter(derived)).startswith("sha256-")
 
 
+@pytest.mark.engine
 def test_verdicts_and_errors(judged):
     _, out, _ = judged
     by_id = {r["id"]: r for r in _read(out)}
@@ -81,6 +81,7 @@ def test_verdicts_and_errors(judged):
     assert all(r["winner"] != "error" for r in good)
 
 
+@pytest.mark.engine
 def test_passthrough_columns_intact(judged):
     rows, out, _ = judged
     by_id = {r["id"]: r for r in _read(out)}
@@ -90,6 +91,7 @@ def test_passthrough_columns_intact(judged):
             assert by_id[row["id"]].get("subset") == row.get("subset")
 
 
+@pytest.mark.engine
 def test_summary_and_table(judged):
     rows, out, result = judged
     summary = json.loads((out / "summary.json").read_text())
@@ -99,6 +101,7 @@ def test_summary_and_table(judged):
     assert "agreement with labels" in result.stdout and "pairs/s" in result.stdout
 
 
+@pytest.mark.engine
 def test_existing_output_is_refused_without_overwrite(judged, tmp_path):
     _, out, _ = judged
     again = run_cli("judge", "--input", str(EXAMPLES / "llmbar-demo.jsonl"), "--output", str(out))
@@ -110,14 +113,15 @@ def test_existing_output_is_refused_without_overwrite(judged, tmp_path):
 def test_input_errors_are_one_clear_line(tmp_path):
     src = tmp_path / "wrong.jsonl"
     src.write_text(json.dumps({"question": "q", "answer1": "a", "answer2": "b"}) + "\n")
-    result = run_cli("judge", "--input", str(src), "--output", str(tmp_path / "o"))
+    result = invoke_cli("judge", "--input", str(src), "--output", str(tmp_path / "o"))
     assert result.returncode == 2
     assert "no column for prompt" in result.stderr and "--columns" in result.stderr
     assert "Traceback" not in result.stderr
-    unknown = run_cli("judge", "--input", str(src), "--output", str(tmp_path / "o"), "--judge", "mtbench")
+    unknown = invoke_cli("judge", "--input", str(src), "--output", str(tmp_path / "o"), "--judge", "mtbench")
     assert unknown.returncode == 2 and "Did you mean 'mt-bench'" in unknown.stderr
 
 
+@pytest.mark.ray
 def test_duplicate_ids_are_reported_before_judging(tmp_path):
     rows = [{"id": f"x{i % 3}", "prompt": f"q{i}", "response_a": "a", "response_b": "b"} for i in range(5)]
     src = tmp_path / "dups.jsonl"
@@ -130,6 +134,7 @@ def test_duplicate_ids_are_reported_before_judging(tmp_path):
     assert not (out / "verdicts").exists(), "nothing may be judged"
 
 
+@pytest.mark.engine
 def test_resume_with_other_settings_is_refused(judged):
     _, out, _ = judged
     result = run_cli("judge", "--input", str(EXAMPLES / "llmbar-demo.jsonl"), "--output", str(out),
@@ -138,6 +143,7 @@ def test_resume_with_other_settings_is_refused(judged):
     assert "cannot resume" in result.stderr and "judge ('mt-bench' -> 'skywork-critic')" in result.stderr
 
 
+@pytest.mark.ray
 def test_a_cluster_that_is_gone_is_not_waited_for(tmp_path):
     """A killed `ray start` leaves its address in RAY_TMPDIR/ray/ray_current_cluster; a
     plain ray.init() would wait on it for many minutes instead of starting a local Ray."""
@@ -157,6 +163,7 @@ def test_a_cluster_that_is_gone_is_not_waited_for(tmp_path):
     assert result.returncode == 2 and "duplicate ids" in result.stderr, result.stderr[-2000:]
 
 
+@pytest.mark.engine
 def test_the_continuous_path_gives_the_rows_of_one_synchronous_engine_call(judged, engine):
     """The batch job judges on the async engine with several units and batches in flight;
     the same pairs given to one synchronous engine call in this process (the path of
