@@ -54,3 +54,11 @@ def test_open_flag_allows_and_warns():
     with_key = invoke_cli("serve", "--host", "0.0.0.0", "--judge", "no-such-judge",
                           env={"MAGISTRATE_API_KEY": KEY})
     assert "refusing" not in with_key.stderr and "no-such-judge" in with_key.stderr
+
+
+def test_serve_command_refuses_an_unknown_judge_in_one_line():
+    """Before Ray or an engine starts (it was in test_serve.py, marked engine)."""
+    result = invoke_cli("serve", "--judge", "no-such-judge")
+    assert result.returncode == 2
+    assert result.stderr.startswith("magistrate: error:") and "no-such-judge" in result.stderr
+    assert "Traceback" not in result.stderr

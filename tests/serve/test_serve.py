@@ -299,13 +299,6 @@ def test_no_secret_reaches_the_logs(endpoint):
     assert KEY not in Path(serve_log).read_text(errors="ignore")
 
 
-def test_serve_command_refuses_an_unknown_judge_in_one_line():
-    result = run_cli("serve", "--judge", "no-such-judge", timeout=120)
-    assert result.returncode == 2
-    assert result.stderr.startswith("magistrate: error:") and "no-such-judge" in result.stderr
-    assert "Traceback" not in result.stderr
-
-
 def test_healthz_answers_while_a_large_batch_is_prepared(endpoint):
     """Rendering and tokenising a big batch (32 pairs of 60k characters: ~4M characters
     through the tokenizer) runs on a worker thread, so the replica's event loop, and
