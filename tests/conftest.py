@@ -66,11 +66,15 @@ def pytest_configure(config):
 
 def pytest_collection_modifyitems(config, items):
     """The session fixtures that start an engine or join the session's Ray head carry
-    their markers to every test that uses them (runs before `-m` deselects)."""
+    their markers to every test that uses them (runs before `-m` deselects). `engine`
+    stands for Ray too: `-m ray` selects the tests that start Ray and no engine."""
     implied = {"engine": "engine", "shared_ray": "ray"}
     for item in items:
         marks = {implied[name] for name in getattr(item, "fixturenames", ()) if name in implied}
-        for mark in sorted(marks - {m.name for m in item.iter_markers()}):
+        marks -= {m.name for m in item.iter_markers()}
+        if "engine" in marks or item.get_closest_marker("engine"):
+            marks.discard("ray")
+        for mark in sorted(marks):
             item.add_marker(mark)
 
 
