@@ -78,8 +78,8 @@ def test_a_job_with_a_broken_local_model_is_refused_in_one_line(tmp_path):
     folder = tmp_path / "model"
     folder.mkdir()
     (folder / "config.json").write_text("[]")
-    result = run_cli("judge", "--input", str(REPO / "examples/data/llmbar-demo.jsonl"), "--output",
-                     str(tmp_path / "out"), "--model", str(folder))
+    result = invoke_cli("judge", "--input", str(REPO / "examples/data/llmbar-demo.jsonl"), "--output",
+                        str(tmp_path / "out"), "--model", str(folder))
     assert result.returncode == 2, result.stderr[-2000:]
     assert "names no model_type" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()

@@ -10,7 +10,7 @@ import pytest
 
 from tests.analysis.conftest import SUMMARY, synthetic_rows, write_output
 from tests.analysis.expected import expected_figures
-from tests.conftest import invoke_cli, run_cli
+from tests.conftest import invoke_cli
 
 
 def _report_json(output) -> dict:
@@ -75,8 +75,7 @@ def test_every_documented_key_is_in_the_json(report_output):
 def test_terminal_table_and_not_available_sections(tmp_path):
     rows = synthetic_rows(60, labels=False, subsets=False)
     out = write_output(tmp_path / "out", rows, files=1)  # no summary.json either
-    # In a real process (`python -m magistrate.cli`): the analysis commands' smoke test.
-    result = run_cli("report", str(out), "--html", str(tmp_path / "r" / "report.html"))
+    result = invoke_cli("report", str(out), "--html", str(tmp_path / "r" / "report.html"))
     assert result.returncode == 0, result.stderr
     table = dict(re.split(r"\s{2,}", line.strip(), maxsplit=1) for line in result.stdout.splitlines()
                  if line.startswith("  "))

@@ -1,6 +1,8 @@
 """The small commands, as a user runs them: `judges list` and `render --model` (the final
-prompt string with the model's own chat template). No engine is started; the commands run
-in this process (invoke_cli) but for two real ones."""
+prompt string with the model's own chat template). No engine is started. The commands run
+in this process (invoke_cli) but for two: `judges list` and the offline `render` are the
+fast tier's real `python -m magistrate.cli` runs (the engine and Ray tiers run the CLI in
+real processes throughout)."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from magistrate.pipelines.estimate import GPUS, PREFILL_MFU, count_rows, gpu_hours, parameter_count
-from tests.conftest import EXAMPLES, invoke_cli, run_cli
+from tests.conftest import EXAMPLES, invoke_cli
 
 
 def _demo() -> list[dict]:
@@ -93,8 +93,7 @@ def test_estimate_generate_mode_and_price(embedded_model):
 
 
 def test_estimate_bad_gpu_is_one_line(embedded_model):
-    """In a real process (the others run in this one): `python -m magistrate.cli estimate`."""
-    result = run_cli("estimate", str(EXAMPLES / "llmbar-demo.jsonl"), "--gpu", "tpu9", "--sample", "2")
+    result = invoke_cli("estimate", str(EXAMPLES / "llmbar-demo.jsonl"), "--gpu", "tpu9", "--sample", "2")
     assert result.returncode == 2
     assert result.stderr.startswith("magistrate: error: unknown GPU") and "Traceback" not in result.stderr
 

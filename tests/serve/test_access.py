@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from magistrate.serve.access import exposure_problem, is_loopback, key_given
-from tests.conftest import invoke_cli, run_cli
+from tests.conftest import invoke_cli
 
 KEY = "mgk-test-key"
 
@@ -37,8 +37,7 @@ def test_key_is_read_from_either_header():
 
 def test_non_loopback_without_a_key_is_refused_before_anything_starts():
     env = {"MAGISTRATE_API_KEY": ""}
-    # In a real process (`python -m magistrate.cli serve`); the next test runs in this one.
-    refused = run_cli("serve", "--host", "0.0.0.0", env=env, timeout=120)
+    refused = invoke_cli("serve", "--host", "0.0.0.0", env=env)
     assert refused.returncode == 2
     assert "refusing to serve on 0.0.0.0 without an API key" in refused.stderr and "--open" in refused.stderr
     assert "Traceback" not in refused.stderr
