@@ -25,7 +25,7 @@ import pytest
 from tests.conftest import MAGISTRATE, REPO
 from tests.deploy.fake_cluster import autoscaling_cluster
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ray]  # a fake autoscaling cluster: ray start heads and nodes
 
 ROWS, UNIT_ROWS = 200, 2  # 100 units: more than the pool's MAX of 2
 GPU_NODE = {"resources": {"CPU": 1, "GPU": 1}, "node_config": {}, "min_workers": 0, "max_workers": 2}
