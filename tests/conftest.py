@@ -90,9 +90,10 @@ def pytest_runtest_call(item):
         refused = record.read_bytes()[before:].decode(errors="replace") if record.exists() else ""
         if refused:
             kinds = sorted({line.split()[0] for line in refused.splitlines()})
+            hint = "; `engine` instead if it starts an engine too: Ray is refused first" if kinds == ["ray"] else ""
             pytest.fail(f"{item.nodeid} started {' and '.join(kinds)} without its marker "
-                        f"({', '.join(f'@pytest.mark.{k}' for k in kinds)}; `engine` if it starts an engine "
-                        f"too: Ray is refused first); refused in:\n{refused}", pytrace=False)
+                        f"({', '.join(f'@pytest.mark.{k}' for k in kinds)}{hint}); refused in:\n{refused}",
+                        pytrace=False)
 
 
 # The start-up report: every Ray and engine this run starts, in any process, is a line in
