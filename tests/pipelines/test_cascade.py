@@ -239,12 +239,12 @@ def test_every_pair_once_and_stage_2_judged_only_the_undecided(cascaded):
 @pytest.mark.engine
 def test_the_outputs_read_as_judge_outputs(cascaded):
     out, tmp = cascaded["out"], cascaded["tmp"]
-    report = run_cli("report", str(out), "--json")
+    report = invoke_cli("report", str(out), "--json")
     assert report.returncode == 0, report.stderr
     assert json.loads(report.stdout)["pairs"] == 20
     # `select` on stage 1 uses its stored decisions, without --calibration.
-    result = run_cli("select", str(out / "stages" / "1-small"), "--min-confidence", "0",
-                     "--output", str(tmp / "dpo.parquet"))
+    result = invoke_cli("select", str(out / "stages" / "1-small"), "--min-confidence", "0",
+                        "--output", str(tmp / "dpo.parquet"))
     assert result.returncode == 0, result.stderr
     kept = {r["id"]: r["confidence"] for r in pq.read_table(tmp / "dpo.parquet").to_pylist()}
     want = {r["id"]: r["confidence"] for r in _rows(out / "stages" / "1-small" / "verdicts")

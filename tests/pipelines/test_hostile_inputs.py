@@ -97,7 +97,7 @@ def _answers(rows: list[dict]) -> dict[str, str | None]:
 def test_render_gives_every_record_the_same_answer(judged, corpus):
     rows, _, _ = judged
     folder, _ = corpus
-    result = run_cli("render", "--input", str(folder), "--order", "ab", timeout=600)
+    result = invoke_cli("render", "--input", str(folder), "--order", "ab")
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
     # splitlines(), not split("\n"): render escapes U+2028 and NEL, so even Python's
     # splitter (which takes them for line ends) reads one record per line.
@@ -111,8 +111,8 @@ def test_render_gives_every_record_the_same_answer(judged, corpus):
 def test_estimate_gives_every_record_the_same_answer(judged, corpus, embedded_model):
     rows, _, _ = judged
     folder, _ = corpus
-    result = run_cli("estimate", str(folder), "--model", embedded_model, "--order", "ab", "--sample", "0",
-                     "--json", timeout=600)
+    result = invoke_cli("estimate", str(folder), "--model", embedded_model, "--order", "ab", "--sample", "0",
+                        "--json")
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
     estimate = json.loads(result.stdout)
     assert estimate["rows"] == len(rows)

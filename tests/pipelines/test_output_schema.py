@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 
 from magistrate.pipelines.sources import locate
 from magistrate.pipelines.summary import unified_schema, verdict_dataset, verdict_files
-from tests.conftest import run_cli
+from tests.conftest import invoke_cli, run_cli
 
 
 def test_units_with_differently_typed_passthrough_columns_read_as_one(tmp_path, embedded_model):
@@ -41,7 +41,7 @@ def test_units_with_differently_typed_passthrough_columns_read_as_one(tmp_path, 
                                                            table.column("note").to_pylist())))
         assert len(got) == 3000
         assert got["p7"] == (7, None) and got["p2000"] == (2000.5, "n2000")
-    report = run_cli("report", str(out), "--json")
+    report = invoke_cli("report", str(out), "--json")
     assert report.returncode == 0, report.stderr[-2000:]
     figures = json.loads(report.stdout)
     assert figures["pairs"] == 3000 and figures["unjudged"] == 3000  # a dry run judges nothing
