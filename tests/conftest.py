@@ -274,7 +274,8 @@ def invoke_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProce
     process would print on its stderr lands in `stderr` here too: click's and sys.stderr's
     lines, warnings, log records no handler took, and the traceback of an uncaught error
     (exit 1). Not for what reads the environment at import time (HF_HUB_OFFLINE) or
-    writes to file descriptor 2 itself: run_cli for those."""
+    writes to file descriptor 2 itself: run_cli for those. A start of Ray or an engine is
+    refused here in every tier (MAGISTRATE_FORBID), never made in pytest's own process."""
     import logging
     import traceback
     import warnings
@@ -299,7 +300,8 @@ def invoke_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProce
         warnings.showwarning = show
         root.addHandler(handler)
         try:
-            result = runner.invoke(main, list(args), env=env, catch_exceptions=True, prog_name="magistrate")
+            result = runner.invoke(main, list(args), env={"MAGISTRATE_FORBID": "ray,engine", **(env or {})},
+                                   catch_exceptions=True, prog_name="magistrate")
         finally:
             root.removeHandler(handler)
     stderr = result.stderr
