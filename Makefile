@@ -57,7 +57,7 @@ $(VENV)/.test-plugin-installed: $(STAMP) $(PLUGIN)/pyproject.toml $(PLUGIN)/magi
 	touch $@
 
 test: setup browser $(VENV)/.test-plugin-installed
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --durations=25 $(PYTEST_ARGS)
 
 # The edit loop's tier: no engine, no Ray, nothing slow (README has its time). Starting
 # Ray or an engine is refused here, so a test missing its marker fails (tests/conftest.py).
