@@ -22,11 +22,11 @@ def corpus(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def judged(corpus, tmp_path_factory, tiny_model):
+def judged(corpus, tmp_path_factory, tiny_model, shared_ray):
     folder, expects = corpus
     out = tmp_path_factory.mktemp("hostile-out") / "out"
     result = run_cli("judge", "--input", str(folder), "--output", str(out), "--order", "ab", "--model", tiny_model,
-                     "--max-model-len", "2048", "--gpu-memory-utilization", "0.2")
+                     "--max-model-len", "2048", "--gpu-memory-utilization", "0.2", env=shared_ray.join())
     assert result.returncode == 0, result.stderr[-4000:]
     assert "Traceback" not in result.stderr
     loc = locate(str(out))  # read under one schema: the files' passthrough columns differ

@@ -1,6 +1,6 @@
-"""`magistrate judge` end to end, as a user runs it: a fresh process that starts a local
-Ray, reads JSONL, judges on a Ray Data actor hosting the real vLLM CPU engine, writes
-Parquet and summary.json."""
+"""`magistrate judge` end to end, as a user runs it: a fresh process that joins a running
+Ray (the session's head, tests/conftest.py `shared_ray`), reads JSONL, judges on a Ray
+Data actor hosting the real vLLM CPU engine, writes Parquet and summary.json."""
 
 from __future__ import annotations
 
@@ -32,14 +32,14 @@ def _input_rows() -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def judged(tmp_path_factory, embedded_model):
+def judged(tmp_path_factory, embedded_model, shared_ray):
     tmp = tmp_path_factory.mktemp("judge")
     rows = _input_rows()
     src = tmp / "pairs.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp / "out"
     result = run_cli("judge", "--input", str(src), "--output", str(out),
-                     "--max-model-len", "2048", "--gpu-memory-utilization", "0.2")
+                     "--max-model-len", "2048", "--gpu-memory-utilization", "0.2", env=shared_ray.join())
     return rows, out, result
 
 
@@ -122,12 +122,12 @@ def test_input_errors_are_one_clear_line(tmp_path):
 
 
 @pytest.mark.ray
-def test_duplicate_ids_are_reported_before_judging(tmp_path):
+def test_duplicate_ids_are_reported_before_judging(tmp_path, shared_ray):
     rows = [{"id": f"x{i % 3}", "prompt": f"q{i}", "response_a": "a", "response_b": "b"} for i in range(5)]
     src = tmp_path / "dups.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "out"
-    result = run_cli("judge", "--input", str(src), "--output", str(out))
+    result = run_cli("judge", "--input", str(src), "--output", str(out), env=shared_ray.join())
     assert result.returncode == 2, result.stderr[-2000:]
     assert "duplicate ids" in result.stderr and "'x0' (2 times)" in result.stderr
     assert "'x1' (2 times)" in result.stderr and "'x2'" not in result.stderr
