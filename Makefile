@@ -61,7 +61,7 @@ test: setup browser $(VENV)/.test-plugin-installed
 
 # The edit loop's tier: no engine, no Ray, nothing slow (README has its time). Starting
 # Ray or an engine is refused here, so a test missing its marker fails (tests/conftest.py).
-test-fast: $(STAMP)
+test-fast: $(STAMP) browser
 	MAGISTRATE_FORBID=ray,engine $(BIN)/python -m pytest -m "not engine and not ray and not slow" $(PYTEST_ARGS)
 
 # All benchmarks (~45 min here, ~25 without the 1M-row dry run: BENCH_ARGS="--scaling 10000,100000").
