@@ -7,6 +7,7 @@ Ray Data. How flat it stays up to 1M rows is a benchmark's (`make bench`, sectio
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import threading
 import time
@@ -35,7 +36,7 @@ def _write_pairs(path, rows: int) -> None:
     pq.write_table(table, path, row_group_size=4_000)
 
 
-def test_dry_run_streams_every_row_in_bounded_driver_memory(tmp_path, embedded_model):
+def test_dry_run_streams_every_row_in_bounded_driver_memory(tmp_path, embedded_model, shared_ray):
     src = tmp_path / "pairs.parquet"
     _write_pairs(src, ROWS)
     out = tmp_path / "out"
@@ -43,6 +44,7 @@ def test_dry_run_streams_every_row_in_bounded_driver_memory(tmp_path, embedded_m
         [*MAGISTRATE, "judge", "--input", str(src), "--output", str(out), "--dry-run",
          "--batch-size", "2048", "--gpu", "h100"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+        env={**os.environ, **shared_ray.join()},
     )
     peak = 0
     done = threading.Event()

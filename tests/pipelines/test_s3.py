@@ -126,12 +126,12 @@ def _summary(client) -> dict:
 
 
 @pytest.fixture(scope="module")
-def judged(s3, moto_url, aws_env, embedded_model):
+def judged(s3, moto_url, aws_env, embedded_model, shared_ray):
     """The first run, and a second run on the same output started while the first holds
     its lease."""
     client, rows = s3
     started = time.monotonic()
-    with _running(_judge(moto_url), aws_env) as first:
+    with _running(_judge(moto_url), {**aws_env, **shared_ray.join()}) as first:
         _wait(lambda: "out/_lease.json" in _objects(client, "out/"), first, "the lease")
         second = subprocess.run(_judge(moto_url), capture_output=True, text=True, timeout=300,
                                 cwd=REPO, env={**os.environ, **aws_env})
@@ -221,7 +221,7 @@ def _all_ids(moto_url: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def resumed_one(judged, moto_url, aws_env):
+def resumed_one(judged, moto_url, aws_env, shared_ray):
     """One unit object deleted, then --resume."""
     client = judged[0]
     before = _objects(client)
@@ -230,7 +230,7 @@ def resumed_one(judged, moto_url, aws_env):
     gone_rows = _unit_rows(client, gone)
     client.delete_object(Bucket=BUCKET, Key=gone)
     result = subprocess.run(_judge(moto_url, "--resume"), capture_output=True, text=True, timeout=900,
-                            cwd=REPO, env={**os.environ, **aws_env})
+                            cwd=REPO, env={**os.environ, **aws_env, **shared_ray.join()})
     return client, before, gone, gone_rows, result
 
 
@@ -251,21 +251,21 @@ def test_resume_on_s3_judges_exactly_the_missing_unit(resumed_one, moto_url):
 
 
 @pytest.mark.engine
-def test_driver_killed_on_s3_then_resume_finishes_exactly_once(resumed_one, moto_url, aws_env):
+def test_driver_killed_on_s3_then_resume_finishes_exactly_once(resumed_one, moto_url, aws_env, shared_ray):
     client, _, _, _, _ = resumed_one
     # Every unit: an actor judges several at once (UNITS_AT_ONCE), so of fewer all could
     # finish together, before the kill lands; of all four one is left.
     doomed = sorted(_objects(client))
     for key in doomed:
         client.delete_object(Bucket=BUCKET, Key=key)
-    with _running(_judge(moto_url, "--resume"), aws_env) as proc:
+    with _running(_judge(moto_url, "--resume"), aws_env) as proc:  # a Ray of its own, killed with it
         _wait(lambda: any(k in _objects(client) for k in doomed), proc, "a unit published")
         _kill_tree(proc)
     assert "out/_SUCCESS" not in _objects(client, "out/"), "a killed run's output is not committed"
     survivors = _objects(client)
     assert set(doomed) - set(survivors), "the kill left a unit to judge (else the resume shows nothing)"
     again = subprocess.run(_judge(moto_url, "--resume"), capture_output=True, text=True, timeout=900,
-                           cwd=REPO, env={**os.environ, **aws_env})
+                           cwd=REPO, env={**os.environ, **aws_env, **shared_ray.join()})
     assert again.returncode == 0, again.stderr[-3000:]
     assert "taking over the lease" in again.stderr  # the killed driver's, stale at once here
     after = _objects(client)
