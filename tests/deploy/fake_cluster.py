@@ -42,9 +42,15 @@ def fake_config(head: dict, workers: dict, gcs_address: str) -> dict:
 def autoscaling_cluster(tmp: Path, head: dict, workers: dict, env: dict | None = None):
     """Yields (GCS address, environment for clients). `head` holds CPU/GPU of the head.
     The nodes the autoscaler starts join the head's session, so they stop with it."""
-    port = free_port()
     config = tmp / "fake-cluster.json"
-    config.write_text(json.dumps(fake_config(head, workers, f"127.0.0.1:{port}")))
+
+    def port() -> int:
+        """The head's port, in the config before the head starts: a new one for each
+        attempt of ray_head (a port another process took meanwhile fails the start)."""
+        chosen = free_port()
+        config.write_text(json.dumps(fake_config(head, workers, f"127.0.0.1:{chosen}")))
+        return chosen
+
     with ray_head({**(env or {}), "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"},
                   f"--num-cpus={head.get('CPU', 0)}", f"--num-gpus={head.get('GPU', 0)}",
                   f"--autoscaling-config={config}", log=tmp / "ray-head.log", port=port,
