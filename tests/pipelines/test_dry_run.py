@@ -1,18 +1,15 @@
 """`--dry-run` over 40k pairs in ten units: renders and counts tokens with the judge's
 tokenizer, skips the engine, writes every row, prints token totals and a GPU-hours
-estimate, and the driver's memory stays under 1.5 GB because the data streams through
-Ray Data. How flat it stays up to 1M rows is a benchmark's (`make bench`, section
-`scaling`; docs/performance.md), not a test's: 200k rows here cost 4 minutes of CI."""
+estimate. The driver's memory (it stays flat because the data streams through Ray Data)
+is a benchmark's, not a test's: `make bench`, section `scaling` (benchmarks/run.py,
+dry runs over 10k, 100k and 1M rows, the driver's peak RSS; docs/performance.md)."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
-import threading
-import time
 
-import psutil
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
@@ -36,37 +33,17 @@ def _write_pairs(path, rows: int) -> None:
     pq.write_table(table, path, row_group_size=4_000)
 
 
-def test_dry_run_streams_every_row_in_bounded_driver_memory(tmp_path, embedded_model, shared_ray):
+def test_dry_run_writes_every_row_and_an_estimate(tmp_path, embedded_model, shared_ray):
     src = tmp_path / "pairs.parquet"
     _write_pairs(src, ROWS)
     out = tmp_path / "out"
-    proc = subprocess.Popen(
+    result = subprocess.run(
         [*MAGISTRATE, "judge", "--input", str(src), "--output", str(out), "--dry-run",
          "--batch-size", "2048", "--gpu", "h100"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-        env={**os.environ, **shared_ray.join()},
+        capture_output=True, text=True, cwd=REPO, timeout=880, env={**os.environ, **shared_ray.join()},
     )
-    peak = 0
-    done = threading.Event()
-
-    def watch():
-        nonlocal peak
-        driver = psutil.Process(proc.pid)
-        while not done.is_set():
-            try:
-                peak = max(peak, driver.memory_info().rss)
-            except psutil.NoSuchProcess:
-                return
-            time.sleep(0.2)
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    stdout, stderr = proc.communicate(timeout=880)
-    done.set()
-    watcher.join()
-    assert proc.returncode == 0, stderr[-3000:]
-    print(f"driver peak RSS: {peak / 2**20:.0f} MiB over {ROWS} rows")
-    assert peak < 1.5e9, f"driver peak RSS {peak / 2**20:.0f} MiB"
+    stdout = result.stdout
+    assert result.returncode == 0, result.stderr[-3000:]
 
     ids = pads.dataset(str(out / "verdicts"), format="parquet").to_table(columns=["id"]).column("id")
     assert len(ids) == ROWS and len(set(ids.to_pylist())) == ROWS
