@@ -11,7 +11,9 @@ import json
 import os
 import signal
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import psutil
 import pyarrow as pa
@@ -82,14 +84,20 @@ def _judge(moto_url: str, *extra: str) -> list[str]:
 
 @contextlib.contextmanager
 def _running(command: list[str], env: dict):
-    """A judge run in a child process; what a failed test leaves of its tree is killed."""
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=REPO, env={**os.environ, **env})
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            _kill_tree(proc)
+    """A judge run in a child process; what a failed test leaves of its tree is killed. Its
+    output goes to files, read with `proc.output()`: a pipe nobody reads while the run goes
+    on fills up and blocks it."""
+    with tempfile.TemporaryDirectory(prefix="magistrate-s3-run-") as folder:
+        out, err = Path(folder) / "stdout", Path(folder) / "stderr"
+        with open(out, "w") as stdout, open(err, "w") as stderr:
+            proc = subprocess.Popen(command, stdout=stdout, stderr=stderr, text=True, cwd=REPO,
+                                    env={**os.environ, **env})
+        proc.output = lambda: (out.read_text(errors="replace"), err.read_text(errors="replace"))
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                _kill_tree(proc)
 
 
 def _kill_tree(proc: subprocess.Popen) -> None:
@@ -110,7 +118,7 @@ def _wait(condition, proc: subprocess.Popen, what: str, timeout: float = 600) ->
     deadline = time.monotonic() + timeout
     while not condition():
         if proc.poll() is not None:
-            raise AssertionError(f"the run ended before {what}: {proc.stderr.read()[-3000:]}")
+            raise AssertionError(f"the run ended before {what}: {proc.output()[1][-3000:]}")
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.3)
 
@@ -135,10 +143,24 @@ def judged(s3, moto_url, aws_env, embedded_model, shared_ray):
         _wait(lambda: "out/_lease.json" in _objects(client, "out/"), first, "the lease")
         second = subprocess.run(_judge(moto_url), capture_output=True, text=True, timeout=300,
                                 cwd=REPO, env={**os.environ, **aws_env})
-        stdout, stderr = first.communicate(timeout=900)
+        first.wait(timeout=900)
+        stdout, stderr = first.output()
     print(f"\njudge on S3 took {time.monotonic() - started:.1f} s")
     assert first.returncode == 0, stderr[-4000:]
-    return client, rows, subprocess.CompletedProcess(first.args, 0, stdout, stderr), second
+    return client, rows, subprocess.CompletedProcess(first.args, 0, stdout, stderr), second, _landed(client, moto_url)
+
+
+def _landed(client, moto_url: str) -> dict:
+    """What the bucket holds under out/ now, read by other clients (the tests of a run read
+    this, not the bucket later: a later test changes the output, and tests may run in any
+    order): summary.json and the object listing by boto3, the verdict files by pyarrow's
+    own S3 filesystem."""
+    fs = _pyarrow_s3(moto_url)
+    infos = fs.get_file_info(pafs.FileSelector(f"{BUCKET}/out/verdicts", recursive=True))
+    files = [i.path for i in infos if i.is_file and i.path.endswith(".parquet")]
+    written = pads.dataset(files, filesystem=fs, format="parquet").to_table().to_pylist() if files else []
+    return {"summary": _summary(client), "objects": _objects(client, "out/"), "verdicts": _objects(client),
+            "files": files, "listed": [i.path for i in infos], "written": written}
 
 
 def _pyarrow_s3(moto_url: str) -> pafs.S3FileSystem:
@@ -149,13 +171,10 @@ def _pyarrow_s3(moto_url: str) -> pafs.S3FileSystem:
 
 
 @pytest.mark.engine
-def test_verdicts_on_s3_read_by_pyarrow(judged, moto_url):
-    client, rows, _, _ = judged
-    fs = _pyarrow_s3(moto_url)
-    infos = fs.get_file_info(pafs.FileSelector(f"{BUCKET}/out/verdicts", recursive=True))
-    files = [i.path for i in infos if i.is_file and i.path.endswith(".parquet")]
-    assert files, [i.path for i in infos]
-    written = pads.dataset(files, filesystem=fs, format="parquet").to_table().to_pylist()
+def test_verdicts_on_s3_read_by_pyarrow(judged):
+    _, rows, _, _, landed = judged
+    assert landed["files"], landed["listed"]
+    written = landed["written"]
 
     assert len(written) == len(rows)
     ids = [r["id"] for r in written]
@@ -176,19 +195,18 @@ def test_verdicts_on_s3_read_by_pyarrow(judged, moto_url):
 
 @pytest.mark.engine
 def test_summary_on_s3_read_by_boto3(judged):
-    client, rows, result, _ = judged
-    summary = json.loads(client.get_object(Bucket=BUCKET, Key="out/summary.json")["Body"].read())
+    _, rows, result, _, landed = judged
+    summary = landed["summary"]
     assert summary["pairs"] == len(rows)
     assert summary["winners"]["error"] == sum(1 for r in rows if not r["prompt"])
     assert sum(summary["winners"].values()) == len(rows)
-    keys = [o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix="out/verdicts/")["Contents"]]
-    assert summary["files"] == sum(k.endswith(".parquet") for k in keys)
+    assert summary["files"] == sum(k.endswith(".parquet") for k in landed["verdicts"])
     assert f"s3://{BUCKET}/out" in result.stdout
 
 
 @pytest.mark.engine
 def test_existing_s3_output_is_refused(judged, moto_url, aws_env):
-    client, _, _, _ = judged
+    client = judged[0]
     before = client.get_object(Bucket=BUCKET, Key="out/summary.json")["Body"].read()
     again = run_cli("judge", "--input", f"s3://{BUCKET}/{INPUT_KEY}",
                     "--output", f"s3://{BUCKET}/out", "--s3-endpoint-url", moto_url, env=aws_env)
@@ -199,13 +217,13 @@ def test_existing_s3_output_is_refused(judged, moto_url, aws_env):
 
 @pytest.mark.engine
 def test_a_second_run_on_a_live_s3_output_is_refused(judged):
-    client, rows, _, second = judged
+    _, rows, _, second, landed = judged
     assert second.returncode == 2, second.stderr[-3000:]
     assert "in use by a live run" in second.stderr and "pid" in second.stderr
     assert "Traceback" not in second.stderr
-    summary = _summary(client)  # the first run finished, alone
+    summary = landed["summary"]  # the first run finished, alone
     assert summary["complete"] and summary["rows_written"] == len(rows)
-    assert "out/_SUCCESS" in _objects(client, "out/") and "out/_lease.json" not in _objects(client, "out/")
+    assert "out/_SUCCESS" in landed["objects"] and "out/_lease.json" not in landed["objects"]
 
 
 def _unit_rows(client, key: str) -> int:
@@ -231,39 +249,45 @@ def resumed_one(judged, moto_url, aws_env, shared_ray):
     client.delete_object(Bucket=BUCKET, Key=gone)
     result = subprocess.run(_judge(moto_url, "--resume"), capture_output=True, text=True, timeout=900,
                             cwd=REPO, env={**os.environ, **aws_env, **shared_ray.join()})
-    return client, before, gone, gone_rows, result
+    # What the resume left, read now: the kill test below deletes and rewrites these units.
+    done = result.returncode == 0
+    return client, before, gone, gone_rows, result, {
+        "summary": _summary(client) if done else None, "verdicts": _objects(client),
+        "objects": _objects(client, "out/"), "ids": _all_ids(moto_url) if done else None}
 
 
 @pytest.mark.engine
 def test_resume_on_s3_judges_exactly_the_missing_unit(resumed_one, moto_url):
-    client, before, gone, gone_rows, result = resumed_one
+    _, before, gone, gone_rows, result, landed = resumed_one
     assert result.returncode == 0, result.stderr[-3000:]
-    summary = _summary(client)
+    summary = landed["summary"]
     assert summary["this_run"]["units"] == 1 and summary["this_run"]["pairs"] == gone_rows
     assert summary["units_skipped"] == 3
-    after = _objects(client)
+    after = landed["verdicts"]
     assert set(after) == set(before)
     assert {k: v for k, v in after.items() if k != gone} == {k: v for k, v in before.items() if k != gone}, \
         "the other unit objects are untouched (same ETags)"
     assert summary["written_off_rows"] == 0 and summary["complete"]
-    assert "out/_SUCCESS" in _objects(client, "out/")
-    assert sorted(_all_ids(moto_url)) == sorted(r["id"] for r in _input_rows())  # every input id exactly once
+    assert "out/_SUCCESS" in landed["objects"]
+    assert sorted(landed["ids"]) == sorted(r["id"] for r in _input_rows())  # every input id exactly once
 
 
 @pytest.mark.engine
 def test_driver_killed_on_s3_then_resume_finishes_exactly_once(resumed_one, moto_url, aws_env, shared_ray):
-    client, _, _, _, _ = resumed_one
-    # Every unit: an actor judges several at once (UNITS_AT_ONCE), so of fewer all could
-    # finish together, before the kill lands; of all four one is left.
+    client = resumed_one[0]
     doomed = sorted(_objects(client))
     for key in doomed:
         client.delete_object(Bucket=BUCKET, Key=key)
-    with _running(_judge(moto_url, "--resume"), aws_env) as proc:  # a Ray of its own, killed with it
-        _wait(lambda: any(k in _objects(client) for k in doomed), proc, "a unit published")
+    # A Ray of its own, killed with it; its actor holds before its second publish
+    # (magistrate/faults.py), so the kill comes with one unit published and three to go.
+    with tempfile.TemporaryDirectory(prefix="magistrate-s3-fault-") as faults, \
+            _running(_judge(moto_url, "--resume", "--replicas", "1"),
+                     {**aws_env, "MAGISTRATE_FAULT": "publish=2", "MAGISTRATE_FAULT_DIR": faults}) as proc:
+        _wait(lambda: os.path.exists(os.path.join(faults, "publish-2.reached")), proc, "the second publish")
         _kill_tree(proc)
     assert "out/_SUCCESS" not in _objects(client, "out/"), "a killed run's output is not committed"
     survivors = _objects(client)
-    assert set(doomed) - set(survivors), "the kill left a unit to judge (else the resume shows nothing)"
+    assert len(set(doomed) - set(survivors)) == 3, "the kill left three units to judge"
     again = subprocess.run(_judge(moto_url, "--resume"), capture_output=True, text=True, timeout=900,
                            cwd=REPO, env={**os.environ, **aws_env, **shared_ray.join()})
     assert again.returncode == 0, again.stderr[-3000:]
