@@ -34,6 +34,8 @@ def served(tiny_model, tmp_path_factory):
     started = {}
 
     def serve(mode: str):
+        if mode in started and started[mode][1].poll() is not None:
+            del started[mode]  # stopped by a test (test_stop_frees_the_port): start it again
         if mode not in started:
             for url, proc, _ in started.values():  # one engine at a time on this machine
                 assert stop_serve(proc) == 0
@@ -48,6 +50,8 @@ def served(tiny_model, tmp_path_factory):
                                log=log)
             url = f"http://127.0.0.1:{port}"
             wait_ready(url, proc, log)
+            # This endpoint, not whatever else took the port: only it knows this module's key.
+            assert requests.get(f"{url}/healthz", headers=AUTH, timeout=30).json()["model"] == tiny_model
             started[mode] = (url, proc, log)
         return started[mode]
 
@@ -145,6 +149,10 @@ def test_field_caps_name_the_field(served, body, says):
     answer = requests.post(f"{url}/v1/judge", json=body, headers=AUTH, timeout=300)
     if says is None:
         assert answer.status_code == 200, answer.text
+        verdict = answer.json()  # judged in both orders, the long fields whole in the prompt
+        assert verdict["id"] == "q1" and set(verdict["orders"]) == {"ab", "ba"}, verdict
+        assert verdict["winner"] in {"A", "B", "tie"} and verdict["error"] is None, verdict
+        assert all(d["prompt_tokens"] > 19_000 // 4 and 0 <= d["p_a"] <= 1 for d in verdict["orders"].values())
     else:
         assert answer.status_code == 422 and says in answer.json()["error"], answer.text
 
