@@ -69,12 +69,18 @@ def test_registered_and_installed_judges_judge_in_ray_jobs_and_in_serve(tmp_path
     assert done.returncode == 0, done.stderr[-3000:]
     outcome = json.loads(result.read_text())
     assert outcome["jobs"] == {"driver-judge": True, "plugin-test-judge": True}
+    first_two = [json.loads(line)["id"] for line in open(EXAMPLES / "llmbar-demo.jsonl")][:2]
     for name, version in (("driver-judge", 7), ("plugin-test-judge", 3)):
         rows = _rows(out / name)
-        assert len(rows) == 2
+        assert sorted(r["id"] for r in rows) == sorted(first_two)  # --limit 2: the first two pairs
         assert {(r["judge"], r["judge_version"], r["mode"]) for r in rows} == {(name, version, "logprob")}
         assert all(r["winner"] in {"A", "B", "tie"} for r in rows), [r["error"] for r in rows]
+        assert all(0 <= r["ab_p_a"] <= 1 and r["ba_p_a"] is None for r in rows)  # order "ab" only
+        summary = json.loads((out / name / "summary.json").read_text())
+        assert summary["complete"] and summary["pairs"] == 2
     assert outcome["status"] == 200, outcome["answer"]
     answer = outcome["answer"]
     assert (answer["judge"], answer["judge_version"], answer["mode"]) == ("driver-judge", 7, "logprob")
+    assert answer["id"] == "q1" and set(answer["orders"]) == {"ab"}
     assert answer["winner"] in {"A", "B", "tie"}, answer["error"]
+    assert 0 <= answer["orders"]["ab"]["p_a"] <= 1 and answer["orders"]["ab"]["prompt_tokens"] > 0

@@ -5,6 +5,7 @@ lives in ~/.ray/auth_token and clients set RAY_AUTH_MODE=token)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 
@@ -42,9 +43,22 @@ def test_job_submit_judges_everything(head, tmp_path, tiny_model):
             break
         time.sleep(3)
     assert submit.returncode == 0, submit.stdout[-4000:] + submit.stderr[-2000:]
-    assert "succeeded" in submit.stdout.lower()
+    # This submission's job, by the id Ray gave it, ran to the end on the head ...
+    job = re.search(r"Job '(raysubmit_\w+)' submitted successfully", submit.stdout)
+    assert job, submit.stdout[-3000:]
+    assert f"Job '{job.group(1)}' succeeded" in submit.stdout, submit.stdout[-3000:]
+    status = subprocess.run([str(BIN / "ray"), "job", "status", "--address", address, job.group(1)],
+                            capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    assert "SUCCEEDED" in status.stdout, status.stdout + status.stderr
+    # ... and its driver's own output (the summary table) came back through the job's logs.
+    assert str(out) in submit.stdout and "pairs" in submit.stdout
     written = pads.dataset(str(out / "verdicts"), format="parquet").to_table().to_pylist()
-    assert sorted(r["id"] for r in written) == sorted(r["id"] for r in rows)
-    assert all(r["winner"] in {"A", "B", "tie"} for r in written)
+    assert sorted(r["id"] for r in written) == sorted(r["id"] for r in rows)  # each id once
+    for r in written:  # judged in both orders, in logprob mode (the default)
+        assert r["winner"] in {"A", "B", "tie"} and r["error"] is None, r
+        assert r["mode"] == "logprob" and r["judge"] == "mt-bench"
+        assert 0 <= r["ab_p_a"] <= 1 and 0 <= r["ba_p_a"] <= 1
+        assert r["p_a"] == pytest.approx((r["ab_p_a"] + r["ba_p_a"]) / 2)
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["pairs"] == 3
+    assert summary["pairs"] == 3 and summary["complete"] and summary["rows_written"] == 3
+    assert summary["winners"]["error"] == 0 and sum(summary["winners"].values()) == 3
