@@ -236,14 +236,14 @@ def _pairs(path, n: int = 3) -> str:
 
 
 @pytest.fixture(scope="module")
-def dry_output(tmp_path_factory, embedded_model):
+def dry_output(tmp_path_factory, embedded_model, shared_ray):
     """A real output of `magistrate judge --dry-run` (no engine), copied per test."""
     from tests.conftest import run_cli
 
     base = tmp_path_factory.mktemp("dry")
     src = _pairs(base / "in" / "pairs.jsonl")
     out = base / "out"
-    done = run_cli("judge", "--input", src, "--output", str(out), "--dry-run", timeout=600)
+    done = run_cli("judge", "--input", src, "--output", str(out), "--dry-run", timeout=600, env=shared_ray.join())
     assert done.returncode == 0, done.stderr[-3000:]
     return src, out
 
@@ -261,7 +261,7 @@ def test_a_fresh_run_writes_success_last_and_releases_its_lease(dry_output):
     assert summary["written_off_rows"] == 0 and summary["missing_unit_count"] == 0
 
 
-def test_overwrite_refuses_an_output_holding_files_it_did_not_write(dry_output, tmp_path):
+def test_overwrite_refuses_an_output_holding_files_it_did_not_write(dry_output, tmp_path, shared_ray):
     import shutil
 
     from tests.conftest import run_cli
@@ -272,7 +272,7 @@ def test_overwrite_refuses_an_output_holding_files_it_did_not_write(dry_output, 
     (out / "notes.txt").write_text("my notes")
     (out / "verdicts" / "mine.parquet").write_bytes(b"not magistrate's")
     before = _tree(out)
-    result = run_cli("judge", "--input", src, "--output", str(out), "--dry-run", "--overwrite")
+    result = run_cli("judge", "--input", src, "--output", str(out), "--dry-run", "--overwrite", env=shared_ray.join())
     assert result.returncode == 2, result.stderr[-3000:]
     assert "did not write" in result.stderr and "notes.txt" in result.stderr
     assert "verdicts/mine.parquet" in result.stderr and "Traceback" not in result.stderr
@@ -306,7 +306,7 @@ def test_overwrite_with_a_mistyped_input_keeps_the_earlier_verdicts(dry_output, 
     assert _tree(out) == before
 
 
-def test_overwrite_replaces_only_magistrates_files(dry_output, tmp_path):
+def test_overwrite_replaces_only_magistrates_files(dry_output, tmp_path, shared_ray):
     import shutil
 
     from tests.conftest import run_cli
@@ -316,7 +316,8 @@ def test_overwrite_replaces_only_magistrates_files(dry_output, tmp_path):
     shutil.copytree(done, out)
     (out / "verdicts" / ".unit-0123.parquet.89abcdef.tmp").write_bytes(b"a killed run's staging file")
     old_run = json.loads((out / "summary.json").read_text())["run_id"]
-    result = run_cli("judge", "--input", src, "--output", str(out), "--dry-run", "--overwrite", timeout=600)
+    result = run_cli("judge", "--input", src, "--output", str(out), "--dry-run", "--overwrite", timeout=600,
+                     env=shared_ray.join())
     assert result.returncode == 0, result.stderr[-3000:]
     assert "deleting the" in result.stderr
     assert not list((out / "verdicts").glob(".*.tmp"))
@@ -325,7 +326,7 @@ def test_overwrite_replaces_only_magistrates_files(dry_output, tmp_path):
     assert summary["this_run"]["pairs"] == 3
 
 
-def test_overwrite_on_s3_refuses_objects_it_did_not_write(bucket, moto_url, aws_env, tmp_path):
+def test_overwrite_on_s3_refuses_objects_it_did_not_write(bucket, moto_url, aws_env, tmp_path, shared_ray):
     from tests.conftest import run_cli
 
     src = _pairs(tmp_path / "pairs.jsonl")
@@ -333,12 +334,12 @@ def test_overwrite_on_s3_refuses_objects_it_did_not_write(bucket, moto_url, aws_
     for key in ("_run.json", "summary.json", "verdicts/unit-0000.parquet", "theirs/data.csv"):
         bucket.put_object(Bucket=BUCKET, Key=f"{prefix}/{key}", Body=b"x")
     result = run_cli("judge", "--input", src, "--output", f"s3://{BUCKET}/{prefix}", "--dry-run",
-                     "--overwrite", "--s3-endpoint-url", moto_url, env=aws_env)
+                     "--overwrite", "--s3-endpoint-url", moto_url, env={**aws_env, **shared_ray.join()})
     assert result.returncode == 2 and "theirs/" in result.stderr, result.stderr[-3000:]
     keys = sorted(o["Key"] for o in bucket.list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"])
     assert len(keys) == 4, keys
     bucket_root = run_cli("judge", "--input", src, "--output", f"s3://{BUCKET}/", "--dry-run",
-                          "--overwrite", "--s3-endpoint-url", moto_url, env=aws_env)
+                          "--overwrite", "--s3-endpoint-url", moto_url, env={**aws_env, **shared_ray.join()})
     assert bucket_root.returncode == 2 and "did not write" in bucket_root.stderr, bucket_root.stderr[-3000:]
     assert len(bucket.list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"]) == 4
 

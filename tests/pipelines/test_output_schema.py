@@ -16,7 +16,7 @@ from magistrate.pipelines.summary import unified_schema, verdict_dataset, verdic
 from tests.conftest import invoke_cli, run_cli
 
 
-def test_units_with_differently_typed_passthrough_columns_read_as_one(tmp_path, embedded_model):
+def test_units_with_differently_typed_passthrough_columns_read_as_one(tmp_path, embedded_model, shared_ray):
     rows = []
     for i in range(3000):
         row = {"id": f"p{i}", "prompt": f"What is {i} plus {i}? " + "Explain. " * 6,
@@ -28,7 +28,7 @@ def test_units_with_differently_typed_passthrough_columns_read_as_one(tmp_path, 
     src, out = tmp_path / "pairs.jsonl", tmp_path / "out"
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))
     done = run_cli("judge", "--input", str(src), "--output", str(out), "--dry-run", "--order", "ab",
-                   "--unit-rows", "1000")
+                   "--unit-rows", "1000", env=shared_ray.join())
     assert done.returncode == 0, done.stderr[-3000:]
     loc = locate(str(out), None)
     files = verdict_files(loc)

@@ -280,7 +280,7 @@ def test_a_dictionary_page_arrow_refuses_costs_its_row_group_not_the_unit(tmp_pa
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["parquet", "csv"])
-def test_a_single_file_is_judged_as_wide_as_the_pool(tmp_path, embedded_model, kind):
+def test_a_single_file_is_judged_as_wide_as_the_pool(tmp_path, embedded_model, kind, shared_ray):
     """A dry run (the real path through Ray Data and the actors, no engine) of one file:
     a 100k-row Parquet file of one row group, or a 30k-row CSV file over 1 MiB with quoted
     newlines, in about rows / --unit-rows units, judged by both actors of a pool of 2,
@@ -302,7 +302,7 @@ def test_a_single_file_is_judged_as_wide_as_the_pool(tmp_path, embedded_model, k
     out = tmp_path / "out"
     args = ["judge", "--input", str(path.parent), "--output", str(out), "--dry-run", "--replicas", "2",
             "--unit-rows", "2048", "--batch-size", "512"]
-    done = run_cli(*args, env={"RAY_ADDRESS": "local"})
+    done = run_cli(*args, env=shared_ray.join())
     assert done.returncode == 0, done.stderr[-3000:]
     said = done.stdout + done.stderr
     expected_units = round(rows / 2048)
@@ -315,13 +315,13 @@ def test_a_single_file_is_judged_as_wide_as_the_pool(tmp_path, embedded_model, k
     assert len(ids) == rows and len(set(ids)) == rows
     manifests = {p.name: p.stat().st_mtime_ns for p in (out / STAGED).glob("*.json")}
     assert len(manifests) == 1  # one part: the row group, or the CSV file
-    again = run_cli(*args, "--resume", env={"RAY_ADDRESS": "local"})
+    again = run_cli(*args, "--resume", env=shared_ray.join())
     assert again.returncode == 0, again.stderr[-3000:]
     assert {p.name: p.stat().st_mtime_ns for p in (out / STAGED).glob("*.json")} == manifests  # not cut again
     assert f"({summary['units']} already done)" in again.stdout + again.stderr
 
 
-def test_the_duplicate_id_pass_prepares_rows_as_the_actors_do(tmp_path, embedded_model):
+def test_the_duplicate_id_pass_prepares_rows_as_the_actors_do(tmp_path, embedded_model, shared_ray):
     """A row's derived id depends on whether it has a problem; the duplicate-id pass used
     the default --max-field-chars while the actors used the user's, so two identical id-less
     pairs over 1M characters passed the check as two place ids and were judged as one id twice."""
@@ -331,7 +331,7 @@ def test_the_duplicate_id_pass_prepares_rows_as_the_actors_do(tmp_path, embedded
     record = json.dumps({"prompt": "p" * 1_200_000, "response_a": "a", "response_b": "b"})
     path.write_text(record + "\n" + record + "\n")
     done = run_cli("judge", "--input", str(path), "--output", str(tmp_path / "out"), "--dry-run",
-                   "--max-field-chars", "2000000", env={"RAY_ADDRESS": "local"})
+                   "--max-field-chars", "2000000", env=shared_ray.join())
     assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
     assert "duplicate ids in the input: 'sha256-" in done.stderr and "(2 times)" in done.stderr, done.stderr[-2000:]
     assert not (tmp_path / "out" / "verdicts").exists()

@@ -85,7 +85,7 @@ def _plant(out, units) -> dict:
     return {"duplicate": duplicated, "missing": sorted([dropped, renamed]), "extra": "not-in-the-input"}
 
 
-def test_verify_finds_a_planted_duplicate_and_missing_id_in_a_100k_row_output(tmp_path):
+def test_verify_finds_a_planted_duplicate_and_missing_id_in_a_100k_row_output(tmp_path, shared_ray):
     from magistrate.pipelines.commit import reconcile
     from magistrate.pipelines.units import unit_files
 
@@ -94,7 +94,7 @@ def test_verify_finds_a_planted_duplicate_and_missing_id_in_a_100k_row_output(tm
     units = _output(src, out)
     assert len(units) > 40 and any(u.staged for u in units)
 
-    clean = run_cli("verify", str(out), env={"RAY_ADDRESS": "local"})
+    clean = run_cli("verify", str(out), env=shared_ray.join())
     assert clean.returncode == 0, clean.stdout + clean.stderr[-3000:]
     assert "100,000" in clean.stdout and "exactly once" in clean.stdout
 
@@ -102,7 +102,7 @@ def test_verify_finds_a_planted_duplicate_and_missing_id_in_a_100k_row_output(tm
     # The footers agree with the plan: a run's reconciliation would commit this output.
     assert reconcile(units, unit_files(locate(str(out)))).complete
 
-    found = run_cli("verify", str(out), "--json", env={"RAY_ADDRESS": "local"})
+    found = run_cli("verify", str(out), "--json", env=shared_ray.join())
     assert found.returncode == 3, found.stdout + found.stderr[-3000:]
     report = json.loads(found.stdout)
     assert report["complete"] is False
@@ -131,7 +131,7 @@ def test_verify_refuses_what_is_not_an_output_in_one_line(tmp_path):
         assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
 
 
-def test_verify_passes_a_real_dry_run(tmp_path):
+def test_verify_passes_a_real_dry_run(tmp_path, shared_ray):
     """End to end: what `magistrate judge` wrote verifies (JSONL without ids, so the ids are
     derived from content; --limit, so only the first rows are the input's)."""
     src = tmp_path / "pairs.jsonl"
@@ -139,9 +139,9 @@ def test_verify_passes_a_real_dry_run(tmp_path):
     src.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "id"}) + "\n" for r in rows))
     out = tmp_path / "out"
     judged = run_cli("judge", "--input", str(src), "--output", str(out), "--dry-run", "--limit", "15",
-                     env={"RAY_ADDRESS": "local"})
+                     env=shared_ray.join())
     assert judged.returncode == 0, judged.stderr[-3000:]
-    told = run_cli("verify", str(out), "--json", env={"RAY_ADDRESS": "local"})
+    told = run_cli("verify", str(out), "--json", env=shared_ray.join())
     assert told.returncode == 0, told.stdout + told.stderr[-3000:]
     report = json.loads(told.stdout)
     assert report["complete"] and report["ids_checked"] == report["output_rows"] == 15
