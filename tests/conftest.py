@@ -154,8 +154,10 @@ class _CountRayNodes:
 def _starts(text: str) -> list[tuple[str, int, str]]:
     lines = []
     for line in text.splitlines():
-        kind, pid, *how = line.split()
-        lines.append((kind, int(pid), how[0] if how else "local"))
+        kind, _, rest = line.strip().partition(" ")
+        pid, _, how = rest.partition(" ")
+        if pid.isdigit():  # a line cut short (a process killed mid-write) is left out
+            lines.append((kind, int(pid), how.strip() or "local"))
     return lines
 
 
