@@ -49,7 +49,7 @@ def test_job_submit_judges_everything(head, tmp_path, tiny_model):
     assert f"Job '{job.group(1)}' succeeded" in submit.stdout, submit.stdout[-3000:]
     status = subprocess.run([str(BIN / "ray"), "job", "status", "--address", address, job.group(1)],
                             capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
-    assert "SUCCEEDED" in status.stdout, status.stdout + status.stderr
+    assert f"Job '{job.group(1)}' succeeded" in status.stdout + status.stderr, status.stdout + status.stderr
     # ... and its driver's own output (the summary table) came back through the job's logs.
     assert str(out) in submit.stdout and "pairs" in submit.stdout
     written = pads.dataset(str(out / "verdicts"), format="parquet").to_table().to_pylist()
