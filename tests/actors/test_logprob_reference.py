@@ -4,10 +4,13 @@ the same model on the same rendered prompt gives the same p_a (float32)."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
+from magistrate.judges import FormatTemplate, Reading
 from magistrate.judges.core import Judge, JudgeSettings
+from magistrate.judges.mt_bench import PROFILE as MT_BENCH
 from tests.conftest import EXAMPLES
 
 pytestmark = pytest.mark.engine
@@ -56,22 +59,41 @@ def test_logprob_p_a_matches_transformers(engine, reference_model, judge_name):
         assert row["winner"] in {"A", "B", "tie"}
 
 
+def _leading_letter(text: str) -> Reading:
+    letter = text.strip()[:1]
+    return Reading(letter if letter in ("A", "B") else None)
+
+
+# The 135M judge writes no [[A]]/[[B]] after mt-bench's long prompt, in 48 tokens or 256
+# (measured on the demo pairs: every row an error). Asked for a bare letter, it starts
+# its answer with one, which this profile reads: so both branches below run.
+LETTER = replace(MT_BENCH, name="leading-letter", system="You are a judge. Answer with A if answer A is "
+                 "better, B if answer B is better.",
+                 user_template=FormatTemplate("Question: {question}\nAnswer A: {answer_a}\nAnswer B: {answer_b}\n"
+                                              "Verdict:"),
+                 read=_leading_letter, stop=("\n",))
+
+
 def test_generate_mode_reads_or_reports(engine):
     """Generate mode through the real engine: every order either yields a verdict read
-    from the text, or an error row that keeps the raw text; never a silent guess."""
-    judge = Judge(engine, JudgeSettings(judge="mt-bench", mode="generate", order="ab",
-                                        max_new_tokens=48))
-    rows = judge.judge(_pairs(2))
-    for row in rows:
-        assert row["ab_raw"] is not None and row["ab_completion_tokens"] > 0
-        if row["winner"] == "error":
-            assert row["ab_error"] and row["p_a"] is None
-        else:
-            assert row["ab_verdict"] in {"A", "B"}
-            if row["ab_p_source"] == "logprobs":  # read at the verdict's token: its side gets >= 1/2
-                assert (row["p_a"] >= 0.5) == (row["ab_verdict"] == "A"), row["p_a"]
+    from the text, or an error row that keeps the raw text; never a silent guess. Both
+    outcomes happen here, and each is checked."""
+    seen = []
+    for settings in (dict(judge="mt-bench"), dict(profile=LETTER)):
+        judge = Judge(engine, JudgeSettings(mode="generate", order="ab", max_new_tokens=48, **settings))
+        for row in judge.judge(_pairs(2)):
+            assert row["ab_raw"] is not None and row["ab_completion_tokens"] > 0
+            if row["winner"] == "error":
+                seen.append("error")
+                assert row["ab_error"] and row["p_a"] is None
             else:
-                assert row["ab_p_source"] == "verdict" and row["p_a"] in (0.0, 1.0)
+                seen.append("verdict")
+                assert row["ab_verdict"] in {"A", "B"} and row["ab_raw"].strip().startswith(row["ab_verdict"])
+                if row["ab_p_source"] == "logprobs":  # read at the verdict's token: its side gets >= 1/2
+                    assert (row["p_a"] >= 0.5) == (row["ab_verdict"] == "A"), row["p_a"]
+                else:
+                    assert row["ab_p_source"] == "verdict" and row["p_a"] in (0.0, 1.0)
+    assert set(seen) == {"error", "verdict"}, seen  # the branch each profile is here for ran
 
 
 def test_generation_stops_at_a_stop_string_and_keeps_it(engine):
