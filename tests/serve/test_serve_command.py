@@ -149,10 +149,11 @@ def test_field_caps_name_the_field(served, body, says):
     answer = requests.post(f"{url}/v1/judge", json=body, headers=AUTH, timeout=300)
     if says is None:
         assert answer.status_code == 200, answer.text
-        verdict = answer.json()  # judged in both orders, the long fields whole in the prompt
+        # Past every request cap, so it reached the judge: ~14k tokens are more than the
+        # tiny judge's context, which its row says (an error row, not a refusal).
+        verdict = answer.json()
         assert verdict["id"] == "q1" and set(verdict["orders"]) == {"ab", "ba"}, verdict
-        assert verdict["winner"] in {"A", "B", "tie"} and verdict["error"] is None, verdict
-        assert all(d["prompt_tokens"] > 19_000 // 4 and 0 <= d["p_a"] <= 1 for d in verdict["orders"].values())
+        assert verdict["winner"] == "error" and "prompt too long" in verdict["error"], verdict
     else:
         assert answer.status_code == 422 and says in answer.json()["error"], answer.text
 
