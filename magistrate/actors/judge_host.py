@@ -47,6 +47,7 @@ class JudgeHost:
         self.constants = run_constants(judge, engine.model, run_id, dry_run)
         self.engine = self.judge = None
         self._built = 0  # engines built so far: which one a failure belongs to
+        self._failures: dict[int, str] = {}  # engine number -> the failure that brought it down
         self._lock: asyncio.Lock | None = None
         if dry_run:
             self.engine = TokenizerEngine(engine)
@@ -110,7 +111,10 @@ class JudgeHost:
             try:
                 return await self.judge.judge_async(pairs)
             except Exception as exc:  # noqa: BLE001 - any engine failure costs a retry
-                cause = f"{type(exc).__name__}: {exc}"[:500]
+                # Batches in flight on an engine that failed fail too, some only once another
+                # caller has shut it down (with an AttributeError of the stopped engine): each
+                # names the failure that brought the engine down.
+                cause = self._failures.setdefault(built, f"{type(exc).__name__}: {exc}"[:500])
                 logger.warning("judge engine failed (try %d of %d): %s; vLLM's log: %s", attempt, self.max_tries,
                                cause, getattr(self.engine, "log_path", None) or "above")
                 await self._discard(built)
