@@ -269,6 +269,7 @@ def test_lost_worker_node_costs_a_retry_not_the_job(tmp_path, tiny_model, monkey
         ancestors = {p.pid for p in psutil.Process(actor).parents()}
         doomed = next(n for n in workers if n.all_processes["raylet"][0].process.pid in ancestors)
         cluster.remove_node(doomed, allow_graceful=False)
+        lost_at = time.time()
         _release(tmp_path, "publish=2")  # for the actor that takes its place
         job.join(timeout=900)
         assert not job.is_alive()
@@ -277,8 +278,13 @@ def test_lost_worker_node_costs_a_retry_not_the_job(tmp_path, tiny_model, monkey
         # The lost node's units were judged again elsewhere, not written off as errors.
         assert all(r["winner"] in {"A", "B", "tie"} for r in _rows(out)), [r["error"] for r in _rows(out)]
         assert result["this_run"].get("failed_units", 0) == 0
-        # The retry, counted: the units came from two actors, the lost one and its successor.
-        assert result["this_run"]["actors"] == 2, result["this_run"]
+        # The retry, counted from the files: every unit but the one published before the
+        # node was lost was published after it, so by another actor (the lost one is dead).
+        # The summary's actor count cannot tell: the lost node may take the first actor's
+        # results with it (they lived in its object store), and a retry may come in the
+        # same round or the next.
+        later = [p for p in _published(out) if p.stat().st_mtime > lost_at]
+        assert len(later) >= len(ids) // 2 - 1 and not psutil.pid_exists(actor), (len(later), result["this_run"])
     finally:
         ray.shutdown()
         cluster.shutdown()
