@@ -43,8 +43,11 @@ def test_a_paused_run_taken_over_publishes_nothing_more(tmp_path, tiny_model):
                                        "response_a": f"{2 * i}.", "response_b": f"Maybe {i}."}) + "\n"
                            for i in range(60)))
     out = tmp_path / "out"
+    # Two engines live at once (A's, paused, keeps its memory) beside the session's: at
+    # vLLM's CPU default share each, B's engine found too little memory free and was
+    # rebuilt again and again until the test's timeout.
     common = ["judge", "--input", str(src), "--output", str(out), "--model", tiny_model, "--order", "ab",
-              "--unit-rows", "5", "--replicas", "1"]
+              "--unit-rows", "5", "--replicas", "1", "--gpu-memory-utilization", "0.1"]
     faults = tmp_path / "faults"
     a_log = tmp_path / "a.err"
     with open(a_log, "w") as a_err:  # a file, not a pipe nobody reads while A runs
