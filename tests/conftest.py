@@ -373,6 +373,11 @@ def ray_head(env: dict | None = None, *extra: str, log: Path | None = None, port
             head = subprocess.Popen(
                 [str(BIN / "ray"), "start", "--head", "--block", f"--port={chosen}", "--node-ip-address=127.0.0.1",
                  "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--disable-usage-stats",
+                 # Ray's fixed 52365 is held by the agent of any other head on the machine
+                 # (the session's): this agent's HTTP server then fails, Ray keeps it alive
+                 # without one, and every `ray job submit` is "No available agent" forever.
+                 *(() if any(a.startswith("--dashboard-agent-listen-port") for a in extra)
+                   else ("--dashboard-agent-listen-port=0",)),
                  *(() if given_temp else (f"--temp-dir={temp}",)), *extra],
                 env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
             )
