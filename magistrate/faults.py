@@ -11,7 +11,9 @@ costs one dictionary lookup.
 
 The points (each in the one place its step happens):
 - `publish`: a unit worker about to publish a unit (pipelines/unit_worker.py); count k
-  holds before the k-th publish of that actor process, after k-1 were published.
+  holds before the k-th publish of that actor process, once the k-1 before it have been
+  published (units are judged side by side: one arriving here may overtake another
+  still publishing, and a kill then would find fewer published than the count says).
 - `engine_call`: a judge host about to hand a batch to its engine (actors/judge_host.py).
 
 Counts are per process: with one judge actor (`--replicas 1`) they are the run's.
@@ -27,6 +29,7 @@ joins a running head sets the variables in that head's environment.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -34,6 +37,7 @@ import time
 from pathlib import Path
 
 _counts: dict[str, int] = {}
+_passed: dict[str, int] = {}
 _lock = threading.Lock()
 
 
@@ -54,9 +58,27 @@ async def point_async(name: str) -> None:
         await asyncio.to_thread(point, name)
 
 
-def point(name: str) -> None:
+@contextlib.asynccontextmanager
+async def step_async(name: str):
+    """The point `name` at the start of the step this guards, which counts as passed when
+    it ends (however): the k-th arrival holds only once the k-1 before it have passed."""
+    if name not in _armed():
+        yield
+        return
+    import asyncio
+
+    await asyncio.to_thread(point, name, True)
+    try:
+        yield
+    finally:
+        with _lock:
+            _passed[name] = _passed.get(name, 0) + 1
+
+
+def point(name: str, after_passed: bool = False) -> None:
     """Hold here if a test armed this point and its count is reached (blocking: call it
-    from a thread in async code)."""
+    from a thread in async code). `after_passed`: the k-th arrival first waits for the
+    k-1 before it to pass their step (step_async)."""
     armed = _armed()
     if name not in armed:
         return
@@ -69,6 +91,8 @@ def point(name: str) -> None:
     folder = Path(os.environ.get("MAGISTRATE_FAULT_DIR", "."))
     go = folder / f"{name}-{k}.go"
     if count == k:
+        while after_passed and _passed.get(name, 0) < k - 1:
+            time.sleep(0.05)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"{name}-{k}.reached").write_text(str(os.getpid()))
     while not go.exists():

@@ -94,16 +94,16 @@ class UnitWorker:
                 verdicts, judged = await self._redo(unit, table)
             else:
                 verdicts = judged = await self._judge(table)
-            await faults.point_async("publish")
-            # Fenced: a run whose lease was taken publishes nothing more (pipelines/lease.py);
-            # the driver, told, stops the pool.
-            try:
-                await asyncio.to_thread(check_held, self.out, self.run_id)
-            except LeaseLost as exc:
-                results.append({"unit_id": unit.unit_id, "rows": 0, "errors": 0, "lease_lost": str(exc)})
-                continue
-            await asyncio.to_thread(publish, self.out, unit.unit_id, verdicts, planned_rows=table.num_rows,
-                                    metadata={"unit": row, "run_id": self.run_id})
+            async with faults.step_async("publish"):
+                # Fenced: a run whose lease was taken publishes nothing more (pipelines/lease.py);
+                # the driver, told, stops the pool.
+                try:
+                    await asyncio.to_thread(check_held, self.out, self.run_id)
+                except LeaseLost as exc:
+                    results.append({"unit_id": unit.unit_id, "rows": 0, "errors": 0, "lease_lost": str(exc)})
+                    continue
+                await asyncio.to_thread(publish, self.out, unit.unit_id, verdicts, planned_rows=table.num_rows,
+                                        metadata={"unit": row, "run_id": self.run_id})
             errors = judged.column("winner").to_pylist().count("error")
             ended = time.time()
             results.append({"unit_id": unit.unit_id, "rows": judged.num_rows, "errors": errors,
