@@ -56,7 +56,7 @@ def main() -> None:
         chat_template_stage=False, tokenize_stage=True, detokenize_stage=False,
         # No GPU here: the engine's actor asks for one CPU instead of Ray Data LLM's GPU bundle.
         placement_group_config={"bundles": [{"CPU": 1}]},
-        # The same CPU threading magistrate's engine gets (actors/engine.py:cpu_threads_env):
+        # The same CPU threading magistrate's engine gets (actors/engine.py:cpu_engine_env):
         # Ray would set OMP_NUM_THREADS=1 for a one-CPU actor, which halves the engine here.
         runtime_env={"env_vars": {"OMP_NUM_THREADS": str(len(os.sched_getaffinity(0))),
                                   "VLLM_CPU_OMP_THREADS_BIND": "nobind",

@@ -94,7 +94,9 @@ def point(name: str, after_passed: bool = False) -> None:
         while after_passed and _passed.get(name, 0) < k - 1:
             time.sleep(0.05)
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"{name}-{k}.reached").write_text(str(os.getpid()))
+        # Whole or absent: the test reads the pid as soon as the file is there.
+        (folder / f"{name}-{k}.reached.part").write_text(str(os.getpid()))
+        os.replace(folder / f"{name}-{k}.reached.part", folder / f"{name}-{k}.reached")
     while not go.exists():
         time.sleep(0.05)
 

@@ -50,22 +50,27 @@ def on_cpu() -> bool:
     return current_platform.is_cpu()
 
 
-ENGINE_THREAD_ENV = ("OMP_NUM_THREADS", "VLLM_CPU_OMP_THREADS_BIND", "VLLM_CPU_NUM_OF_RESERVED_CPU")
+ENGINE_ENV = ("OMP_NUM_THREADS", "VLLM_CPU_OMP_THREADS_BIND", "VLLM_CPU_NUM_OF_RESERVED_CPU",
+              "VLLM_ENABLE_V1_MULTIPROCESSING")
 
 
 @contextlib.contextmanager
-def cpu_threads_env():
+def cpu_engine_env():
     """vLLM on CPU reserves a core and binds its OpenMP threads; inside a Ray actor that
     was given one CPU, let it use every core the machine has unless the user said
     otherwise (MAGISTRATE_CPU_THREADS; measured: one of two cores halves throughput here).
-    Set while the engine starts (its processes inherit it), then this process's own
-    environment is put back: what it starts later (a test session's next subprocess, an
-    actor's other children) keeps its OMP_NUM_THREADS."""
-    saved = {name: os.environ.get(name) for name in ENGINE_THREAD_ENV}
+    Its EngineCore process also runs the model itself rather than in a worker process of
+    its own (vLLM's CPU build starts one unless VLLM_ENABLE_V1_MULTIPROCESSING=0): one
+    process fewer to start and import torch in, the same answers and pace
+    (docs/performance.md: engine start). Set while the engine starts (its processes
+    inherit it), then this process's own environment is put back: what it starts later (a
+    test session's next subprocess, an actor's other children) keeps its OMP_NUM_THREADS."""
+    saved = {name: os.environ.get(name) for name in ENGINE_ENV}
     try:
         os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
         os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
         if on_cpu():
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
             # Ray sets OMP_NUM_THREADS to an actor's num_cpus (1), and unbound torch follows
             # it: the judge actor ran at 0.45 of the bare engine's rate (docs/performance.md).
             threads = os.environ.get("MAGISTRATE_CPU_THREADS") or str(len(os.sched_getaffinity(0)))
@@ -218,8 +223,8 @@ class _Hosted:
         faults.starting("engine")
         self.settings = settings
         self.model = settings.model
-        # cpu_threads_env imports vllm: its import-time notices go to the engine log too.
-        with engine_output(settings.verbose) as self.log_path, cpu_threads_env():
+        # cpu_engine_env imports vllm: its import-time notices go to the engine log too.
+        with engine_output(settings.verbose) as self.log_path, cpu_engine_env():
             self._processes = EngineProcesses()
             self.llm = build(engine_kwargs(settings))
             self._processes.started()

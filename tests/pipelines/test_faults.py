@@ -121,6 +121,16 @@ def _engine_cores(pid: int) -> list[psutil.Process]:
     return found
 
 
+def _tree(pid: int) -> list[str]:
+    """What runs below `pid`, for a failure's message."""
+    found = []
+    with contextlib.suppress(psutil.Error):
+        for p in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                found.append(f"{p.pid} {p.name()} {' '.join(p.cmdline())[:120]}")
+    return found
+
+
 def _finished(proc, timeout: float = 800) -> tuple[int, str]:
     proc.wait(timeout=timeout)
     return proc.returncode, _err(proc)
@@ -170,7 +180,7 @@ def test_killed_engine_is_rebuilt_in_its_actor(tmp_path, tiny_model, max_tries):
                   "--max-tries", str(max_tries), env=_armed(tmp_path, fault)) as proc:
         actor = _held(tmp_path, fault, proc)
         cores = _engine_cores(actor)
-        assert len(cores) == 1, cores
+        assert len(cores) == 1, (actor, _tree(actor))
         cores[0].kill()
         psutil.wait_procs(cores, timeout=60)
         _release(tmp_path, fault)
