@@ -56,8 +56,12 @@ $(VENV)/.test-plugin-installed: $(STAMP) $(PLUGIN)/pyproject.toml $(PLUGIN)/magi
 	rm -rf $(PLUGIN)/build $(PLUGIN)/*.egg-info
 	touch $@
 
+# Files run on TEST_WORKERS workers, each file whole on one (its module fixtures, a
+# cascade's or an endpoint's runs, are paid once): most of an engine test's time is one
+# process importing or starting something, so two of them share the two cores well.
+TEST_WORKERS ?= 2
 test: setup browser $(VENV)/.test-plugin-installed
-	$(BIN)/python -m pytest --durations=25 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=25 $(PYTEST_ARGS)
 
 # The edit loop's tier: no engine, no Ray, nothing slow (README has its time). Starting
 # Ray or an engine is refused here, so a test missing its marker fails (tests/conftest.py).

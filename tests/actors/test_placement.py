@@ -53,9 +53,9 @@ def test_tensor_parallel_actors_get_their_gpus(gpu_cluster, tmp_path, tiny_model
 
     # Twenty units and room for three actors: the pool starts at its MAX of two, no more.
     assert "magistrate: 1..2 judge actor(s) of {CPU: 1, GPU: 2}, starting with 2" in said, said
-    actors = [a for a in list_actors(detail=True, limit=1000) if "UnitWorker" in a.class_name]
+    actors = [a for a in list_actors(gpu_cluster.address, detail=True, limit=1000) if "UnitWorker" in a.class_name]
     assert len(actors) == 2, [(a.class_name, a.state) for a in actors]
-    gpu_nodes = {n.node_id for n in list_nodes(detail=True) if n.resources_total.get("GPU") == 2}
+    gpu_nodes = {n.node_id for n in list_nodes(gpu_cluster.address, detail=True) if n.resources_total.get("GPU") == 2}
     for actor in actors:
         assert actor.required_resources.get("GPU") == 2, actor.required_resources
         assert actor.node_id in gpu_nodes

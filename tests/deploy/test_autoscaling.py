@@ -38,7 +38,7 @@ from ray.util.state import list_actors
 ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
 nodes = [{"id": n["NodeID"], "resources": n["Resources"]} for n in ray.nodes() if n["Alive"]]
 actors = [{"node": a.node_id, "resources": a.required_resources, "state": a.state}
-          for a in list_actors(detail=True, limit=1000) if "UnitWorker" in a.class_name]
+          for a in list_actors(sys.argv[1], detail=True, limit=1000) if "UnitWorker" in a.class_name]
 print(json.dumps({"nodes": nodes, "actors": actors}))
 """
 
