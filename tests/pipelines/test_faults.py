@@ -180,7 +180,7 @@ def test_killed_engine_is_rebuilt_in_its_actor(tmp_path, tiny_model, max_tries):
                   "--max-tries", str(max_tries), env=_armed(tmp_path, fault)) as proc:
         actor = _held(tmp_path, fault, proc)
         cores = _engine_cores(actor)
-        assert len(cores) == 1, (actor, _tree(actor))
+        assert len(cores) == 1, (actor, _tree(actor), _err(proc)[-3000:])
         cores[0].kill()
         psutil.wait_procs(cores, timeout=60)
         _release(tmp_path, fault)
