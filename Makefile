@@ -59,9 +59,11 @@ $(VENV)/.test-plugin-installed: $(STAMP) $(PLUGIN)/pyproject.toml $(PLUGIN)/magi
 # Files run on TEST_WORKERS workers, each file whole on one (its module fixtures, a
 # cascade's or an endpoint's runs, are paid once): most of an engine test's time is one
 # process importing or starting something, so two of them share the two cores well.
+# Files are handed out in the suite's order, engine files first (tests/conftest.py), not
+# xdist's most-tests-first: a long engine file handed out last runs alone at the end.
 TEST_WORKERS ?= 2
 test: setup browser $(VENV)/.test-plugin-installed
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=25 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25 $(PYTEST_ARGS)
 
 # The edit loop's tier: no engine, no Ray, nothing slow (README has its time). Starting
 # Ray or an engine is refused here, so a test missing its marker fails (tests/conftest.py).

@@ -223,7 +223,10 @@ RAY_TMP: dict = {"folder": None}
 def _ray_tmpdir() -> None:
     import tempfile
 
-    if "RAY_TMPDIR" not in os.environ:
+    # Each of `make test`'s workers has its own: Ray records the last cluster started in
+    # RAY_TMPDIR/ray/ray_current_cluster, and a run on one worker that joined "the" cluster
+    # found the other worker's head there (its job then failed with OwnerDiedError).
+    if "RAY_TMPDIR" not in os.environ or os.environ.get("PYTEST_XDIST_WORKER"):
         RAY_TMP["folder"] = tempfile.mkdtemp(prefix="mgray", dir="/tmp")  # short: Ray's socket paths
         os.environ["RAY_TMPDIR"] = RAY_TMP["folder"]
 
