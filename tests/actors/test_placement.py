@@ -10,6 +10,7 @@ engines side by side on logical GPUs cost CI two minutes and test nothing of pla
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -17,14 +18,33 @@ pytestmark = pytest.mark.ray  # a dry run: actors host the tokenizer, no engine
 
 
 @pytest.fixture
-def gpu_cluster():
+def gpu_cluster(monkeypatch):
     import ray
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    from tests.conftest import free_port
+
+    # Not Ray's 8265: another worker's Ray may hold it, and this head's dashboard (which the
+    # state API below needs) would then not start.
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "dashboard_port": free_port()})
     for _ in range(3):  # room for three TP-2 actors: the pool's MAX (2) is what bounds it
         cluster.add_node(num_cpus=2, num_gpus=2, resources={"gpu_node": 1})
     ray.init(address=cluster.address)
+    # The state API takes RAY_ADDRESS over the address it is given (the suite sets `local`).
+    monkeypatch.setenv("RAY_ADDRESS", cluster.address)
+    # The state API reads the dashboard's address from the GCS, which the dashboard writes
+    # once it is up: on a loaded machine, after the cluster already answers.
+    from ray.util.state import list_nodes
+
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            list_nodes(cluster.address)
+            break
+        except ConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
     yield cluster
     ray.shutdown()
     cluster.shutdown()

@@ -44,7 +44,9 @@ print(json.dumps({"nodes": nodes, "actors": actors}))
 
 
 def _state(address: str, env: dict) -> dict:
-    out = subprocess.run([sys.executable, "-c", _STATE, address], env=env, capture_output=True,
+    # RAY_ADDRESS overrides the address the state API is given (the suite sets `local`).
+    out = subprocess.run([sys.executable, "-c", _STATE, address], env={**env, "RAY_ADDRESS": address},
+                         capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     # The JSON line; Ray may print its own lines around it.
