@@ -79,11 +79,11 @@ def pytest_collection_modifyitems(config, items):
     # Files with engine tests first, then those with Ray, then the rest (each file's own
     # order kept): `make test`'s workers take whole files as they free up, and a long
     # engine file taken last would run alone at the end while the other worker idles.
-    weight: dict[str, int] = {}
+    weight: dict[Path, int] = {}
     for item in items:
         kind = 0 if item.get_closest_marker("engine") else 1 if item.get_closest_marker("ray") else 2
-        weight[item.nodeid.split("::")[0]] = min(kind, weight.get(item.nodeid.split("::")[0], 2))
-    items.sort(key=lambda item: weight[item.nodeid.split("::")[0]])
+        weight[item.path] = min(kind, weight.get(item.path, 2))
+    items.sort(key=lambda item: weight[item.path])
 
 
 @pytest.hookimpl(wrapper=True)

@@ -38,16 +38,15 @@ from ray.util.state import list_actors
 ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
 nodes = [{"id": n["NodeID"], "resources": n["Resources"]} for n in ray.nodes() if n["Alive"]]
 actors = [{"node": a.node_id, "resources": a.required_resources, "state": a.state}
-          for a in list_actors(sys.argv[1], detail=True, limit=1000) if "UnitWorker" in a.class_name]
+          for a in list_actors(detail=True, limit=1000) if "UnitWorker" in a.class_name]
 print(json.dumps({"nodes": nodes, "actors": actors}))
 """
 
 
 def _state(address: str, env: dict) -> dict:
-    # RAY_ADDRESS overrides the address the state API is given (the suite sets `local`).
+    # The state API finds its cluster by RAY_ADDRESS (the suite sets `local`).
     out = subprocess.run([sys.executable, "-c", _STATE, address], env={**env, "RAY_ADDRESS": address},
-                         capture_output=True,
-                         text=True, timeout=120)
+                         capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     # The JSON line; Ray may print its own lines around it.
     return json.loads(next(line for line in reversed(out.stdout.splitlines()) if line.startswith("{")))
