@@ -19,8 +19,9 @@ its file's content identity, so a changed file is cut again), `--overwrite`
 removes them with the rest of magistrate's files. Parts over 16 MiB are cut in parallel
 Ray tasks, smaller ones in the driver, where a task would cost more than the cut.
 
-So every input byte is read at most twice: once by the cut (JSONL, CSV, oversized row
-groups), once by the unit's reader; and no process holds more than a piece at once.
+So an input byte is read by the cut (JSONL, CSV, oversized row groups), by the
+duplicate-id pass and by the unit's reader (a staged piece by the last two instead of the
+input: docs/input.md); no process holds more than a piece at once.
 """
 
 from __future__ import annotations
