@@ -37,7 +37,7 @@ from magistrate.pipelines.reading import peek_columns
 from magistrate.pipelines.sources import InputError, Location, list_input, locate, read_calibration, resolve_mapping
 from magistrate.pipelines.summary import summarise
 from magistrate.pipelines.unit_worker import UNITS_AT_ONCE, UnitWorker
-from magistrate.pipelines.sharding import input_identities, shard, staged_names
+from magistrate.pipelines.sharding import input_identities, shard, staged_names, version_in
 from magistrate.pipelines.units import UNIT_ROWS, Unit, apply_limit, damaged, publish, unit_files
 from magistrate.schema import run_constants, with_verdicts
 
@@ -121,9 +121,11 @@ def plan_input(settings: JobSettings) -> Plan:
     src = locate(settings.input, settings.s3_endpoint_url)
     listing = list_input(src)
     files = listing.files
-    mapping, preset = resolve_mapping(peek_columns(src.filesystem, files), settings.format,
+    identities = input_identities(src, files)
+    pinned = src.at_versions({path: version_in(identity) for path, identity in identities.items()})
+    mapping, preset = resolve_mapping(peek_columns(pinned.filesystem, files), settings.format,
                                       settings.columns, settings.input)
-    return Plan([], mapping, preset, files, input_identities(src, files), src, listing.skipped_note)
+    return Plan([], mapping, preset, files, identities, src, listing.skipped_note)
 
 
 def cut_units(settings: JobSettings, plan: Plan, out: Location, parallel: bool = False, progress=None) -> Plan:
@@ -131,7 +133,7 @@ def cut_units(settings: JobSettings, plan: Plan, out: Location, parallel: bool =
     units = shard(plan.src, plan.files, settings.unit_rows, out, settings.s3_endpoint_url, parallel, progress,
                   plan.identities)
     if settings.limit:
-        units = apply_limit(plan.src.filesystem, units, settings.limit)
+        units = apply_limit(plan.src, units, settings.limit)
     return dataclasses.replace(plan, units=units)
 
 

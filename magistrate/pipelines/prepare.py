@@ -151,7 +151,7 @@ def prepare_unit(src: Location, unit: Unit, mapping: dict, preset: str,
                  max_chars: int = MAX_FIELD_CHARS, staging: Location | None = None) -> pa.Table:
     """A unit's prepared pairs, in input order (`staging`: the output, where a staged
     unit's copy is: pipelines/sharding.py)."""
-    table = prepare_batch(read_unit(src.filesystem, unit, staging, max_chars), mapping, preset, max_chars=max_chars)
+    table = prepare_batch(read_unit(src, unit, staging, max_chars), mapping, preset, max_chars=max_chars)
     return table.slice(0, unit.max_rows) if unit.max_rows >= 0 else table
 
 

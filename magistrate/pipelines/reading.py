@@ -664,15 +664,16 @@ FORMATS = {
 }
 
 
-def read_unit(fs: pafs.FileSystem, unit: "Unit", staging: "Location | None" = None,
+def read_unit(src: Location, unit: "Unit", staging: "Location | None" = None,
               max_chars: int = MAX_FIELD_CHARS) -> Rows:
     """The unit's records, as prepare_batch takes them: from its staged piece (in the
-    output's staging folder, `staging`) or from the file in place."""
+    output's staging folder, `staging`) or from the file in place (`src`, at the version
+    the unit was cut from)."""
     if unit.staged:
         if staging is None:
             raise ValueError(f"unit {unit.unit_id} is staged and no staging location was given")
         return _staged_unit(staging, unit)
-    return FORMATS[unit.kind].read(fs, unit, max_chars)
+    return FORMATS[unit.kind].read(src.at_versions({unit.path: unit.version}).filesystem, unit, max_chars)
 
 
 def check_file(fs: pafs.FileSystem, path: str, fmt: FileFormat) -> None:

@@ -94,6 +94,11 @@ def input_identities(src: Location, files: list[str]) -> dict[str, str]:
     return {path: local(path) for path in files}
 
 
+def version_in(identity: str) -> str | None:
+    """The S3 VersionId an identity (input_identities) records, if any."""
+    return next((word[len("version="):] for word in identity.split() if word.startswith("version=")), None)
+
+
 def _manifest(part: Part) -> str:
     return f"{part.part_id}.json"
 
@@ -126,7 +131,8 @@ def _piece_bytes(piece: Piece, path: str) -> bytes:
 
 
 def _cut_task(src_uri: str, endpoint: str | None, staging_uri: str | None, part: Part) -> list[Span]:
-    return cut(locate(src_uri, endpoint), part, staging_uri and locate(staging_uri, endpoint))
+    src = locate(src_uri, endpoint).at_versions({part.path: version_in(part.identity)})
+    return cut(src, part, staging_uri and locate(staging_uri, endpoint))
 
 
 def _staged_already(staging: Location | None, part: Part) -> list[Span] | None:
@@ -143,8 +149,10 @@ def shard(src: Location, files: list[str], unit_rows: int, staging: Location | N
     same `identities`: input_identities) and unit_rows. `staging`: where staged pieces go
     (the output); `parallel`: cut big parts in Ray tasks (Ray connected). A file that
     cannot be read as a whole is refused here, before any judging (reading.check_file)."""
-    fs = src.filesystem
     identities = identities if identities is not None else input_identities(src, files)
+    # Every read below (footers, cuts) and every unit's reader reads the version recorded.
+    src = src.at_versions({path: version_in(identity) for path, identity in identities.items()})
+    fs = src.filesystem
     plans = []
     for info in fs.get_file_info(files):
         fmt = FORMATS[format_of(info.path)]
@@ -171,7 +179,7 @@ def shard(src: Location, files: list[str], unit_rows: int, staging: Location | N
     for path, fmt, spans, identity, file_parts in plans:
         spans = sorted(spans + [s for p in file_parts for s in done[p.part_id]], key=lambda s: s.start)
         units += [Unit(unit_id_of(path, fmt.name, s.start, s.stop, identity), path, fmt.name, s.start, s.stop,
-                       s.rows, staged=s.staged)
+                       s.rows, staged=s.staged, version=version_in(identity) or "")
                   for s in fmt.join(spans, unit_rows)]
     return units
 

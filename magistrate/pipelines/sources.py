@@ -6,7 +6,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import pyarrow.fs as pafs
@@ -39,6 +39,35 @@ class Location:
     @property
     def is_s3(self) -> bool:
         return self.uri.startswith("s3://")
+
+    def at_versions(self, versions: dict[str, str | None]) -> "Location":
+        """This location with each named S3 object read at its version (its VersionId, as
+        input_identities recorded it): in a bucket that keeps versions, an input overwritten
+        during a run is still read as the run planned it. Local paths, and objects without a
+        version, read as they are."""
+        versions = {path: v for path, v in versions.items() if v}
+        if not self.is_s3 or not versions:
+            return self
+        s3 = s3fs.S3FileSystem(**{**self.s3.storage_options, "version_aware": True})
+        return replace(self, filesystem=PyFileSystem(_AtVersions(s3, versions)))
+
+
+class _AtVersions(FSSpecHandler):
+    """A version-aware s3fs opening each named object as `key?versionId=...`."""
+
+    def __init__(self, fs, versions: dict[str, str]):
+        super().__init__(fs)
+        self.versions = versions
+
+    def _at(self, path: str) -> str:
+        version = self.versions.get(path)
+        return f"{path}?versionId={version}" if version else path
+
+    def open_input_file(self, path):
+        return super().open_input_file(self._at(path))
+
+    def open_input_stream(self, path):
+        return super().open_input_stream(self._at(path))
 
 
 def s3_options(endpoint_url: str | None = None) -> dict:

@@ -45,6 +45,7 @@ class Unit:
     max_rows: int = -1  # --limit: judge only the unit's first max_rows rows
     redo: bool = False  # its file holds written-off rows: judge only those again
     staged: str = ""  # its staged copy in the output's _staged/ (sharding.py), or "": read in place
+    version: str = ""  # the S3 VersionId its file is read at (sharding.input_identities), or "": as it is
 
     @property
     def rows_exact(self) -> bool:
@@ -65,14 +66,14 @@ def unit_id_of(path: str, kind: str, start: int, stop: int, identity: str = "") 
     return f"unit-{digest}"
 
 
-def apply_limit(fs: pafs.FileSystem, units: list[Unit], limit: int) -> list[Unit]:
+def apply_limit(src: Location, units: list[Unit], limit: int) -> list[Unit]:
     """The units that hold the first `limit` rows, the last one cut short. A cut unit
     has its own id, so a later full run never mistakes it for a whole one."""
     kept, remaining = [], limit
     for unit in units:
         if remaining <= 0:
             break
-        rows = unit.rows if unit.rows_exact else read_unit(fs, unit).num_rows
+        rows = unit.rows if unit.rows_exact else read_unit(src, unit).num_rows
         if rows > remaining:
             unit = dataclasses.replace(
                 unit, max_rows=remaining,

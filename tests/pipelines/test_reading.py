@@ -130,5 +130,5 @@ def test_limit_counts_the_rows_of_units_whose_size_is_an_estimate(tmp_path):
     loc = locate(str(path))
     units = plan_units(loc, [loc.path])
     assert not units[0].rows_exact
-    (kept,) = apply_limit(loc.filesystem, units, 2)
+    (kept,) = apply_limit(loc, units, 2)
     assert kept.max_rows == 2 and len(list(read_prepared(str(path), limit=2))) == 2

@@ -35,7 +35,7 @@ def _sizes_ok(units, unit_rows):
 def _ids(src, staging, units, column="id"):
     ids = []
     for unit in units:
-        rows = read_unit(src.filesystem, unit, staging)
+        rows = read_unit(src, unit, staging)
         assert rows.num_rows == unit.rows
         ids += rows.columns.column(column).to_pylist() if rows.columns is not None else [
             json.loads(line)[column] for line in rows.lines]

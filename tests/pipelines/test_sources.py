@@ -79,7 +79,7 @@ def test_jsonl_units_hold_every_line_exactly_once(tmp_path, unit_rows):
                                         "response_b": "b"}) + "\n" for i in range(3000)))
     loc = locate(str(path))
     units = plan_units(loc, [loc.path], unit_rows)
-    ids = [json.loads(t)["id"] for u in units for t in read_unit(loc.filesystem, u).lines]
+    ids = [json.loads(t)["id"] for u in units for t in read_unit(loc, u).lines]
     assert ids == list(range(3000))
     assert len({u.unit_id for u in units}) == len(units)
     assert [u.unit_id for u in plan_units(loc, [loc.path], unit_rows)] == [u.unit_id for u in units]
@@ -92,7 +92,7 @@ def test_limit_cuts_the_last_unit_under_its_own_id(tmp_path):
     loc = locate(str(path))
     units = plan_units(loc, [loc.path], 4)
     assert [u.rows for u in units] == [4, 4, 2]
-    limited = apply_limit(loc.filesystem, units, 6)
+    limited = apply_limit(loc, units, 6)
     assert [u.max_rows for u in limited] == [-1, 2]
     assert limited[0].unit_id == units[0].unit_id and limited[1].unit_id != units[1].unit_id
 
