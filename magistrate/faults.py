@@ -23,8 +23,9 @@ appends a line to `MAGISTRATE_STARTS_FILE` (the suite reports how many it paid),
 refused when `MAGISTRATE_FORBID` names it (the fast tier: a test that starts an engine or
 Ray without its marker fails there; each refusal is also noted in
 `MAGISTRATE_REFUSED_FILE`, for a refusal that a test or a CLI run swallows).
-The environment reaches Ray's workers on a local Ray (the driver starts it); a test that
-joins a running head sets the variables in that head's environment.
+The fault variables reach the job's Ray workers through its runtime_env (`job_env`), on
+a local Ray or a running head alike; MAGISTRATE_STARTS_FILE and MAGISTRATE_FORBID reach a
+running head's workers only if that head was started with them.
 """
 
 from __future__ import annotations
@@ -35,6 +36,16 @@ import sys
 import threading
 import time
 from pathlib import Path
+
+FAULT_ENV = ("MAGISTRATE_FAULT", "MAGISTRATE_FAULT_DIR")
+
+
+def job_env() -> dict[str, str]:
+    """The armed fault points' variables, for the job's runtime_env: a run that joins a
+    running Ray holds at its points in its actors as one that starts its own Ray does.
+    Empty as users run it (then no runtime_env is given at all)."""
+    return {name: os.environ[name] for name in FAULT_ENV if os.environ.get(name)}
+
 
 _counts: dict[str, int] = {}
 _passed: dict[str, int] = {}

@@ -78,7 +78,8 @@ def connect_ray() -> None:
               "starting a local Ray", file=sys.stderr)
         address = "local"
     faults.starting("ray", "local" if address == "local" else "joins" if address else "auto")
-    ray.init(address=address, logging_level="WARNING")
+    armed = faults.job_env()
+    ray.init(address=address, logging_level="WARNING", **({"runtime_env": {"env_vars": armed}} if armed else {}))
 
 
 def _last_started_cluster() -> str | None:

@@ -68,7 +68,7 @@ main(sys.argv[1:], prog_name="magistrate")
 
 
 def _kill_session(proc: subprocess.Popen) -> None:
-    for p in session_processes(proc.pid):  # the driver and its local Ray at once: a lost head
+    for p in session_processes(proc.pid):  # the driver and whatever it started; Ray then ends its job
         try:
             os.kill(p.pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -84,14 +84,14 @@ def _alive(holder: dict) -> bool:
         return False
 
 
-def _killed_in_window(args: list[str], stage: Path, log: Path) -> dict:
+def _killed_in_window(args: list[str], stage: Path, log: Path, env: dict) -> dict:
     """Run the cascade until the stage's job is about to write its _run.json, SIGKILL it
     there, and say what the stage output holds then."""
     parked = log.with_suffix(".parked")
     with open(log, "w") as out:
         proc = subprocess.Popen([*MAGISTRATE[:1], "-c", _PARKED, *args], cwd=REPO, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, "PARK_AT": f"/stages/{stage.name}", "PARKED": str(parked)})
+                                env={**os.environ, **env, "PARK_AT": f"/stages/{stage.name}", "PARKED": str(parked)})
         deadline = time.monotonic() + 600
         while not parked.exists():
             assert proc.poll() is None, log.read_text()[-3000:]
@@ -119,13 +119,14 @@ def cascaded(tmp_path_factory, tiny_model, shared_ray):
     args = ["cascade", "--input", str(src), "--output", str(out), "--config", str(config), "--unit-rows", "2"]
     # Killed in each stage's window between its lease and its _run.json (no engine has
     # started by then), each time resumed.
-    in_window = [_killed_in_window(args, out / "stages" / "1-small", tmp / "window-1.log"),
-                 _killed_in_window([*args, "--resume"], out / "stages" / "2-big", tmp / "window-2.log")]
+    in_window = [_killed_in_window(args, out / "stages" / "1-small", tmp / "window-1.log", shared_ray.join()),
+                 _killed_in_window([*args, "--resume"], out / "stages" / "2-big", tmp / "window-2.log",
+                                   shared_ray.join())]
     # Stage 1 is done by now, so only stage 2's actor judges: it holds before its second
     # publish (magistrate/faults.py), and the kill comes with exactly one unit published.
     log = open(tmp / "in-stage-2.log", "w")
     proc = subprocess.Popen([*MAGISTRATE, *args, "--resume"], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True, env={**os.environ, "MAGISTRATE_FAULT": "publish=2",
+                            start_new_session=True, env={**os.environ, **shared_ray.join(), "MAGISTRATE_FAULT": "publish=2",
                                                          "MAGISTRATE_FAULT_DIR": str(tmp / "faults")})
     stage2 = out / "stages" / "2-big" / "verdicts"
     deadline = time.monotonic() + 600
@@ -137,7 +138,7 @@ def cascaded(tmp_path_factory, tiny_model, shared_ray):
     log.close()
     killed = {"stage2_complete": (stage2.parent / "_SUCCESS").exists(),
               "published": len(list(stage2.glob("unit-*.parquet"))), "log": (tmp / "in-stage-2.log").read_text()}
-    resumed = run_cli(*args, "--resume", env=shared_ray.join())  # the killed runs had Rays of their own
+    resumed = run_cli(*args, "--resume", env=shared_ray.join())
     return {"tmp": tmp, "src": src, "rows": rows, "out": out, "args": args, "killed": killed,
             "in_window": in_window, "resumed": resumed, "tiny_model": tiny_model}
 

@@ -136,13 +136,14 @@ def _finished(proc, timeout: float = 800) -> tuple[int, str]:
     return proc.returncode, _err(proc)
 
 
-def test_killed_judge_actor_costs_a_retry_not_the_job(tmp_path, tiny_model):
+def test_killed_judge_actor_costs_a_retry_not_the_job(tmp_path, tiny_model, shared_ray):
     """The judge actor is killed after publishing its first unit, with two more in hand:
     Ray restarts it, the units it held are judged by the new actor, nothing twice."""
     src, ids = _input(tmp_path, PAIRS)
     out = tmp_path / "out"
     with _judging(tmp_path, "--input", str(src), "--output", str(out), "--model", tiny_model, *ENGINE_ARGS,
-                  env={**_armed(tmp_path, "publish=2"), "MAGISTRATE_LEASE_HEARTBEAT_SECONDS": "0.5"}) as proc:
+                  env={**_armed(tmp_path, "publish=2"), "MAGISTRATE_LEASE_HEARTBEAT_SECONDS": "0.5",
+                       **shared_ray.join()}) as proc:
         actor = _held(tmp_path, "publish=2", proc)
         assert len(_published(out)) == 1
         # A second run on the same output, while this one holds its lease: refused, once
@@ -167,7 +168,7 @@ def test_killed_judge_actor_costs_a_retry_not_the_job(tmp_path, tiny_model):
 
 
 @pytest.mark.parametrize("max_tries", [2, 1])
-def test_killed_engine_is_rebuilt_in_its_actor(tmp_path, tiny_model, max_tries):
+def test_killed_engine_is_rebuilt_in_its_actor(tmp_path, tiny_model, max_tries, shared_ray):
     """The vLLM engine dies under a live judge actor (its EngineCore process is killed
     while the actor holds before its 4th batch): the actor rebuilds the engine and tries
     the batch again. With --max-tries 2 that second try judges it; with --max-tries 1 the
@@ -177,7 +178,7 @@ def test_killed_engine_is_rebuilt_in_its_actor(tmp_path, tiny_model, max_tries):
     out = tmp_path / "out"
     fault = "engine_call=4"
     with _judging(tmp_path, "--input", str(src), "--output", str(out), "--model", tiny_model, *ENGINE_ARGS,
-                  "--max-tries", str(max_tries), env=_armed(tmp_path, fault)) as proc:
+                  "--max-tries", str(max_tries), env={**_armed(tmp_path, fault), **shared_ray.join()}) as proc:
         actor = _held(tmp_path, fault, proc)
         cores = _engine_cores(actor)
         assert len(cores) == 1, (actor, _tree(actor), _err(proc)[-3000:])
@@ -210,7 +211,7 @@ def test_killed_engine_is_rebuilt_in_its_actor(tmp_path, tiny_model, max_tries):
         resumed = subprocess.run([*MAGISTRATE, "judge", "--input", str(src), "--output", str(out), "--resume",
                                   "--model", tiny_model, *ENGINE_ARGS, "--max-tries", "1"],
                                  capture_output=True, text=True, cwd=REPO, timeout=800,
-                                 env={**os.environ, "RAY_ADDRESS": "local"})
+                                 env={**os.environ, **shared_ray.join()})
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         summary = json.loads((out / "summary.json").read_text())
         assert summary["this_run"]["pairs"] == len(failed) and summary["this_run"]["units"] == len(failed) // 2
@@ -222,7 +223,7 @@ def test_killed_engine_is_rebuilt_in_its_actor(tmp_path, tiny_model, max_tries):
         assert all(r == kept[r["id"]] for r in again if r["id"] in kept), "judged rows are kept as they were"
 
 
-def test_killed_driver_then_resume_judges_only_what_is_missing(tmp_path, tiny_model):
+def test_killed_driver_then_resume_judges_only_what_is_missing(tmp_path, tiny_model, shared_ray):
     """A lost head: the driver and every process of the local Ray it started die at once,
     with exactly two units published."""
     src, ids = _input(tmp_path, PAIRS)
@@ -235,7 +236,7 @@ def test_killed_driver_then_resume_judges_only_what_is_missing(tmp_path, tiny_mo
     done_before = len(_ids(out))
     assert done_before == 4
 
-    env = {**os.environ, "RAY_ADDRESS": "local"}
+    env = {**os.environ, **shared_ray.join()}  # the lost head is gone: the resume runs on another
     refused = subprocess.run([*MAGISTRATE, "judge", *args], capture_output=True, text=True, cwd=REPO, timeout=120,
                              env=env)
     assert refused.returncode == 2 and "--resume" in refused.stderr
