@@ -5,6 +5,7 @@ single process ever holds them all. Only the duplicates (at most a few) reach th
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 
 import pyarrow as pa
 
@@ -67,9 +68,22 @@ def group_by_id(ds, rows: int):
     return ds.groupby("id", num_partitions=max(1, min(-(-rows // ROWS_PER_PARTITION), 200)))
 
 
+# An input of at most this many rows is checked in the driver: a Ray Data pass pays its
+# tasks' start-up whatever the rows (5.7 s for 4 rows on two cores), the check itself
+# milliseconds per unit (docs/performance.md: the duplicate-id pass of a small input).
+IN_DRIVER_ROWS = 20_000
+
+
 def find_duplicate_ids(input_uri: str, output_uri: str, endpoint: str | None, units: list[Unit], mapping: dict,
                        preset: str, max_chars: int, show: int = 10) -> list[tuple[str, int]]:
     from ray.data.expressions import col
+
+    if all(u.rows >= 0 for u in units) and sum(u.rows for u in units) <= IN_DRIVER_ROWS:
+        src, staging = locate(input_uri, endpoint), locate(output_uri, endpoint)
+        counts = Counter(i for unit in units
+                         for i in prepare_unit(src, unit, mapping, preset, max_chars, staging=staging)
+                         .column("id").to_pylist())
+        return [(i, n) for i, n in counts.items() if n > 1][:show]
 
     with id_pass():
         ids = unit_ids(units, input_uri, output_uri, endpoint, mapping, preset, max_chars)

@@ -6,7 +6,8 @@ check looks at the ids themselves. The input's ids, prepared as the run prepared
 (`_run.json` names the input and the settings that decide ids: format, columns,
 --max-field-chars, --limit, --unit-rows), and the ids of every verdict file a reader
 reads go through one distributed group-by (the duplicate-id pass's:
-pipelines/duplicate_ids.py), so no process holds them all. Each reduce task passes on
+pipelines/duplicate_ids.py), so no process holds them all; an output of at most
+IN_DRIVER_ROWS input rows is counted in this process, without Ray. Each reduce task passes on
 only the ids not held exactly once by both sides, plus one tally row; the driver streams
 those and keeps the counts and a few ids of each kind.
 
@@ -28,8 +29,9 @@ import pyarrow.parquet as pq
 
 from magistrate.actors.placement import connect_ray
 from magistrate.pipelines.commit import _BEFORE_KEY, RUN_FILE, SUCCESS
-from magistrate.pipelines.duplicate_ids import group_by_id, id_pass, unit_ids
+from magistrate.pipelines.duplicate_ids import IN_DRIVER_ROWS, group_by_id, id_pass, unit_ids
 from magistrate.pipelines.judge_job import JobSettings, cut_units, plan_input, quiet_ray_data
+from magistrate.pipelines.prepare import prepare_unit
 from magistrate.pipelines.sharding import is_staged_file, staged_dir, staged_path
 from magistrate.pipelines.sources import InputError, Location, locate
 from magistrate.pipelines.store import exists, join, map_files, read_bytes, write_whole
@@ -63,21 +65,26 @@ def verify_output(output_uri: str, endpoint_url: str | None = None, show: int = 
         raise InputError(f"{output_uri}: cannot read its input {run['input']!r} (named in its {RUN_FILE}; "
                          f"a relative path is read from the current directory): {exc}") from None
     files = verdict_files(out)
-    import ray
-
-    if not ray.is_initialized():
-        connect_ray()
-        quiet_ray_data(verbose=False)
-    with id_pass(), tempfile.TemporaryDirectory(prefix="magistrate-verify-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="magistrate-verify-") as tmp:
         scratch = locate(tmp)
         _copy_manifests(out, scratch)
         units = cut_units(settings, plan, scratch).units
         recut = {u.unit_id for u in units if u.staged and os.path.exists(staged_path(scratch, u.staged))}
-        sides = [_side(ds, 0) for ds in _input_ids(settings, plan, units, recut, tmp)]
-        if files:
-            sides.append(_output_ids(files, output_uri, endpoint_url))
-        # About as many output rows as input rows: both sides go through the group-by.
-        result = _tally(sides, 2 * sum(max(u.rows, 0) for u in units), show)
+        rows = sum(max(u.rows, 0) for u in units)
+        if all(u.rows >= 0 for u in units) and rows <= IN_DRIVER_ROWS:  # no Ray: counted here
+            result = _tally([_offending(_counted_here(settings, plan, units, recut, scratch, files))], show)
+        else:
+            import ray
+
+            if not ray.is_initialized():
+                connect_ray()
+                quiet_ray_data(verbose=False)
+            with id_pass():
+                sides = [_side(ds, 0) for ds in _input_ids(settings, plan, units, recut, tmp)]
+                if files:
+                    sides.append(_output_ids(files, output_uri, endpoint_url))
+                # About as many output rows as input rows: both sides go through the group-by.
+                result = _tally(_grouped(sides, 2 * rows), show)
     result.update(output=output_uri, input=run["input"], verdict_files=len(files),
                   success_marker=exists(out, join(out, SUCCESS)))
     return result
@@ -133,6 +140,20 @@ def _input_ids(settings: JobSettings, plan, units: list, recut: set[str], tmp: s
     return datasets
 
 
+def _counted_here(settings: JobSettings, plan, units: list, recut: set[str], scratch: Location,
+                  files: list[str]) -> pa.Table:
+    """Both sides' ids counted in this process, as the group-by's reduce gives them."""
+    out = locate(settings.output, settings.s3_endpoint_url)
+    inputs = [prepare_unit(plan.src, u, plan.mapping, plan.preset, settings.max_field_chars,
+                           staging=scratch if u.unit_id in recut else out).column("id") for u in units]
+    sides = [pa.table({"id": pa.chunked_array([c for i in inputs for c in i.chunks], pa.string()),
+                       "output": pa.array([0] * sum(len(i) for i in inputs), pa.int64())})]
+    if files:
+        sides.append(_file_ids(pa.table({"path": files}), settings.output, settings.s3_endpoint_url))
+    counted = pa.concat_tables(sides).group_by("id").aggregate([("output", "count"), ("output", "sum")])
+    return counted.rename_columns({"output_count": "count()", "output_sum": "sum(output)"})
+
+
 def _side(ds, output: int):
     return ds.map_batches(_with_side, fn_kwargs={"output": output}, batch_format="pyarrow")
 
@@ -177,14 +198,20 @@ def _offending(batch: pa.Table) -> pa.Table:
     return pa.concat_tables([rows, tally])
 
 
-def _tally(sides: list, rows: int, show: int) -> dict:
+def _grouped(sides: list, rows: int):
+    """The offending ids and tallies of both sides, from the distributed group-by."""
     from ray.data.aggregate import Count, Sum
 
     both = sides[0].union(*sides[1:]) if len(sides) > 1 else sides[0]
     grouped = group_by_id(both, rows).aggregate(Count(), Sum("output"))
+    return grouped.map_batches(_offending, batch_format="pyarrow").iter_batches(batch_format="pyarrow")
+
+
+def _tally(batches, show: int) -> dict:
+    """The counts and a few ids of each kind, from _offending's batches."""
     kinds = {k: {"count": 0, "examples": []} for k in _KINDS}
     totals = {"ids": 0, "inputs": 0, "outputs": 0}
-    for batch in grouped.map_batches(_offending, batch_format="pyarrow").iter_batches(batch_format="pyarrow"):
+    for batch in batches:
         for row in batch.to_pylist():
             if row["id"] is None:
                 for key in totals:

@@ -5,6 +5,7 @@ Data actor hosting the real vLLM CPU engine, writes Parquet and summary.json."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pyarrow.dataset as pads
@@ -132,6 +133,46 @@ def test_duplicate_ids_are_reported_before_judging(tmp_path, shared_ray):
     assert "duplicate ids" in result.stderr and "'x0' (2 times)" in result.stderr
     assert "'x1' (2 times)" in result.stderr and "'x2'" not in result.stderr
     assert not (out / "verdicts").exists(), "nothing may be judged"
+
+
+_BOTH_PASSES = """
+import json, sys
+import ray
+from magistrate.pipelines import duplicate_ids
+from magistrate.pipelines.sharding import plan_units
+from magistrate.pipelines.sources import locate
+
+src, out = sys.argv[1:3]
+units = plan_units(locate(src), [src], unit_rows=4)
+args = (src, out, None, units, {}, "standard", 100_000)
+found = {"units": len(units), "driver": sorted(duplicate_ids.find_duplicate_ids(*args))}
+duplicate_ids.IN_DRIVER_ROWS = -1  # as for an input over it
+ray.init(logging_level="ERROR")
+found["ray"] = sorted(duplicate_ids.find_duplicate_ids(*args))
+print(json.dumps(found))
+"""
+
+
+@pytest.mark.ray
+def test_the_distributed_duplicate_id_pass_finds_what_the_driver_finds(tmp_path, shared_ray):
+    """An input over IN_DRIVER_ROWS is checked by Ray Data's group-by, a small one in the
+    driver: forced onto Ray here (a process joining the session's head), a small input's
+    duplicates are reported the same by both."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    rows = [{"id": f"x{i % 7}", "prompt": f"q{i}", "response_a": "a", "response_b": "b"} for i in range(20)]
+    src = tmp_path / "dups.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    done = subprocess.run([sys.executable, "-c", _BOTH_PASSES, str(src), str(tmp_path / "out")], cwd=REPO,
+                          capture_output=True, text=True, timeout=300, env={**os.environ, **shared_ray.join()})
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found["units"] > 2
+    expected = [[f"x{k}", 3 if k < 6 else 2] for k in range(7)]
+    assert found["driver"] == expected and found["ray"] == expected
 
 
 @pytest.mark.engine

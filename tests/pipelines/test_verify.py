@@ -14,21 +14,19 @@ import json
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import pytest
 
 from magistrate.cli.analysis import verify_text
 from magistrate.pipelines.sources import locate
 from tests.conftest import EXAMPLES, invoke_cli, run_cli
 
-ROWS = 100_000
-
-
-def _input(path) -> str:
-    """One Parquet file, one row group of 100k rows (as pandas writes it): staged pieces."""
+def _input(path, rows: int) -> str:
+    """One Parquet file, one row group (as pandas writes it): staged pieces."""
     path.parent.mkdir(parents=True)
-    ids = [f"p{i}" for i in range(ROWS)]
-    pq.write_table(pa.table({"id": ids, "prompt": [f"What is {i} plus {i}?" for i in range(ROWS)],
-                             "response_a": [f"{2 * i}." for i in range(ROWS)],
-                             "response_b": [f"{i}." for i in range(ROWS)]}), path)
+    ids = [f"p{i}" for i in range(rows)]
+    pq.write_table(pa.table({"id": ids, "prompt": [f"What is {i} plus {i}?" for i in range(rows)],
+                             "response_a": [f"{2 * i}." for i in range(rows)],
+                             "response_b": [f"{i}." for i in range(rows)]}), path)
     return str(path)
 
 
@@ -85,18 +83,23 @@ def _plant(out, units) -> dict:
     return {"duplicate": duplicated, "missing": sorted([dropped, renamed]), "extra": "not-in-the-input"}
 
 
-def test_verify_finds_a_planted_duplicate_and_missing_id_in_a_100k_row_output(tmp_path, shared_ray):
+# 100k rows: Ray Data's distributed group-by; 6k (under duplicate_ids.IN_DRIVER_ROWS):
+# counted in the verify process, without Ray.
+@pytest.mark.parametrize("rows", [100_000, 6_000])
+def test_verify_finds_a_planted_duplicate_and_missing_id(tmp_path, shared_ray, rows):
     from magistrate.pipelines.commit import reconcile
+    from magistrate.pipelines.duplicate_ids import IN_DRIVER_ROWS
     from magistrate.pipelines.units import unit_files
 
-    src = _input(tmp_path / "in" / "pairs.parquet")
+    assert (rows > IN_DRIVER_ROWS) == (rows == 100_000)
+    src = _input(tmp_path / "in" / "pairs.parquet", rows)
     out = tmp_path / "out"
     units = _output(src, out)
-    assert len(units) > 40 and any(u.staged for u in units)
+    assert len(units) >= rows // 2048 and any(u.staged for u in units)
 
     clean = run_cli("verify", str(out), env=shared_ray.join())
     assert clean.returncode == 0, clean.stdout + clean.stderr[-3000:]
-    assert "100,000" in clean.stdout and "exactly once" in clean.stdout
+    assert f"{rows:,}" in clean.stdout and "exactly once" in clean.stdout
 
     planted = _plant(out, units)
     # The footers agree with the plan: a run's reconciliation would commit this output.
@@ -106,7 +109,7 @@ def test_verify_finds_a_planted_duplicate_and_missing_id_in_a_100k_row_output(tm
     assert found.returncode == 3, found.stdout + found.stderr[-3000:]
     report = json.loads(found.stdout)
     assert report["complete"] is False
-    assert report["ids_checked"] == ROWS + 1  # the input's ids and the one only the output has
+    assert report["ids_checked"] == rows + 1  # the input's ids and the one only the output has
     assert report["duplicates"] == {"count": 1, "examples": [[planted["duplicate"], 2]]}
     assert report["missing"] == {"count": 2, "examples": planted["missing"]}
     assert report["extra"] == {"count": 1, "examples": [planted["extra"]]}
