@@ -32,10 +32,11 @@ os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 # the session's head (`shared_ray`) name its address.
 os.environ.setdefault("RAY_ADDRESS", "local")
 # Every engine the suite starts (in this process, a CLI run's, a Ray worker's: all inherit
-# it) gets a KV cache of 2 GiB. vLLM's CPU build otherwise takes --gpu-memory-utilization
-# of the machine's RAM and touches all of it (0.2: 4.7 GiB resident per engine here), and
-# the two workers' engines side by side crowded 24 GiB. A value set by the caller stays.
-os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+# it) gets a KV cache of 1 GiB (23k tokens of the 135M judge). vLLM's CPU build otherwise
+# takes --gpu-memory-utilization of the machine's RAM and touches all of it (0.2: 4.7 GiB
+# resident per engine here); with 2 GiB, the two workers' engines side by side still
+# brought Ray's memory monitor to kill workers. A value set by the caller stays.
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 EXAMPLES = REPO / "examples" / "data"
 MAGISTRATE = [sys.executable, "-m", "magistrate.cli"]
 BIN = Path(sys.executable).parent

@@ -24,6 +24,17 @@ logger = logging.getLogger(__name__)
 _PAIR_COLUMNS = ("id", "prompt", PROMPT_MESSAGES, "response_a", "response_b", INVALID)
 
 
+# Engine starts a host tries, back to back, before it says its engine cannot start: a
+# start refused for too little memory, a model vLLM cannot load or a setting it rejects
+# fails the same way every time, and each try costs minutes on a large model.
+START_TRIES = 2
+
+
+class EngineStartFailed(RuntimeError):
+    """The host's engine failed to start START_TRIES times; the message is the last reason.
+    The host tries no more: every later call raises this at once."""
+
+
 def engine_failure_rows(pairs: list[dict], message: str) -> list[dict]:
     """Rows for pairs whose host gave up: written off (judged again by --resume), except a
     bad input row, which stays what it is."""
@@ -48,6 +59,7 @@ class JudgeHost:
         self.engine = self.judge = None
         self._built = 0  # engines built so far: which one a failure belongs to
         self._failures: dict[int, str] = {}  # engine number -> the failure that brought it down
+        self._cannot_start: str | None = None  # why the engine could not start (EngineStartFailed)
         self._lock: asyncio.Lock | None = None
         if dry_run:
             self.engine = TokenizerEngine(engine)
@@ -65,7 +77,7 @@ class JudgeHost:
             self._lock = asyncio.Lock()
         async with self._lock:
             if self.engine is None:
-                self.engine = await asyncio.to_thread(AsyncVLLMEngine, self.engine_settings)
+                self.engine = await self._start()
                 self.judge = Judge(self.engine, self.judge_settings)
                 self._built += 1
                 self._tell("started")
@@ -75,6 +87,20 @@ class JudgeHost:
                 # here, not inside the first unit (docs/performance.md: warm rate).
                 await self.judge.warm_up_async()
             return self._built
+
+    async def _start(self) -> AsyncVLLMEngine:
+        """A started engine, or EngineStartFailed after START_TRIES refused starts."""
+        for attempt in range(1, START_TRIES + 1):
+            if self._cannot_start is not None:
+                break
+            try:
+                return await asyncio.to_thread(AsyncVLLMEngine, self.engine_settings)
+            except Exception as exc:  # noqa: BLE001 - vLLM's reasons are many; each is told
+                reason = f"{type(exc).__name__}: {exc}"[:1000]
+                logger.warning("the judge engine failed to start (try %d of %d): %s", attempt, START_TRIES, reason)
+                if attempt == START_TRIES:
+                    self._cannot_start = reason
+        raise EngineStartFailed(self._cannot_start)
 
     async def _discard(self, built: int) -> None:
         """Shut the failed engine down, once, whoever of its callers notices first."""

@@ -94,6 +94,8 @@ def judge(input_, format_, calibration_path, **options):
         # Finished, but not whole: schedulers (and `ray job submit`) see a failed job to
         # retry; bad input rows alone never land here, they are data.
         why = summary.get("lease_lost") and f"the output's lease was taken by {summary['lease_lost']}"
+        cannot_start = summary.get("this_run", {}).get("engine_failed")
+        why = why or cannot_start and f"the judge engine could not start: {cannot_start}"
         click.echo(f"magistrate: error: the output is incomplete ({why or 'rows written off or missing'}); "
                    "rerun the same command with --resume", err=True)
         sys.exit(EXIT_INCOMPLETE)

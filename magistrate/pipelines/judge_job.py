@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from magistrate.actors import metrics
 from magistrate.actors.engine import EngineSettings, eager_for
-from magistrate.actors.judge_host import engine_failure_rows
+from magistrate.actors.judge_host import START_TRIES, engine_failure_rows
 from magistrate.actors.placement import actor_bundle, actor_resources, connect_ray, replica_bounds, shippable, use_gpus
 from magistrate.judges.calibration import calibration_digest, calibration_mismatch
 from magistrate.judges.core import JudgeSettings
@@ -174,6 +174,8 @@ def run(settings: JobSettings, progress=print, live=None) -> dict:
         todo = job.open(progress)
         started = time.monotonic()
         judged, failed = job.rounds(todo, progress)
+        if judged.get("engine_failed"):
+            failed = []  # never judged, so not written off: --resume judges them once an engine starts
         try:
             check_held(out, job.run_id)  # another run owns the output now: write nothing more
             for unit in failed:
@@ -276,11 +278,15 @@ class Job:
                 progress(f"magistrate: {len(pending)} unit(s) not finished; retrying them "
                          f"(round {round_} of {self.settings.max_tries})")
                 metrics.add("magistrate_units_retried", len(pending), judge=self.judge.judge)
+            units_before, cannot_start = judged["units"], None
             for result in self._round(pending, progress):
                 if result.get("lease_lost") and self.lease is not None:  # an actor found it taken
                     self.lease.lost = self.lease.lost or result["lease_lost"].split(" was taken by ", 1)[-1]
                 if self.lease is not None and self.lease.lost:
                     break  # another run owns the output: stop the pool, write nothing more
+                if result.get("engine_failed"):  # that actor's engine would not start: its unit waits
+                    cannot_start = result["engine_failed"]
+                    continue
                 judged["units"] += 1
                 judged["pairs"] += result["rows"]
                 judged["errors"] += result["errors"]
@@ -290,6 +296,13 @@ class Job:
             now = unit_files(self.out, only={u.unit_id for u in pending})
             pending = [u for u in pending if not (u.unit_id in now and now[u.unit_id].whole
                                                  and now[u.unit_id].run_id == self.run_id)]
+            if cannot_start and judged["units"] == units_before:
+                # No actor of the round started its engine: another round would only pay the
+                # same refused starts again. The units stay unjudged (not written off).
+                judged["engine_failed"] = cannot_start
+                progress(f"magistrate: error: the judge engine could not start (each actor tried "
+                         f"{START_TRIES} times): {cannot_start}")
+                break
         judged["unit_seconds"] = round(sum(covered_seconds(s) for s in spans.values()), 3)
         judged["actors"] = len(spans)  # actors that judged at least one unit: how wide the work went
         return judged, [u for u in pending if not u.redo]

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from magistrate import faults
-from magistrate.actors.judge_host import JudgeHost
+from magistrate.actors.judge_host import EngineStartFailed, JudgeHost
 from magistrate.pairs import MAX_FIELD_CHARS
 from magistrate.pipelines.lease import LeaseLost, check_held
 from magistrate.pipelines.prepare import prepare_unit
@@ -83,30 +83,37 @@ class UnitWorker:
     async def __call__(self, batch: pa.Table) -> pa.Table:
         results = []
         for row in batch.to_pylist():
-            unit = Unit.from_row(row)
-            await self.judge.ready()  # engine start is not a unit's time (summary: unit_seconds)
-            started = time.time()
-            # Reading and publishing are I/O and Arrow work off the event loop, beside the
-            # engine's work for the other units in flight.
-            table = await asyncio.to_thread(prepare_unit, self.src, unit, self.mapping, self.preset, self.max_chars,
-                                          self.out)
-            if unit.redo:
-                verdicts, judged = await self._redo(unit, table)
-            else:
-                verdicts = judged = await self._judge(table)
-            async with faults.step_async("publish"):
-                # Fenced: a run whose lease was taken publishes nothing more (pipelines/lease.py);
-                # the driver, told, stops the pool.
-                try:
-                    await asyncio.to_thread(check_held, self.out, self.run_id)
-                except LeaseLost as exc:
-                    results.append({"unit_id": unit.unit_id, "rows": 0, "errors": 0, "lease_lost": str(exc)})
-                    continue
-                await asyncio.to_thread(publish, self.out, unit.unit_id, verdicts, planned_rows=table.num_rows,
-                                        metadata={"unit": row, "run_id": self.run_id})
-            errors = judged.column("winner").to_pylist().count("error")
-            ended = time.time()
-            results.append({"unit_id": unit.unit_id, "rows": judged.num_rows, "errors": errors,
-                            "seconds": ended - started, "started": started, "ended": ended,
-                            "actor": f"{socket.gethostname()}:{os.getpid()}"})
+            try:
+                results.append(await self._unit(row))
+            except EngineStartFailed as exc:  # told to the driver, which stops when no engine starts
+                results.append({"unit_id": row["unit_id"], "rows": 0, "errors": 0, "engine_failed": str(exc),
+                                "actor": f"{socket.gethostname()}:{os.getpid()}"})
         return pa.Table.from_pylist(results)
+
+    async def _unit(self, row: dict) -> dict:
+        """Judge and publish one unit; its result row."""
+        unit = Unit.from_row(row)
+        await self.judge.ready()  # engine start is not a unit's time (summary: unit_seconds)
+        started = time.time()
+        # Reading and publishing are I/O and Arrow work off the event loop, beside the
+        # engine's work for the other units in flight.
+        table = await asyncio.to_thread(prepare_unit, self.src, unit, self.mapping, self.preset, self.max_chars,
+                                        self.out)
+        if unit.redo:
+            verdicts, judged = await self._redo(unit, table)
+        else:
+            verdicts = judged = await self._judge(table)
+        async with faults.step_async("publish"):
+            # Fenced: a run whose lease was taken publishes nothing more (pipelines/lease.py);
+            # the driver, told, stops the pool.
+            try:
+                await asyncio.to_thread(check_held, self.out, self.run_id)
+            except LeaseLost as exc:
+                return {"unit_id": unit.unit_id, "rows": 0, "errors": 0, "lease_lost": str(exc)}
+            await asyncio.to_thread(publish, self.out, unit.unit_id, verdicts, planned_rows=table.num_rows,
+                                    metadata={"unit": row, "run_id": self.run_id})
+        errors = judged.column("winner").to_pylist().count("error")
+        ended = time.time()
+        return {"unit_id": unit.unit_id, "rows": judged.num_rows, "errors": errors,
+                "seconds": ended - started, "started": started, "ended": ended,
+                "actor": f"{socket.gethostname()}:{os.getpid()}"}

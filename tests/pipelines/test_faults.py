@@ -299,3 +299,29 @@ def test_lost_worker_node_costs_a_retry_not_the_job(tmp_path, tiny_model, monkey
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+def test_an_engine_that_cannot_start_stops_the_run_after_two_tries(tmp_path, tiny_model, shared_ray):
+    """A setting vLLM refuses (a context longer than the model's) fails every start the
+    same way: the actor tries twice, the run stops after one round naming vLLM's reason,
+    writes nothing off, and --resume with the setting fixed judges every pair."""
+    src, ids = _input(tmp_path, 6)
+    out = tmp_path / "out"
+    args = ["judge", "--input", str(src), "--output", str(out), "--model", tiny_model,
+            *[a for a in ENGINE_ARGS if a not in ("--max-model-len", "2048")]]
+    env = {**os.environ, **shared_ray.join()}
+    refused = subprocess.run([*MAGISTRATE, *args, "--max-model-len", "1000000"], capture_output=True, text=True,
+                             cwd=REPO, timeout=600, env=env)
+    assert refused.returncode == 3, refused.stderr[-3000:]
+    said = refused.stderr
+    assert "the judge engine could not start (each actor tried 2 times)" in said, said[-3000:]
+    assert "max_model_len" in said.split("could not start", 1)[1], said[-3000:]  # vLLM's own reason
+    assert "(round 2 of" not in said, "no second round of refused starts"
+    assert not _published(out) and not (out / "_SUCCESS").exists()  # nothing judged, nothing written off
+    summary = json.loads((out / "summary.json").read_text())
+    assert "max_model_len" in summary["this_run"]["engine_failed"] and summary["this_run"]["units"] == 0
+
+    resumed = subprocess.run([*MAGISTRATE, *args, "--max-model-len", "2048", "--resume"], capture_output=True,
+                             text=True, cwd=REPO, timeout=800, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert sorted(_ids(out)) == sorted(ids)

@@ -25,6 +25,7 @@ from tests.conftest import MAGISTRATE, REPO, run_cli
 # on a loaded machine (it took 532 s beside other work here, and once ran past 900 s).
 pytestmark = [pytest.mark.engine, pytest.mark.timeout(1800)]
 
+PAIRS = 20  # 4 units of 5: A publishes one and holds before its second, B judges them all
 WINDOW = {"MAGISTRATE_LEASE_HEARTBEAT_SECONDS": "0.5", "MAGISTRATE_LEASE_STALE_SECONDS": "4", "RAY_ADDRESS": "local"}
 
 
@@ -41,7 +42,7 @@ def test_a_paused_run_taken_over_publishes_nothing_more(tmp_path, tiny_model):
     src = tmp_path / "pairs.jsonl"
     src.write_text("".join(json.dumps({"id": f"p{i}", "prompt": f"What is {i} plus {i}?",
                                        "response_a": f"{2 * i}.", "response_b": f"Maybe {i}."}) + "\n"
-                           for i in range(60)))
+                           for i in range(PAIRS)))
     out = tmp_path / "out"
     # Two engines live at once (A's, paused, keeps its memory) beside the session's: at
     # vLLM's CPU default share each, B's engine found too little memory free and was
@@ -85,5 +86,5 @@ def test_a_paused_run_taken_over_publishes_nothing_more(tmp_path, tiny_model):
     table = pq.read_table(out / "verdicts")
     assert set(table.column("judge").to_pylist()) == {"mt-bench-tie"}
     ids = table.column("id").to_pylist()
-    assert len(ids) == 60 and len(set(ids)) == 60
+    assert len(ids) == PAIRS and len(set(ids)) == PAIRS
     assert (out / "_SUCCESS").exists() and json.loads((out / "summary.json").read_text())["run_id"] == b_run

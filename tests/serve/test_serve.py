@@ -43,13 +43,13 @@ def _pairs() -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def batch_rows(tmp_path_factory, embedded_model) -> dict[str, dict]:
+def batch_rows(tmp_path_factory, embedded_model, shared_ray) -> dict[str, dict]:
     """The batch pipeline's verdicts for the demo pairs, with the settings serve.yaml
     gives the app (run first, so two engines never share this machine's two cores)."""
     args = _config()["applications"][0]["args"]
     out = tmp_path_factory.mktemp("batch") / "out"
     result = run_cli("judge", "--input", str(EXAMPLES / "llmbar-demo.jsonl"), "--output", str(out),
-                     "--judge", args["judge"], "--order", args["order"])
+                     "--judge", args["judge"], "--order", args["order"], env=shared_ray.join())
     assert result.returncode == 0, result.stderr[-3000:]
     rows = pads.dataset(str(out / "verdicts"), format="parquet").to_table().to_pylist()
     return {r["id"]: r for r in rows}
