@@ -177,10 +177,14 @@ class EngineProcesses:
         self._reaper = None
 
     def started(self) -> None:
-        pids = [p.pid for p in self._me.children(recursive=True) if p.pid not in self._before]
-        if pids:
+        added = []
+        for p in self._me.children(recursive=True):
+            if p.pid not in self._before:
+                with contextlib.suppress(psutil.Error):
+                    added.append(f"{p.pid}:{p.create_time()!r}")  # the reaper kills only this process
+        if added:
             self._reaper = subprocess.Popen(
-                [sys.executable, "-m", "magistrate.actors.reaper", str(os.getpid()), *map(str, pids)],
+                [sys.executable, "-m", "magistrate.actors.reaper", str(os.getpid()), *added],
                 stdin=subprocess.DEVNULL)
 
     def stopped(self) -> None:

@@ -154,8 +154,13 @@ def test_killed_judge_actor_costs_a_retry_not_the_job(tmp_path, tiny_model, shar
         assert second.returncode == 2, second.stderr[-3000:]
         assert "in use by a live run" in second.stderr and f"pid {proc.pid}" in second.stderr
         assert "UnitWorker" in " ".join(psutil.Process(actor).cmdline()), "the held process is the judge actor"
+        cores = _engine_cores(actor)
+        assert len(cores) == 1, (actor, _tree(actor))
         os.kill(actor, signal.SIGKILL)
         psutil.wait_procs([p for p in [_process(actor)] if p], timeout=60)
+        # Its EngineCore outlives it unless the reaper (actors/reaper.py) kills it.
+        _, alive = psutil.wait_procs(cores, timeout=30)
+        assert not alive, f"the killed actor's EngineCore {cores[0].pid} lives on"
         _release(tmp_path, "publish=2")  # the restarted actor's own second publish goes on
         code, stderr = _finished(proc)
     assert code == 0, stderr[-3000:]
