@@ -69,8 +69,8 @@ def group_by_id(ds, rows: int):
 
 
 # An input of at most this many rows is checked in the driver: a Ray Data pass pays its
-# tasks' start-up whatever the rows (5.7 s for 4 rows on two cores), the check itself
-# milliseconds per unit (docs/performance.md: the duplicate-id pass of a small input).
+# tasks' start-up whatever the rows, more than the check itself costs at this size
+# (docs/performance.md: the duplicate-id pass of a small input).
 IN_DRIVER_ROWS = 20_000
 
 
