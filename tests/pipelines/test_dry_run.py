@@ -1,4 +1,5 @@
-"""`--dry-run` over 40k pairs in ten units: renders and counts tokens with the judge's
+"""`--dry-run` over 20,480 pairs in ten units (over the duplicate-id pass's in-driver size,
+so that pass runs on Ray Data as for a large input): renders and counts tokens with the judge's
 tokenizer, skips the engine, writes every row, prints token totals and a GPU-hours
 estimate. The driver's memory (it stays flat because the data streams through Ray Data)
 is a benchmark's, not a test's: `make bench`, section `scaling` (benchmarks/run.py,
@@ -19,7 +20,7 @@ from tests.conftest import MAGISTRATE, REPO
 
 pytestmark = pytest.mark.slow
 
-ROWS = 40_000
+ROWS = 20_480
 
 
 def _write_pairs(path, rows: int) -> None:
@@ -34,6 +35,9 @@ def _write_pairs(path, rows: int) -> None:
 
 
 def test_dry_run_writes_every_row_and_an_estimate(tmp_path, embedded_model, shared_ray):
+    from magistrate.pipelines.duplicate_ids import IN_DRIVER_ROWS
+
+    assert ROWS > IN_DRIVER_ROWS
     src = tmp_path / "pairs.parquet"
     _write_pairs(src, ROWS)
     out = tmp_path / "out"

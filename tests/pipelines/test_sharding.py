@@ -301,8 +301,9 @@ def test_a_single_file_is_judged_as_wide_as_the_pool(tmp_path, embedded_model, k
     (path.parent / "_old").mkdir()
     (path.parent / "_old" / "pairs.jsonl").write_text("{}\n")  # skipped, and said so
     out = tmp_path / "out"
+    # One order: the pool's width is what is checked, not the rendering of both orders.
     args = ["judge", "--input", str(path.parent), "--output", str(out), "--dry-run", "--replicas", "2",
-            "--unit-rows", "2048", "--batch-size", "512"]
+            "--unit-rows", "2048", "--batch-size", "512", "--order", "ab"]
     done = run_cli(*args, env=shared_ray.join())
     assert done.returncode == 0, done.stderr[-3000:]
     said = done.stdout + done.stderr
