@@ -28,8 +28,10 @@ BUCKET = "magistrate-s3-test"
 INPUT_KEY = "in/pairs.jsonl"
 PARQUET_KEY = "in/pairs.parquet"  # the same rows in row groups of 4: 4 units of --unit-rows 4
 OUT = f"s3://{BUCKET}/out"
+# The tiny random-weight judge, one order, log-probabilities: what is checked here is where
+# the verdicts land and that each id lands once, not what the judge says.
 ENGINE_ARGS = ["--max-model-len", "2048", "--gpu-memory-utilization", "0.2", "--unit-rows", "4",
-               "--batch-size", "4"]
+               "--batch-size", "4", "--mode", "logprob", "--order", "ab"]
 
 
 def _input_rows() -> list[dict]:
@@ -77,9 +79,9 @@ def test_render_reads_s3_with_endpoint_from_env(s3, moto_url, aws_env):
         assert by_id[r["id"]]["prompt"] in text
 
 
-def _judge(moto_url: str, *extra: str) -> list[str]:
+def _judge(moto_url: str, model: str, *extra: str) -> list[str]:
     return [*MAGISTRATE, "judge", "--input", f"s3://{BUCKET}/{PARQUET_KEY}", "--output", OUT,
-            "--s3-endpoint-url", moto_url, *ENGINE_ARGS, *extra]
+            "--s3-endpoint-url", moto_url, "--model", model, *ENGINE_ARGS, *extra]
 
 
 @contextlib.contextmanager
@@ -134,14 +136,14 @@ def _summary(client) -> dict:
 
 
 @pytest.fixture(scope="module")
-def judged(s3, moto_url, aws_env, embedded_model, shared_ray):
+def judged(s3, moto_url, aws_env, tiny_model, shared_ray):
     """The first run, and a second run on the same output started while the first holds
     its lease."""
     client, rows = s3
     started = time.monotonic()
-    with _running(_judge(moto_url), {**aws_env, **shared_ray.join()}) as first:
+    with _running(_judge(moto_url, tiny_model), {**aws_env, **shared_ray.join()}) as first:
         _wait(lambda: "out/_lease.json" in _objects(client, "out/"), first, "the lease")
-        second = subprocess.run(_judge(moto_url), capture_output=True, text=True, timeout=300,
+        second = subprocess.run(_judge(moto_url, tiny_model), capture_output=True, text=True, timeout=300,
                                 cwd=REPO, env={**os.environ, **aws_env})
         first.wait(timeout=900)
         stdout, stderr = first.output()
@@ -239,7 +241,7 @@ def _all_ids(moto_url: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def resumed_one(judged, moto_url, aws_env, shared_ray):
+def resumed_one(judged, moto_url, aws_env, tiny_model, shared_ray):
     """One unit object deleted, then --resume."""
     client = judged[0]
     before = _objects(client)
@@ -247,7 +249,7 @@ def resumed_one(judged, moto_url, aws_env, shared_ray):
     gone = sorted(before)[0]
     gone_rows = _unit_rows(client, gone)
     client.delete_object(Bucket=BUCKET, Key=gone)
-    result = subprocess.run(_judge(moto_url, "--resume"), capture_output=True, text=True, timeout=900,
+    result = subprocess.run(_judge(moto_url, tiny_model, "--resume"), capture_output=True, text=True, timeout=900,
                             cwd=REPO, env={**os.environ, **aws_env, **shared_ray.join()})
     # What the resume left, read now: the kill test below deletes and rewrites these units.
     done = result.returncode == 0
@@ -273,7 +275,8 @@ def test_resume_on_s3_judges_exactly_the_missing_unit(resumed_one, moto_url):
 
 
 @pytest.mark.engine
-def test_driver_killed_on_s3_then_resume_finishes_exactly_once(resumed_one, moto_url, aws_env, shared_ray):
+def test_driver_killed_on_s3_then_resume_finishes_exactly_once(resumed_one, moto_url, aws_env, tiny_model,
+                                                               shared_ray):
     client = resumed_one[0]
     doomed = sorted(_objects(client))
     for key in doomed:
@@ -281,14 +284,14 @@ def test_driver_killed_on_s3_then_resume_finishes_exactly_once(resumed_one, moto
     # A Ray of its own, killed with it; its actor holds before its second publish
     # (magistrate/faults.py), so the kill comes with one unit published and three to go.
     with tempfile.TemporaryDirectory(prefix="magistrate-s3-fault-") as faults, \
-            _running(_judge(moto_url, "--resume", "--replicas", "1"),
+            _running(_judge(moto_url, tiny_model, "--resume", "--replicas", "1"),
                      {**aws_env, "MAGISTRATE_FAULT": "publish=2", "MAGISTRATE_FAULT_DIR": faults}) as proc:
         _wait(lambda: os.path.exists(os.path.join(faults, "publish-2.reached")), proc, "the second publish")
         _kill_tree(proc)
     assert "out/_SUCCESS" not in _objects(client, "out/"), "a killed run's output is not committed"
     survivors = _objects(client)
     assert len(set(doomed) - set(survivors)) == 3, "the kill left three units to judge"
-    again = subprocess.run(_judge(moto_url, "--resume"), capture_output=True, text=True, timeout=900,
+    again = subprocess.run(_judge(moto_url, tiny_model, "--resume"), capture_output=True, text=True, timeout=900,
                            cwd=REPO, env={**os.environ, **aws_env, **shared_ray.join()})
     assert again.returncode == 0, again.stderr[-3000:]
     assert "taking over the lease" in again.stderr  # the killed driver's, stale at once here
