@@ -90,16 +90,15 @@ class JudgeHost:
 
     async def _start(self) -> AsyncVLLMEngine:
         """A started engine, or EngineStartFailed after START_TRIES refused starts."""
-        for attempt in range(1, START_TRIES + 1):
-            if self._cannot_start is not None:
-                break
-            try:
-                return await asyncio.to_thread(AsyncVLLMEngine, self.engine_settings)
-            except Exception as exc:  # noqa: BLE001 - vLLM's reasons are many; each is told
-                reason = f"{type(exc).__name__}: {exc}"[:1000]
-                logger.warning("the judge engine failed to start (try %d of %d): %s", attempt, START_TRIES, reason)
-                if attempt == START_TRIES:
-                    self._cannot_start = reason
+        if self._cannot_start is None:
+            for attempt in range(1, START_TRIES + 1):
+                try:
+                    return await asyncio.to_thread(AsyncVLLMEngine, self.engine_settings)
+                except Exception as exc:  # noqa: BLE001 - vLLM's reasons are many; each is told
+                    reason = f"{type(exc).__name__}: {exc}"[:1000]
+                    logger.warning("the judge engine failed to start (try %d of %d): %s", attempt, START_TRIES,
+                                   reason)
+            self._cannot_start = reason
         raise EngineStartFailed(self._cannot_start)
 
     async def _discard(self, built: int) -> None:

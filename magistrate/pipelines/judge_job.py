@@ -37,7 +37,7 @@ from magistrate.pipelines.reading import peek_columns
 from magistrate.pipelines.sources import InputError, Location, list_input, locate, read_calibration, resolve_mapping
 from magistrate.pipelines.summary import summarise
 from magistrate.pipelines.unit_worker import UNITS_AT_ONCE, UnitWorker
-from magistrate.pipelines.sharding import input_identities, shard, staged_names, version_in
+from magistrate.pipelines.sharding import as_recorded, input_identities, shard, staged_names
 from magistrate.pipelines.units import UNIT_ROWS, Unit, apply_limit, damaged, publish, unit_files
 from magistrate.schema import run_constants, with_verdicts
 
@@ -122,8 +122,7 @@ def plan_input(settings: JobSettings) -> Plan:
     listing = list_input(src)
     files = listing.files
     identities = input_identities(src, files)
-    pinned = src.at_versions({path: version_in(identity) for path, identity in identities.items()})
-    mapping, preset = resolve_mapping(peek_columns(pinned.filesystem, files), settings.format,
+    mapping, preset = resolve_mapping(peek_columns(as_recorded(src, identities).filesystem, files), settings.format,
                                       settings.columns, settings.input)
     return Plan([], mapping, preset, files, identities, src, listing.skipped_note)
 

@@ -99,6 +99,11 @@ def version_in(identity: str) -> str | None:
     return next((word[len("version="):] for word in identity.split() if word.startswith("version=")), None)
 
 
+def as_recorded(src: Location, identities: dict[str, str]) -> Location:
+    """`src` reading each file at the version its identity records (S3 VersionId)."""
+    return src.at_versions({path: version_in(identity) for path, identity in identities.items()})
+
+
 def _manifest(part: Part) -> str:
     return f"{part.part_id}.json"
 
@@ -151,7 +156,7 @@ def shard(src: Location, files: list[str], unit_rows: int, staging: Location | N
     cannot be read as a whole is refused here, before any judging (reading.check_file)."""
     identities = identities if identities is not None else input_identities(src, files)
     # Every read below (footers, cuts) and every unit's reader reads the version recorded.
-    src = src.at_versions({path: version_in(identity) for path, identity in identities.items()})
+    src = as_recorded(src, identities)
     fs = src.filesystem
     plans = []
     for info in fs.get_file_info(files):
